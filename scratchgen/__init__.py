@@ -1,0 +1,19 @@
+"""scratchgen: deep generative models from scratch in NumPy and Numba, written to be read.
+
+Start with :mod:`scratchgen.tensor` (the autograd engine), then :mod:`scratchgen.functional`
+(``F``), :mod:`scratchgen.nn` and :mod:`scratchgen.optim`.
+"""
+import os
+
+# NOTE: OpenBLAS worker threads spin for ~0.1 s after each call and then fight Numba's
+# parallel threads, making alternating calls ~10x slower. A short timeout keeps the two
+# pools apart (measured: ../shared/notes/performance-facts.md). Must be set before numpy loads.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+from .random import manual_seed, get_rng  # noqa: E402
+from .tensor import (Tensor, no_grad, is_grad_enabled, tensor, zeros, ones, randn, rand,  # noqa: E402
+                     zeros_like, ones_like, randn_like)
+
+from .gradcheck import gradcheck  # noqa: E402  (the function; the module runs a demo)
+
+__version__ = "0.1.0"

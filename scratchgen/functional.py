@@ -1,0 +1,259 @@
+"""Functional API, ``import scratchgen.functional as F``: PyTorch's names and semantics.
+
+Ops that need their own backward rule (for speed or numerical stability) are written with
+``Tensor.from_op`` and keep forward and backward side by side; the rest are composed from the
+primitives in :mod:`scratchgen.tensor`, which then differentiate themselves.
+"""
+import numpy as np
+
+from .kernels import conv as _conv
+from .tensor import Tensor
+
+
+def _pair(value, name):
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) for v in pair):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return tuple(int(v) for v in pair)
+
+
+def _reduce(loss, reduction):
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "none":
+        return loss
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _as_tensor(x, like=None):
+    if isinstance(x, Tensor):
+        return x
+    return Tensor(x, dtype=like.dtype if like is not None and like.dtype.kind == "f" else None)
+
+
+# ---------------------------------------------------------------------- activations
+def relu(x):
+    return x.relu()
+
+
+def sigmoid(x):
+    return x.sigmoid()
+
+
+def tanh(x):
+    return x.tanh()
+
+
+def leaky_relu(x, negative_slope=0.01):
+    a = x.data
+    slope = np.where(a > 0, 1.0, negative_slope).astype(a.dtype)
+    return Tensor.from_op(a * slope, (x,), lambda g: (g * slope,), "leaky_relu")
+
+
+def softplus(x):
+    """log(1 + e^x), computed as max(x, 0) + log1p(e^-|x|) so that it never overflows."""
+    a = x.data
+    out = np.maximum(a, 0) + np.log1p(np.exp(-np.abs(a)))
+    return Tensor.from_op(out, (x,), lambda g: (g * Tensor(a).sigmoid().data,), "softplus")
+
+
+def logsumexp(x, dim, keepdim=False):
+    """log Σ_dim e^x. NOTE: shifts by the max first, so e^x never overflows."""
+    a = x.data
+    m = a.max(axis=dim, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    s = np.log(np.exp(a - m).sum(axis=dim, keepdims=True)) + m
+    out = s if keepdim else np.squeeze(s, axis=dim)
+
+    def backward(g):
+        g = g if keepdim else np.expand_dims(g, dim)
+        return (g * np.exp(a - s),)  # the gradient of logsumexp is the softmax
+    return Tensor.from_op(out, (x,), backward, "logsumexp")
+
+
+def log_softmax(x, dim):
+    return x - logsumexp(x, dim, keepdim=True)
+
+
+def softmax(x, dim):
+    a = x.data
+    e = np.exp(a - a.max(axis=dim, keepdims=True))
+    out = e / e.sum(axis=dim, keepdims=True)
+
+    def backward(g):
+        return (out * (g - (g * out).sum(axis=dim, keepdims=True)),)
+    return Tensor.from_op(out, (x,), backward, "softmax")
+
+
+# ---------------------------------------------------------------------- losses
+def binary_cross_entropy_with_logits(logits, target, reduction="mean"):
+    """-[t log σ(x) + (1 - t) log(1 - σ(x))], written as softplus(x) - t x for stability.
+
+    The per-element gradient with respect to the logit is σ(x) - t.
+    """
+    target = _as_tensor(target, logits)
+    if target.shape != logits.shape:
+        raise ValueError(f"binary_cross_entropy_with_logits: target shape {target.shape} "
+                         f"differs from logits shape {logits.shape}")
+    x, t = logits.data, target.data
+    loss = np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
+    sig = Tensor(x).sigmoid().data
+    out = Tensor.from_op(loss, (logits, target), lambda g: (g * (sig - t), -g * x), "bce_logits")
+    return _reduce(out, reduction)
+
+
+def cross_entropy(logits, target, reduction="mean"):
+    """-log softmax(logits)[target] for logits (N, C) and integer class indices (N,)."""
+    idx = np.asarray(target.data if isinstance(target, Tensor) else target)
+    if logits.ndim != 2 or idx.shape != (logits.shape[0],):
+        raise ValueError(f"cross_entropy expects logits (N, C) and targets (N,), got "
+                         f"{logits.shape} and {idx.shape}")
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"cross_entropy targets must be integer class indices, got dtype {idx.dtype}")
+    if idx.size and (idx.min() < 0 or idx.max() >= logits.shape[1]):
+        raise ValueError(f"cross_entropy targets must lie in [0, {logits.shape[1]}), "
+                         f"got min {idx.min()}, max {idx.max()}")
+    return _reduce(-log_softmax(logits, 1)[np.arange(len(idx)), idx], reduction)
+
+
+def mse_loss(input, target, reduction="mean"):
+    target = _as_tensor(target, input)
+    if target.shape != input.shape:
+        raise ValueError(f"mse_loss: input shape {input.shape} differs from target shape {target.shape}")
+    diff = input - target
+    return _reduce(diff * diff, reduction)
+
+
+# ---------------------------------------------------------------------- layers
+def linear(x, weight, bias=None):
+    """x @ weightᵀ + bias with weight of shape (out_features, in_features), as in PyTorch."""
+    if x.shape[-1] != weight.shape[-1]:
+        raise ValueError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but "
+                         f"weight expects {weight.shape[-1]} (weight shape {weight.shape})")
+    out = x @ weight.T
+    return out if bias is None else out + bias
+
+
+def embedding(indices, weight):
+    """Rows of ``weight`` (num_embeddings, dim) picked by integer ``indices`` of any shape."""
+    idx = np.asarray(indices.data if isinstance(indices, Tensor) else indices)
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"embedding indices must be integers, got dtype {idx.dtype}")
+    if idx.size and (idx.min() < 0 or idx.max() >= weight.shape[0]):
+        raise ValueError(f"embedding indices must lie in [0, {weight.shape[0]}), got min "
+                         f"{idx.min()}, max {idx.max()}")
+    return weight[idx]
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    """2-D cross-correlation, NCHW input and (C_out, C_in, kH, kW) weight, as ``torch.nn.functional.conv2d``.
+
+    out[n, o, i, j] = bias[o] + Σ_{c, u, v} x_pad[n, c, i·sh + u, j·sw + v] · weight[o, c, u, v]
+    """
+    stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
+    xd, wd = x.data, weight.data
+    out = _conv.conv2d_forward(xd, wd, stride, padding)
+
+    def backward(g):
+        return (_conv.conv2d_grad_input(g, wd, xd.shape, stride, padding),
+                _conv.conv2d_grad_weight(xd, g, wd.shape, stride, padding))
+    y = Tensor.from_op(out, (x, weight), backward, "conv2d")
+    return y if bias is None else y + bias.reshape(1, -1, 1, 1)
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0):
+    """Transposed convolution with (C_in, C_out, kH, kW) weight, as ``torch.nn.functional.conv_transpose2d``.
+
+    It is the adjoint of conv2d: its forward is conv2d's input gradient, so
+    H_out = (H - 1)·sh - 2·ph + kH + output_padding_h.
+    """
+    stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
+    out_pad = _pair(output_padding, "output_padding")
+    xd, wd = x.data, weight.data
+    if xd.ndim != 4 or wd.ndim != 4:
+        raise ValueError(f"conv_transpose2d expects a 4-D input (N, C, H, W) and a 4-D weight "
+                         f"(C_in, C_out, kH, kW), got {xd.shape} and {wd.shape}")
+    if xd.shape[1] != wd.shape[0]:
+        raise ValueError(f"conv_transpose2d: input has {xd.shape[1]} channels (shape {xd.shape}) "
+                         f"but weight {wd.shape} expects {wd.shape[0]}")
+    if min(stride) <= 0:
+        raise ValueError(f"conv_transpose2d: stride must be positive, got {stride}")
+    if any(op < 0 or op >= s for op, s in zip(out_pad, stride)):
+        raise ValueError(f"conv_transpose2d: output_padding {out_pad} must be >= 0 and smaller "
+                         f"than stride {stride}")
+    h = (xd.shape[2] - 1) * stride[0] - 2 * padding[0] + wd.shape[2] + out_pad[0]
+    w = (xd.shape[3] - 1) * stride[1] - 2 * padding[1] + wd.shape[3] + out_pad[1]
+    if h <= 0 or w <= 0:
+        raise ValueError(f"conv_transpose2d: output size would be {(h, w)} for input {xd.shape}, "
+                         f"weight {wd.shape}, stride {stride}, padding {padding}")
+    out_shape = (xd.shape[0], wd.shape[1], h, w)
+    out = _conv.conv2d_grad_input(xd, wd, out_shape, stride, padding)
+
+    def backward(g):
+        return (_conv.conv2d_forward(g, wd, stride, padding),
+                _conv.conv2d_grad_weight(g, xd, wd.shape, stride, padding))
+    y = Tensor.from_op(out, (x, weight), backward, "conv_transpose2d")
+    return y if bias is None else y + bias.reshape(1, -1, 1, 1)
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
+    """Batch normalisation over every axis but the channel axis 1, as ``torch.nn.functional.batch_norm``.
+
+    In training mode the batch statistics normalise x (biased variance) and the running
+    statistics (ndarrays, updated in place) move towards them with the *unbiased* variance,
+    as PyTorch does. In eval mode the running statistics normalise x.
+    """
+    if x.ndim < 2:
+        raise ValueError(f"batch_norm expects input (N, C, ...), got shape {x.shape}")
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    if training:
+        count = x.data.size // x.shape[1]
+        if count < 2:
+            raise ValueError(f"batch_norm in training mode needs more than one value per channel, "
+                             f"got input shape {x.shape}")
+        mean = x.mean(axis=axes, keepdims=True)
+        centred = x - mean
+        var = (centred * centred).mean(axis=axes, keepdims=True)
+        if running_mean is not None:
+            running_mean *= 1 - momentum
+            running_mean += momentum * mean.data.reshape(-1)
+        if running_var is not None:
+            running_var *= 1 - momentum
+            running_var += momentum * var.data.reshape(-1) * count / (count - 1)
+        out = centred / (var + eps).sqrt()
+    else:
+        mean = Tensor(np.asarray(running_mean, dtype=x.dtype).reshape(shape))
+        std = np.sqrt(np.asarray(running_var, dtype=x.dtype).reshape(shape) + eps)
+        out = (x - mean) / Tensor(std)
+    if weight is not None:
+        out = out * weight.reshape(shape)
+    if bias is not None:
+        out = out + bias.reshape(shape)
+    return out
+
+
+# ---------------------------------------------------------------------- joining
+def cat(tensors, dim=0):
+    tensors = list(tensors)
+    sizes = [t.shape[dim] for t in tensors]
+    try:
+        out = np.concatenate([t.data for t in tensors], axis=dim)
+    except ValueError as e:
+        raise ValueError(f"cat along dim {dim}: shapes {[t.shape for t in tensors]} do not fit ({e})")
+    bounds = np.cumsum(sizes)[:-1]
+    return Tensor.from_op(out, tensors, lambda g: np.split(g, bounds, axis=dim), "cat")
+
+
+def stack(tensors, dim=0):
+    tensors = list(tensors)
+    shapes = {t.shape for t in tensors}
+    if len(shapes) != 1:
+        raise ValueError(f"stack needs tensors of one shape, got {[t.shape for t in tensors]}")
+    out = np.stack([t.data for t in tensors], axis=dim)
+    n = len(tensors)
+    return Tensor.from_op(out, tensors,
+                          lambda g: [np.take(g, i, axis=dim) for i in range(n)], "stack")
