@@ -1,0 +1,120 @@
+"""scratchgen.divergences: KL and JS on probability vectors, and the JS variational identity."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from scratchgen.divergences import js, js_variational, kl, optimal_discriminator, value
+from strategies import probability_vector_pairs, probability_vectors
+
+LOG2 = math.log(2)
+
+
+def kl_by_loop(p, q):
+    """The definition, one outcome at a time, with 0 log 0 = 0 and p log(p/0) = inf."""
+    total = 0.0
+    for pi, qi in zip(p, q):
+        if pi == 0:
+            continue
+        if qi == 0:
+            return math.inf
+        total += pi * math.log(pi / qi)
+    return total
+
+
+# ---------------------------------------------------------------------- KL
+@given(probability_vector_pairs())
+def test_kl_matches_the_definition_and_is_nonnegative(pq):
+    p, q = pq
+    expected = kl_by_loop(p, q)
+    got = kl(p, q)
+    if math.isinf(expected):
+        assert got == np.inf
+    else:
+        assert abs(got - expected) < 1e-12
+    assert got >= -1e-15
+    assert abs(kl(p, p)) < 1e-15
+
+
+def test_kl_zero_conventions():
+    assert kl([0.5, 0.5, 0.0], [0.25, 0.25, 0.5]) == pytest.approx(math.log(2), abs=1e-15)  # 0 log 0 = 0
+    assert kl([0.5, 0.5], [1.0, 0.0]) == np.inf                                            # q = 0 < p
+    assert np.isfinite(kl([1.0, 0.0], [0.5, 0.5]))
+
+
+def test_kl_and_js_broadcast_over_batches():
+    p = np.array([[0.2, 0.8], [0.5, 0.5], [1.0, 0.0]])
+    q = np.array([0.5, 0.5])
+    np.testing.assert_allclose(kl(p, q), [kl_by_loop(row, q) for row in p], rtol=1e-13)
+    assert js(p, q).shape == (3,)
+    np.testing.assert_allclose(js(p, q), [js(row, q) for row in p], rtol=1e-13)
+
+
+def test_inputs_are_validated():
+    with pytest.raises(ValueError, match="negative"):
+        kl([1.2, -0.2], [0.5, 0.5])
+    with pytest.raises(ValueError, match="sum to 1"):
+        js([0.3, 0.3], [0.5, 0.5])
+    with pytest.raises(ValueError, match="same outcomes"):
+        kl([0.5, 0.5], [0.2, 0.3, 0.5])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        js_variational([0.5, 0.5], [0.5, 0.5], [0.5, 1.5])
+    with pytest.raises(ValueError, match="broadcast"):
+        value([0.5, 0.5], [0.5, 0.5], [0.5, 0.5, 0.5])
+
+
+# ---------------------------------------------------------------------- JS
+@given(probability_vector_pairs())
+def test_js_is_symmetric_bounded_and_matches_its_definition(pq):
+    p, q = pq
+    d = js(p, q)
+    assert abs(d - js(q, p)) < 1e-14
+    assert -1e-15 <= d <= LOG2 + 1e-15
+    m = (p + q) / 2
+    assert abs(d - (0.5 * kl_by_loop(p, m) + 0.5 * kl_by_loop(q, m))) < 1e-12
+    assert abs(js(p, p)) < 1e-15
+
+
+@given(st.integers(2, 6), st.data())
+def test_js_is_log2_on_disjoint_supports(k, data):
+    split = data.draw(st.integers(1, k - 1))
+    p = np.r_[data.draw(probability_vectors(split, split, allow_zeros=False)), np.zeros(k - split)]
+    q = np.r_[np.zeros(split), data.draw(probability_vectors(k - split, k - split, allow_zeros=False))]
+    assert abs(js(p, q) - LOG2) < 1e-14
+    assert kl(p, q) == np.inf
+
+
+# ---------------------------------------------------------------------- the variational identity
+@given(probability_vector_pairs())
+def test_js_variational_at_the_optimal_discriminator_equals_js(pq):
+    p, q = pq
+    t_star = optimal_discriminator(p, q)
+    assert np.all((t_star >= 0) & (t_star <= 1))
+    assert abs(js_variational(p, q, t_star) - js(p, q)) < 1e-10
+    # the GAN value at t* is 2 JS - 2 log 2
+    assert abs(value(p, q, t_star) - (2 * js(p, q) - 2 * LOG2)) < 1e-10
+
+
+@given(probability_vector_pairs(), st.data())
+def test_js_variational_is_a_lower_bound_for_any_discriminator(pq, data):
+    p, q = pq
+    t = np.array(data.draw(st.lists(st.floats(0.01, 0.99), min_size=len(p), max_size=len(p))))
+    t_star = optimal_discriminator(p, q)
+    bound = js_variational(p, q, t)
+    assert bound <= js(p, q) + 1e-12
+    # strictly smaller when t differs from t* somewhere that carries probability
+    if np.any((p + q > 0) & (np.abs(t - t_star) > 1e-3)):
+        assert bound < js(p, q)
+
+
+def test_js_variational_on_a_worked_example():
+    p, q = np.array([0.5, 0.5, 0.0]), np.array([0.0, 0.5, 0.5])
+    t_star = optimal_discriminator(p, q)
+    np.testing.assert_allclose(t_star, [1.0, 0.5, 0.0])
+    # by hand: log 2 + ½ (½ log 1 + ½ log ½ + ½ log ½ + ½ log 1) = ½ log 2
+    assert abs(js_variational(p, q, t_star) - 0.5 * LOG2) < 1e-15
+    assert abs(js(p, q) - 0.5 * LOG2) < 1e-15
+    # the constant discriminator t = ½ gives log 2 + ½ (-log 2) - ... = 0: no information
+    assert abs(js_variational(p, q, np.full(3, 0.5))) < 1e-15
+    assert optimal_discriminator([1.0, 0.0], [1.0, 0.0])[1] == 0.5  # p = q = 0 there: any t works
