@@ -1,0 +1,404 @@
+"""The ``scratchgen`` command (also ``python -m scratchgen``).
+
+::
+
+    scratchgen train MODEL [options]     train a model into a run folder
+    scratchgen sample RUN_DIR [options]  draw samples from a trained run (.npy or .png)
+    scratchgen eval RUN_DIR [--json]     the model's metrics on the test split
+    scratchgen data fetch NAME | list    download / list datasets
+    scratchgen bench                     time the compute kernels
+    scratchgen gradcheck                 check gradients of a few ops numerically
+
+Settings are resolved in this order, each overriding the one before: the common defaults
+below, the model family's ``defaults``, the ``--preset`` (if any), then the options given on the
+command line. The result is saved as the run's ``config.json``.
+"""
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from .training.experiment import int_list
+
+EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+
+# Every setting a run has besides the model options. Families override them in `defaults`.
+TRAIN_SETTINGS = dict(data="digits8", epochs=10, batch_size=64, lr=1e-3, seed=0, scale="01",
+                      binarize=None, log_every=50, plot_every=20.0)
+# Settings that may change when a run is resumed (they do not change the numbers).
+RESUMABLE = ("epochs", "data_dir", "log_every", "plot_every")
+
+EXAMPLES = """\
+examples:
+  scratchgen train vae --epochs 20                        a VAE on the bundled 8x8 digits (offline)
+  scratchgen train vae --out runs/my-vae --resume         continue a run from its latest checkpoint
+  scratchgen train vae --preset pytorch-examples --data-dir ../shared/data
+  scratchgen sample runs/vae-digits8-seed0 --n 64 --out samples.png
+  scratchgen sample runs/vae-digits8-seed0 --n 1000 --out samples.npy
+  scratchgen eval runs/vae-digits8-seed0 --json
+  scratchgen data fetch mnist
+
+Run `scratchgen COMMAND --help` (or `scratchgen train MODEL --help`) for the options of each.
+"""
+
+
+class CLIError(Exception):
+    """A problem with what was asked for; printed as one message, without a traceback."""
+
+
+# ---------------------------------------------------------------------------- the parser
+def _formatter(prog):
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+_METAVARS = {int: "N", float: "X", str: "NAME", int_list: "SIZES"}
+
+
+def _add_model_parser(models_sub, family, data_names):
+    settings = {**TRAIN_SETTINGS, **family.defaults}
+    presets = "".join(f"  {name:20s} {p.get('help', '')}\n" for name, p in family.presets.items())
+    epilog = (f"presets (--preset NAME; options given on the command line override them):\n{presets}\n"
+              if presets else "") + (
+        "examples:\n"
+        f"  scratchgen train {family.name} --epochs 5\n"
+        f"  scratchgen train {family.name} --out runs/{family.name}-test --overwrite\n"
+        f"  scratchgen train {family.name} --out runs/{family.name}-test --resume --epochs 10\n")
+    p = models_sub.add_parser(family.name, help=family.help, description=family.help, epilog=epilog,
+                              formatter_class=_formatter, argument_default=argparse.SUPPRESS)
+    g = p.add_argument_group("training")
+    g.add_argument("--data", choices=data_names, help=f"dataset (default: {settings['data']})")
+    g.add_argument("--data-dir", metavar="DIR",
+                   help="folder holding downloaded datasets (then $SCRATCHGEN_DATA, then the cache)")
+    g.add_argument("--epochs", type=int, metavar="N", help=f"epochs in total (default: {settings['epochs']})")
+    g.add_argument("--batch-size", type=int, metavar="B", help=f"default: {settings['batch_size']}")
+    g.add_argument("--lr", type=float, metavar="LR", help=f"learning rate (default: {settings['lr']})")
+    g.add_argument("--seed", type=int, metavar="S", help=f"random seed (default: {settings['seed']})")
+    g.add_argument("--scale", choices=("01", "pm1"),
+                   help=f"pixel range [0,1] or [-1,1] (default: {settings['scale']})")
+    g.add_argument("--binarize", choices=("none", "threshold", "fixed", "dynamic"),
+                   help="binarize pixels: dynamic = a fresh Bernoulli draw every epoch "
+                        f"(default: {settings['binarize'] or 'none'})")
+    if family.presets:
+        g.add_argument("--preset", choices=sorted(family.presets), help="named settings (listed below)")
+    g = p.add_argument_group("run folder")
+    g.add_argument("--out", metavar="DIR", help="run folder (default: runs/<model>-<data>-seed<S>)")
+    g.add_argument("--resume", action="store_true", help="continue from the folder's latest checkpoint")
+    g.add_argument("--overwrite", action="store_true", help="replace the run already in the folder")
+    g.add_argument("--log-every", type=int, metavar="N",
+                   help=f"steps per metrics row (default: {settings['log_every']})")
+    g.add_argument("--plot-every", type=float, metavar="SEC",
+                   help=f"least seconds between figure refreshes (default: {settings['plot_every']})")
+    g = p.add_argument_group(f"{family.name} options")
+    for o in family.options:
+        default = ",".join(map(str, o.default)) if isinstance(o.default, list) else o.default
+        g.add_argument(o.flag, dest=o.name, type=o.type, choices=o.choices,
+                       metavar=None if o.choices else _METAVARS.get(o.type, "X"),
+                       help=f"{o.help} (default: {default})")
+    p.set_defaults(func=cmd_train, family=family)
+
+
+def build_parser():
+    from . import models
+    from .data import DATASETS
+
+    parser = argparse.ArgumentParser(
+        prog="scratchgen", formatter_class=_formatter, epilog=EXAMPLES,
+        description="Deep generative models from scratch in NumPy and Numba: train, sample, evaluate.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train a model into a run folder", formatter_class=_formatter,
+                           description="Train a model. Pick one of the models below; "
+                                       "`scratchgen train MODEL --help` lists its options and presets.",
+                           epilog="examples:\n  scratchgen train vae --epochs 20\n"
+                                  "  scratchgen train autoencoder --data digits8 --epochs 5\n")
+    models_sub = train.add_subparsers(dest="model", required=True, title="models")
+    for name in models.names():
+        _add_model_parser(models_sub, models.get(name), sorted(DATASETS))
+
+    s = sub.add_parser("sample", help="draw samples from a trained run", formatter_class=_formatter,
+                       description="Draw new examples from a trained model. A .npy file gets the raw array "
+                                   "(N, ...) in the data's own scale; a .png file a picture.",
+                       epilog="examples:\n  scratchgen sample runs/vae-digits8-seed0 --n 64 --out samples.png\n"
+                              "  scratchgen sample runs/vae-digits8-seed0 --n 1000 --out samples.npy --seed 1\n"
+                              "  scratchgen sample RUN_DIR --label 3 --out threes.png      (conditional models)\n")
+    s.add_argument("run_dir", metavar="RUN_DIR")
+    s.add_argument("--n", type=int, default=64, help="number of samples (default: 64)")
+    s.add_argument("--out", metavar="FILE", help="a .npy or .png file (default: RUN_DIR/samples.png)")
+    s.add_argument("--label", type=int, help="class to condition on (conditional models only)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    s.add_argument("--checkpoint", choices=("latest", "best"), default="latest", help="default: latest")
+    s.set_defaults(func=cmd_sample)
+
+    e = sub.add_parser("eval", help="evaluate a trained run on the test split", formatter_class=_formatter,
+                       description="The model's metrics on a data split (default: test).",
+                       epilog="examples:\n  scratchgen eval runs/vae-digits8-seed0\n"
+                              "  scratchgen eval runs/vae-digits8-seed0 --json --checkpoint best\n")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
+    e.add_argument("--split", default="test", help="test (default), val or train")
+    e.add_argument("--checkpoint", choices=("latest", "best"), default="latest", help="default: latest")
+    e.add_argument("--data-dir", metavar="DIR", help="where the dataset files are (default: as in training)")
+    e.add_argument("--seed", type=int, help="seed of the evaluation noise (default: the run's seed)")
+    e.set_defaults(func=cmd_eval)
+
+    # delegated commands: main() hands their arguments over before this parser sees them
+    sub.add_parser("data", help="download (`data fetch NAME`) or list (`data list`) datasets", add_help=False)
+    sub.add_parser("bench", help="time the compute kernels against NumPy", add_help=False)
+    g = sub.add_parser("gradcheck", help="check the gradients of a few ops against finite differences",
+                       description="Central-difference gradient checks of a handful of ops, as a table.")
+    g.set_defaults(func=cmd_gradcheck)
+    return parser
+
+
+# ---------------------------------------------------------------------------- config
+def resolve_config(family, given):
+    """Common settings <- family defaults <- preset <- options given on the command line."""
+    settings = {**TRAIN_SETTINGS, **family.defaults}
+    options = {o.name: o.default for o in family.options}
+    preset = given.get("preset")
+    for layer in ([family.presets[preset]] if preset else []) + [given]:
+        for key, value in layer.items():
+            if key in settings:
+                settings[key] = value
+            elif key in options:
+                options[key] = value
+    if settings["binarize"] == "none":
+        settings["binarize"] = None
+    return dict(model=family.name, preset=preset, **settings, options=options,
+                data_dir=given.get("data_dir"))
+
+
+def _setting(config, key):
+    return config["options"].get(key) if key in config["options"] else config.get(key)
+
+
+def _given(args):
+    skip = ("command", "model", "func", "family")
+    return {k: v for k, v in vars(args).items() if k not in skip}
+
+
+def _fmt_cmd(parts):
+    return " ".join(shlex.quote(str(p)) for p in parts)
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_train(args, argv):
+    from .data import DATASETS, load
+    from .random import manual_seed
+    from .training import RunDir, Trainer, check_compatible, default_run_dir, load_checkpoint
+
+    family, given = args.family, _given(args)
+    if given.get("resume") and given.get("overwrite"):
+        raise CLIError("--resume and --overwrite contradict each other: pick one")
+    config = resolve_config(family, given)
+    run = RunDir(given.get("out") or default_run_dir(family.name, config["data"], config["seed"]))
+    resume_cmd = _fmt_cmd(["scratchgen", "train", family.name, "--out", run.path, "--resume"])
+
+    if given.get("resume"):
+        if not run.is_run():
+            raise CLIError(f"nothing to resume in {run.path}: it holds no run (no config.json). "
+                           f"Start a new run without --resume.")
+        saved = run.read_config()
+        if saved["model"] != family.name:
+            raise CLIError(f"{run.path} holds a {saved['model']!r} run, not {family.name!r}: resume it with "
+                           f"`scratchgen train {saved['model']} --out {run.path} --resume`")
+        changed = [f"--{k.replace('_', '-')} {_setting(saved, k)!r} -> {_setting(config, k)!r}"
+                   for k in given if k not in ("out", "resume", "overwrite") + RESUMABLE
+                   and _setting(saved, k) != _setting(config, k)]
+        if changed:
+            raise CLIError(f"cannot change these settings when resuming {run.path}: {'; '.join(changed)}.\n"
+                           f"Only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE)} may change. "
+                           f"Start a new run with another --out to try different settings.")
+        config = {**saved, **{k: config[k] for k in given if k in RESUMABLE}}
+        if not run.latest.is_file():
+            raise CLIError(f"{run.path} has no checkpoint to resume from (it stopped before its first "
+                           f"checkpoint). Start it again with --overwrite.")
+    elif not given.get("overwrite"):
+        run.check_new(config, resume_cmd)
+
+    # Load the data and build the model before touching the folder: a missing file or a bad
+    # option must not leave a half-made run behind.
+    info = DATASETS[config["data"]]
+    kw = dict(data_dir=config["data_dir"], scale=config["scale"], binarize=config["binarize"],
+              seed=config["seed"])
+    train_set, val_set = load(config["data"], "train", **kw), load(config["data"], "val", **kw)
+    manual_seed(config["seed"])
+    experiment = family(config, info)
+
+    if given.get("resume"):  # a checkpoint that does not fit must fail before config.json changes
+        state, meta = load_checkpoint(run.latest)
+        check_compatible(experiment.state_dict(), state, run.latest)
+        if meta["epoch"] >= config["epochs"]:
+            if meta["epoch"] > config["epochs"]:
+                raise CLIError(f"{run.path} has already trained {meta['epoch']} epochs; --epochs counts "
+                               f"all epochs, so it must be at least {meta['epoch']}")
+            print(f"{run.path} has already trained all {meta['epoch']} epochs; to train longer, resume "
+                  f"with a larger --epochs, e.g. {resume_cmd} --epochs {2 * meta['epoch']}")
+            return 0
+    if given.get("overwrite") and run.is_run():
+        run.clear()
+    if not given.get("resume"):
+        from . import __version__
+        config = {**config, "command": _fmt_cmd(["scratchgen", *argv]), "scratchgen_version": __version__}
+    run.write_config(config)
+
+    print(f"{'Resuming' if given.get('resume') else 'Training'} {experiment.describe()} on {config['data']} "
+          f"({len(train_set)} train / {len(val_set)} validation examples): {config['epochs']} epochs, "
+          f"batch {config['batch_size']}, lr {config['lr']}, seed {config['seed']} -> {run.path}", flush=True)
+    trainer = Trainer(experiment, run, config, train_set, val_set, resume_command=resume_cmd,
+                      log_every=config["log_every"], plot_every=config["plot_every"])
+    result = trainer.fit(resume=bool(given.get("resume")))
+
+    best = (f" Best validation {family.monitor} {result['best']:.4f} at epoch {result['best_epoch']}."
+            if family.monitor and result["best"] is not None else "")
+    lines = [f"Done: {result['epochs']} epochs ({result['step']} steps) in {result['seconds']:.1f} s.{best}",
+             f"Run folder: {run.path}"]
+    for i, path in enumerate(result["figures"]):
+        lines.append(f"  {'figures:' if i == 0 else '':12s} {path}")
+    lines += [f"  {'checkpoints:':12s} {run.latest}, {run.best.name}",
+              f"  {'metrics:':12s} {run.metrics_path}",
+              f"Next: scratchgen sample {shlex.quote(str(run.path))} --n 64 --out samples.png",
+              f"      scratchgen eval {shlex.quote(str(run.path))}"]
+    print("\n".join(lines))
+    return 0
+
+
+def load_run(run_dir, which="latest"):
+    """Rebuild a run's experiment from ``config.json`` and load a checkpoint into it.
+
+    Returns ``(run, config, experiment, meta)``; the data files are not needed.
+    """
+    from . import models
+    from .data import DATASETS
+    from .random import manual_seed
+    from .training import RunDir, check_compatible, load_checkpoint
+
+    run = RunDir(run_dir)
+    config = run.read_config()
+    family = models.get(config["model"])
+    manual_seed(config["seed"])
+    experiment = family(config, DATASETS[config["data"]])
+    path = run.latest if which == "latest" else run.best
+    if not path.is_file():
+        raise CLIError(f"{run.path} has no {path.name} yet (looked for {path}); train it first, or "
+                       f"continue it with `scratchgen train {config['model']} --out {run.path} --resume`")
+    state, meta = load_checkpoint(path)
+    check_compatible(experiment.state_dict(), state, path)
+    experiment.load_state_dict(state)
+    return run, config, experiment, meta
+
+
+def cmd_sample(args, argv):
+    import numpy as np
+
+    from .random import manual_seed
+    from .training import plots
+
+    if args.n < 1:
+        raise CLIError(f"--n must be at least 1, got {args.n}")
+    run, config, experiment, meta = load_run(args.run_dir, args.checkpoint)
+    out = Path(args.out) if args.out else run.path / "samples.png"
+    if out.suffix not in (".npy", ".png"):
+        raise CLIError(f"--out must end in .npy (raw array) or .png (picture), got {out}")
+    manual_seed(args.seed)
+    samples = experiment.sample(args.n, label=args.label)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        np.save(out, samples)
+    elif samples.ndim == 2:
+        plots.save_points(samples, out, title=f"{config['model']} samples")
+    else:
+        lo = -1.0 if config.get("scale") == "pm1" else 0.0
+        label = "" if args.label is None else f", label {args.label}"
+        plots.save_image_grid(samples, out, title=f"{config['model']} on {config['data']}{label} "
+                              f"(epoch {meta['epoch']})", value_range=(lo, 1.0))
+    print(f"wrote {args.n} samples of shape {samples.shape[1:]} to {out}")
+    return 0
+
+
+def _seconds_per_epoch(run):
+    """Median training time of an epoch (the median ignores the first epoch's JIT compilation)."""
+    from statistics import median
+
+    from .training.metrics import read_metrics
+    secs = [float(r["seconds"]) for r in read_metrics(run.metrics_path) if r["kind"] == "epoch"]
+    return median(secs) if secs else None
+
+
+def _plain(value):
+    """NumPy scalars and arrays as Python numbers and lists (for JSON)."""
+    import numpy as np
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def cmd_eval(args, argv):
+    from .data import load
+    from .training import isolated_rng
+
+    run, config, experiment, meta = load_run(args.run_dir, args.checkpoint)
+    splits = experiment.info.splits
+    if args.split not in splits:
+        raise CLIError(f"unknown split {args.split!r} for {config['data']}; choose one of {', '.join(splits)}")
+    data = load(config["data"], args.split, data_dir=args.data_dir or config.get("data_dir"),
+                scale=config["scale"], binarize=config["binarize"], seed=config["seed"])
+    with isolated_rng(config["seed"] if args.seed is None else args.seed):
+        metrics = experiment.report(data, args.split)
+    report = {"model": config["model"], "data": config["data"], "split": args.split,
+              "checkpoint": args.checkpoint, "epoch": meta["epoch"], "step": meta["step"],
+              **{k: _plain(v) for k, v in metrics.items()}, "seconds_per_epoch": _seconds_per_epoch(run)}
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"{config['model']} on {config['data']}, {args.checkpoint} checkpoint (epoch {meta['epoch']}, "
+          f"step {meta['step']}), {args.split} split ({len(data)} examples):")
+    for k in [*metrics, "seconds_per_epoch"]:
+        v = report[k]
+        print(f"  {k:24s} {format(v, '.4f') if isinstance(v, float) else v}")
+    return 0
+
+
+def cmd_gradcheck(args, argv):
+    from .gradcheck import _demo
+    _demo()
+    return 0
+
+
+# ---------------------------------------------------------------------------- entry point
+def main(argv=None):
+    """Run the command; returns the exit status (0 ok, 1 error, 2 usage, 130 interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "data":
+        from .data.__main__ import main as data_main
+        return data_main(argv[1:], prog="scratchgen data")
+    if argv and argv[0] == "bench":
+        from .bench import main as bench_main
+        return bench_main(argv[1:]) or 0
+
+    from .data import CorruptDataError
+    from .training import CheckpointError, NonFiniteLossError, RunFolderError, TrainingInterrupted
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args, argv)
+    except TrainingInterrupted as e:
+        print(str(e), flush=True)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (CLIError, RunFolderError, CheckpointError, NonFiniteLossError, CorruptDataError,
+            FileNotFoundError, ValueError) as e:
+        if os.environ.get("SCRATCHGEN_DEBUG"):
+            raise
+        print(f"scratchgen: error: {e}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The experiment protocol: what a model family must provide to be trained by ``scratchgen``.
+
+The trainer knows nothing about VAEs or GANs. It feeds batches to an :class:`Experiment`
+and reads back plain numbers, so every family — one network and one optimizer (a VAE), or
+two networks with two optimizers and several discriminator steps per generator step (a
+GAN) — fits the same loop, the same checkpoints and the same command line.
+
+A family is a subclass registered by name in :mod:`scratchgen.models`::
+
+    @register
+    class VAE(Experiment):
+        name = "vae"                                   # scratchgen train vae
+        help = "variational autoencoder (Kingma & Welling, 2014)"
+        defaults = dict(data="digits8", epochs=20, batch_size=16, lr=3e-3)
+        options = (Option("latent", int, 8, "size of z"), ...)            # --latent N
+        presets = {"pytorch-examples": dict(data="mnist", batch_size=128, latent=20, ...)}
+        loss_terms = ("loss", "recon", "kl")           # train_step's keys, logged per step/epoch
+        monitor = "loss"                               # validation key that picks best.npz
+
+        def __init__(self, config, info): ...          # build networks and optimizers
+        def train_step(self, batch): ...               # -> {"loss": ..., "recon": ..., "kl": ...}
+        def evaluate(self, data): ...                  # -> {"loss": ..., "elbo": ...} (stable keys)
+        def report(self, data, split): ...             # what `scratchgen eval` prints (optional)
+        def sample(self, n, label=None): ...           # -> ndarray (n, *info.shape)
+        def state_dict(self): ...                      # networks AND optimizers, flat arrays
+        def load_state_dict(self, state): ...
+        def figures(self, run, data): ...              # -> [paths of the PNGs written]
+
+Conventions the trainer relies on:
+
+* ``config`` is the resolved configuration (``config["lr"]``, ``config["scale"]``,
+  ``config["options"]["latent"]``, ...), ``info`` the dataset's
+  :class:`~scratchgen.data.DatasetInfo` (shape of one example, number of classes).
+* A batch is ``(x, y)``: ``x`` a float32 array of shape (B, *info.shape) in the data's scale
+  (``config["scale"]``: [0, 1] or [-1, 1]), ``y`` integer labels or None.
+* ``train_step`` returns floats for every name in :attr:`loss_terms`; ``evaluate`` returns at
+  least those and :attr:`monitor` (lower is better; None keeps ``best.npz`` = the latest).
+* All randomness comes from :func:`scratchgen.random.get_rng`; the trainer saves and restores
+  that generator, which is what makes ``--resume`` exact. Anything else that changes during
+  training (a step counter for a schedule, a GAN's count of discriminator steps) must be in
+  ``state_dict()``.
+* ``state_dict()`` is flat ``{name: ndarray}`` with a prefix per part (``model.``,
+  ``optimizer.``; a GAN might use ``generator.``, ``discriminator.``, ``opt_g.``, ``opt_d.``).
+* ``figures`` gets the :class:`~scratchgen.training.run.RunDir` (write into ``run.figures``)
+  and the validation split.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Option:
+    """A model option: ``--name`` on the command line, ``config["options"][name]`` in code.
+
+    ``type`` is ``int``, ``float``, ``str`` or :func:`int_list` (``--hidden 200,200``).
+    """
+    name: str
+    type: object
+    default: object
+    help: str
+    choices: tuple = None
+
+    @property
+    def flag(self):
+        return "--" + self.name.replace("_", "-")
+
+
+def int_list(text):
+    """``"400"`` -> ``[400]``, ``"200,200"`` -> ``[200, 200]`` (for hidden-layer sizes)."""
+    if isinstance(text, (list, tuple)):
+        return [int(v) for v in text]
+    try:
+        values = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"expected comma-separated integers like 200,200; got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise ValueError(f"expected positive comma-separated integers like 200,200; got {text!r}")
+    return values
+
+
+int_list.__name__ = "int_list"  # argparse shows it in "invalid int_list value"
+
+
+class Experiment:
+    """Base class of a model family. Subclasses fill in the class attributes and methods."""
+
+    name = ""                 # registry key: `scratchgen train <name>`
+    help = ""                 # one line in `scratchgen train --help`
+    conditional = False       # does sample(label=...) work?
+    defaults = {}             # training settings: data, epochs, batch_size, lr, scale, binarize
+    options = ()              # tuple of Option
+    presets = {}              # preset name -> dict of settings/options (and "help")
+    loss_terms = ("loss",)    # keys of train_step's result, logged to metrics.csv
+    monitor = "loss"          # key of evaluate's result that selects best.npz (lower is better), or None
+
+    def __init__(self, config, info):
+        self.config, self.info = config, info
+        self.opts = dict(config.get("options", {}))
+
+    # ---- training and evaluation
+    def train_step(self, batch):
+        """One optimisation step (or one round of steps) on ``batch = (x, y)``; returns floats."""
+        raise NotImplementedError
+
+    def evaluate(self, data):
+        """Metrics over a whole split (an ``ArrayDataset``); keys are stable across versions."""
+        raise NotImplementedError
+
+    def report(self, data, split):
+        """What ``scratchgen eval`` prints: by default ``evaluate``'s keys prefixed with the split
+        (``test_loss``, ``test_elbo``, ...). Override to add split-independent keys (``nll_iwae``)."""
+        return {f"{split}_{k}": v for k, v in self.evaluate(data).items()}
+
+    def sample(self, n, label=None):
+        """``n`` new examples as an ndarray of shape (n, *info.shape) in the data's scale."""
+        raise NotImplementedError
+
+    # ---- state
+    def state_dict(self):
+        raise NotImplementedError
+
+    def load_state_dict(self, state):
+        raise NotImplementedError
+
+    # ---- pictures
+    def figures(self, run, data):
+        """Write PNGs into ``run.figures`` (``data``: the validation split); return their paths."""
+        return []
+
+    def describe(self):
+        """One line printed when training starts (e.g. the parameter count)."""
+        return self.name
+
+    # ---- helpers for subclasses
+    @staticmethod
+    def batches(data, batch_size=500):
+        """Consecutive ``(x, y)`` chunks of a split, in order (for evaluation)."""
+        for start in range(0, len(data), batch_size):
+            yield data[start:start + batch_size]
+
+    def check_label(self, label):
+        """Validate ``sample(label=...)``; returns the label as an int (or None)."""
+        if label is None:
+            return None
+        if not self.conditional:
+            raise ValueError(f"model {self.name!r} is unconditional; --label applies only to "
+                             f"conditional models")
+        k = self.info.num_classes
+        if not isinstance(label, (int, np.integer)) or not 0 <= label < k:
+            raise ValueError(f"label must be an integer class in 0..{k - 1}, got {label!r}")
+        return int(label)
+
+
+def prefixed(prefix, state):
+    """``{"w": a}`` -> ``{"<prefix>.w": a}`` (to combine a model's and an optimizer's state)."""
+    return {f"{prefix}.{k}": v for k, v in state.items()}
+
+
+def unprefixed(prefix, state):
+    """The entries of ``state`` under ``<prefix>.``, with the prefix removed."""
+    p = prefix + "."
+    return {k[len(p):]: v for k, v in state.items() if k.startswith(p)}
