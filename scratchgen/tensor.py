@@ -76,7 +76,9 @@ def unbroadcast(grad, shape):
     stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
     if stretched:
         grad = grad.sum(axis=stretched, keepdims=True)
-    return grad.reshape(shape)
+    if grad.shape != tuple(shape):  # a backward rule returned the wrong shape: fail loudly
+        raise RuntimeError(f"internal error: gradient of shape {grad.shape} for an input of shape {tuple(shape)}")
+    return grad
 
 
 def _to_array(data, dtype=None):
@@ -278,6 +280,8 @@ class Tensor:
         if a.ndim == 0 or b.ndim == 0:
             raise ValueError(f"matmul needs at least 1-D operands, got shapes {a.shape} @ {b.shape}")
         if a.ndim == 1 or b.ndim == 1:  # NumPy's rule: a 1-D operand is a row / column vector
+            if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:  # name the shapes the user passed
+                raise ValueError(f"matmul: inner dimensions differ: {a.shape} @ {b.shape}")
             a2 = self.reshape(1, -1) if a.ndim == 1 else self
             b2 = other.reshape(-1, 1) if b.ndim == 1 else other
             out = a2 @ b2
@@ -425,6 +429,8 @@ class Tensor:
         return self.reshape(np.expand_dims(self.data, dim).shape)
 
     def squeeze(self, dim=None):
+        if dim is not None:  # PyTorch: an axis longer than 1 is left alone, not an error
+            dim = tuple(int(d) for d in np.atleast_1d(dim) if self.shape[d] == 1)
         return self.reshape(np.squeeze(self.data, dim).shape)
 
     def expand(self, *shape):
