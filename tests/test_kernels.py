@@ -1,0 +1,335 @@
+"""scratchgen.kernels: every fast kernel equals its NumPy definition, on both backends.
+
+Matmul is checked against ``matmul_reference`` (the sum written out) and ``np.matmul``; conv2d's
+three functions against their NumPy references, a 7-deep loop, and the adjoint identity
+<conv(x), g> = <x, dx> = <w, dw>, which ties the gradients to the forward pass. Each Numba kernel
+is also called directly, so the dispatch thresholds cannot hide one from the tests.
+"""
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from scratchgen.kernels import conv, matmul as mm
+from scratchgen.kernels.backend import BACKENDS, get_backend, set_backend, use_backend
+from strategies import (FLOAT_DTYPES, conv2d_cases, conv2d_grad_input_shapes, matmul_operands,
+                        matrix_triples, seeded_arrays, with_layout)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def assert_close(actual, expected, terms):
+    """Equal up to rounding: ``terms`` products of O(1) numbers summed in another order.
+
+    float32 rounding is ~6e-8 per operation, so 1e-5·terms is far below any wrong term (O(1)).
+    """
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    assert actual.dtype == expected.dtype, (actual.dtype, expected.dtype)
+    tol = (1e-5 if actual.dtype == np.float32 else 1e-12) * max(terms, 1)
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol)
+
+
+def rng_array(shape, dtype, seed, layout="contiguous"):
+    return with_layout(np.random.default_rng(seed).standard_normal(shape).astype(dtype), layout)
+
+
+# every dispatch test runs once per backend (a parameter, not a fixture: Hypothesis reuses a
+# function-scoped fixture across examples)
+on_both_backends = pytest.mark.parametrize("backend", BACKENDS)
+
+
+# ---------------------------------------------------------------------- backend switch
+def test_backend_switch_scopes_and_restores():
+    start = get_backend()
+    with use_backend("numpy"):
+        assert get_backend() == "numpy"
+        with use_backend("numba"):
+            assert get_backend() == "numba"
+        assert get_backend() == "numpy"
+    assert get_backend() == start
+    with pytest.raises(RuntimeError):
+        with use_backend("numpy"):
+            raise RuntimeError("boom")
+    assert get_backend() == start
+    previous = set_backend("numpy")
+    try:
+        assert previous == start and get_backend() == "numpy"
+    finally:
+        set_backend(previous)
+
+
+def test_unknown_backend_lists_valid_names():
+    with pytest.raises(ValueError, match="'numba', 'numpy'"):
+        set_backend("cuda")
+    with pytest.raises(ValueError, match="cuda"):
+        with use_backend("cuda"):
+            pass
+
+
+def run_python(code, **env):
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **env})
+
+
+def test_backend_default_comes_from_environment():
+    code = "from scratchgen.kernels.backend import get_backend; print(get_backend())"
+    assert run_python(code, SCRATCHGEN_BACKEND="numpy").stdout.strip() == "numpy"
+    bad = run_python(code, SCRATCHGEN_BACKEND="fortran")
+    assert bad.returncode != 0 and "SCRATCHGEN_BACKEND" in bad.stderr and "'numba'" in bad.stderr
+
+
+# ---------------------------------------------------------------------- matmul
+def test_reference_is_the_sum_over_k():
+    a, b = rng_array((3, 4), np.float64, 0), rng_array((4, 5), np.float64, 1)
+    expected = np.array([[sum(a[i, k] * b[k, j] for k in range(4)) for j in range(5)] for i in range(3)])
+    np.testing.assert_allclose(mm.matmul_reference(a, b), expected, rtol=1e-14)
+
+
+@on_both_backends
+@given(operands=matmul_operands())
+def test_matmul_matches_numpy(backend, operands):
+    with use_backend(backend):
+        a, b = operands
+        out = mm.matmul(a, b)
+        expected = np.matmul(a, b)
+        assert_close(out, expected, a.shape[-1])
+        a2, b2 = (a[None] if a.ndim == 1 else a), (b[:, None] if b.ndim == 1 else b)
+        reference = mm.matmul_reference(a2.astype(expected.dtype), b2.astype(expected.dtype))
+        if a.ndim == 1:
+            reference = reference[..., 0, :]
+        if b.ndim == 1:
+            reference = reference[..., 0]
+        assert_close(out, reference, a.shape[-1])
+
+
+@pytest.mark.parametrize("kernel", ["dot", "axpy", "small"])
+@given(sizes=matrix_triples(), dtype=FLOAT_DTYPES, layouts=st.tuples(*[st.sampled_from(
+    ["contiguous", "transposed", "strided"])] * 2), broadcast=st.sampled_from(["none", "a", "b"]),
+    seed=st.integers(0, 2**16))
+def test_each_numba_kernel_matches_reference(kernel, sizes, dtype, layouts, broadcast, seed):
+    batch, n, k, m = sizes
+    a = rng_array((1 if broadcast == "a" else batch, n, k), dtype, seed, layouts[0])
+    b = rng_array((1 if broadcast == "b" else batch, k, m), dtype, seed + 1, layouts[1])
+    out = mm.matmul_3d(a, b, batch, kernel=kernel)
+    assert_close(out, mm.matmul_reference(a, b), k)
+
+
+@pytest.mark.parametrize("kernel", ["dot", "axpy"])
+@pytest.mark.parametrize("n, k, m", [(70, 9, 261), (6, 130, 517), (5, 1030, 6), (3, 0, 4), (0, 3, 4)])
+def test_numba_kernels_across_block_edges(kernel, n, k, m):
+    # more rows than ROW_BLOCK, more columns than COL_BLOCK and AXPY_COL_BLOCK, an inner
+    # dimension over two K blocks of either kernel, and empty products (k = 0 gives zeros)
+    a, b = rng_array((1, n, k), np.float32, 3), rng_array((1, k, m), np.float32, 4)
+    out = mm.matmul_3d(a, b, 1, kernel=kernel)
+    assert_close(out, np.matmul(a, b), k)
+
+
+def test_large_operand_goes_through_the_numba_transpose():
+    a, b = rng_array((20, 80), np.float64, 5), rng_array((80, 90), np.float64, 6)   # b: 7200 > 64²
+    assert_close(mm.matmul(a, b), a @ b, 80)
+    x = rng_array((2, 70, 65), np.float32, 7)
+    assert np.array_equal(mm.transposed(x, np.float32), np.swapaxes(x, 1, 2))
+
+
+@on_both_backends
+@pytest.mark.parametrize("dtypes, expected", [((np.float32, np.float32), np.float32),
+                                              ((np.float32, np.float64), np.float64),
+                                              ((np.float64, np.float32), np.float64)])
+def test_matmul_result_dtype(backend, dtypes, expected):
+    with use_backend(backend):
+        a, b = rng_array((3, 4), dtypes[0], 0), rng_array((4, 2), dtypes[1], 1)
+        out = mm.matmul(a, b)
+        assert out.dtype == expected
+        assert_close(out, a.astype(expected) @ b.astype(expected), 4)
+
+
+@on_both_backends
+def test_matmul_does_not_modify_inputs(backend):
+    with use_backend(backend):
+        a, b = rng_array((6, 70), np.float32, 0, "transposed"), rng_array((70, 5), np.float32, 1, "strided")
+        a0, b0 = a.copy(), b.copy()
+        mm.matmul(a, b)
+        assert np.array_equal(a, a0) and np.array_equal(b, b0)
+
+
+@on_both_backends
+@pytest.mark.parametrize("a_shape, b_shape, message", [
+    ((3, 4), (5, 2), "inner dimensions differ: (3, 4) @ (5, 2)"),
+    ((4,), (3,), "inner dimensions differ: (4,) @ (3,)"),
+    ((2, 3, 4), (3, 4, 5), "batch dimensions do not broadcast: (2, 3, 4) @ (3, 4, 5)"),
+    ((), (3, 4), "at least 1-D"),
+])
+def test_matmul_bad_shapes_name_both(backend, a_shape, b_shape, message):
+    with use_backend(backend):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            mm.matmul(np.ones(a_shape), np.ones(b_shape))
+
+
+@on_both_backends
+def test_matmul_refuses_integer_arrays(backend):
+    with use_backend(backend):
+        with pytest.raises(TypeError, match=r"int64.*astype"):
+            mm.matmul(np.ones((2, 2), dtype=np.int64), np.ones((2, 2)))
+
+
+# ---------------------------------------------------------------------- conv2d
+def conv2d_loops(x, w, stride, padding):
+    """out[n, o, y, x] = Σ_{c,i,j} x_pad[n, c, y·sh + i, x·sw + j] · w[o, c, i, j], element by element."""
+    (sh, sw), (ph, pw) = stride, padding
+    n_img, _, h, wd = x.shape
+    o_ch, c_ch, kh, kw = w.shape
+    ho, wo = (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1
+    out = np.zeros((n_img, o_ch, ho, wo))
+    for n in range(n_img):
+        for o in range(o_ch):
+            for y in range(ho):
+                for xx in range(wo):
+                    for c in range(c_ch):
+                        for i in range(kh):
+                            for j in range(kw):
+                                r, s = y * sh + i - ph, xx * sw + j - pw
+                                if 0 <= r < h and 0 <= s < wd:
+                                    out[n, o, y, xx] += x[n, c, r, s] * w[o, c, i, j]
+    return out
+
+
+@st.composite
+def conv_problems(draw):
+    """A conv2d case with x, w and an upstream gradient g, any layout and dtype."""
+    case = draw(conv2d_cases(max_n=3, max_c=5, max_hw=9, max_k=4))
+    dtype = draw(FLOAT_DTYPES)
+    x = draw(seeded_arrays(case["x_shape"], dtype=dtype))
+    w = draw(seeded_arrays(case["w_shape"], dtype=dtype))
+    sh, sw = case["stride"]
+    (ph, pw), (kh, kw) = case["padding"], case["w_shape"][2:]
+    out_shape = (x.shape[0], w.shape[0], (x.shape[2] + 2 * ph - kh) // sh + 1,
+                 (x.shape[3] + 2 * pw - kw) // sw + 1)
+    g = draw(seeded_arrays(out_shape, dtype=dtype))
+    return case, x, w, g
+
+
+@on_both_backends
+@given(problem=conv_problems())
+def test_conv2d_forward_matches_definitions(backend, problem):
+    with use_backend(backend):
+        case, x, w, _ = problem
+        out = conv.conv2d_forward(x, w, case["stride"], case["padding"])
+        terms = w[0].size
+        assert_close(out, conv.conv2d_forward_reference(x, w, case["stride"], case["padding"]), terms)
+        assert_close(out, conv2d_loops(x, w, case["stride"], case["padding"]).astype(out.dtype), terms)
+
+
+@on_both_backends
+@given(problem=conv_problems())
+def test_conv2d_gradients_match_reference_and_adjoint(backend, problem):
+    with use_backend(backend):
+        case, x, w, g = problem
+        stride, padding = case["stride"], case["padding"]
+        dx = conv.conv2d_grad_input(g, w, x.shape, stride, padding)
+        dw = conv.conv2d_grad_weight(x, g, w.shape, stride, padding)
+        assert_close(dx, conv.conv2d_grad_input_reference(g, w, x.shape, stride, padding), w.shape[0] * 16)
+        assert_close(dw, conv.conv2d_grad_weight_reference(x, g, w.shape, stride, padding), g[:, 0].size)
+        # <conv(x, w), g> = <x, dx> = <w, dw>: the gradients are the adjoints of the forward map
+        y = conv.conv2d_forward(x, w, stride, padding).astype(np.float64)
+        inner = np.sum(y * g)
+        scale = (np.abs(y) * np.abs(g)).sum() + 1
+        tol = (1e-5 if x.dtype == np.float32 else 1e-12) * scale
+        assert abs(np.sum(x * dx) - inner) <= tol
+        assert abs(np.sum(w * dw) - inner) <= tol
+
+
+@on_both_backends
+@given(problem=conv_problems(), data=st.data())
+def test_conv2d_gradients_for_any_input_size_with_that_output(backend, problem, data):
+    with use_backend(backend):
+        # conv_transpose2d's output_padding: extra input rows/columns that no window reaches
+        case, x, w, g = problem
+        stride, padding = case["stride"], case["padding"]
+        shape = data.draw(conv2d_grad_input_shapes(case))
+        big_x = rng_array(shape, x.dtype, 11)
+        dx = conv.conv2d_grad_input(g, w, shape, stride, padding)
+        assert_close(dx, conv.conv2d_grad_input_reference(g, w, shape, stride, padding), w.shape[0] * 16)
+        h, wd = x.shape[2:]
+        assert not dx[:, :, h + padding[0]:].any() and not dx[:, :, :, wd + padding[1]:].any()
+        dw = conv.conv2d_grad_weight(big_x, g, w.shape, stride, padding)
+        assert_close(dw, conv.conv2d_grad_weight_reference(big_x, g, w.shape, stride, padding), g[:, 0].size)
+
+
+@on_both_backends
+def test_conv2d_mixed_dtypes_give_float64(backend):
+    with use_backend(backend):
+        x, w = rng_array((2, 3, 6, 6), np.float32, 0), rng_array((4, 3, 3, 3), np.float64, 1)
+        out = conv.conv2d_forward(x, w, 1, 1)
+        assert out.dtype == np.float64
+        assert_close(out, conv.conv2d_forward_reference(x.astype(np.float64), w, (1, 1), (1, 1)), 27)
+
+
+@on_both_backends
+def test_conv2d_layer_of_the_dcgan(backend):
+    with use_backend(backend):
+        # the benchmarked layer: every path (dot kernel, im2col layouts, col2im) at a realistic size
+        x, w = rng_array((4, 32, 14, 14), np.float32, 0), rng_array((64, 32, 4, 4), np.float32, 1)
+        y = conv.conv2d_forward(x, w, 2, 1)
+        assert_close(y, conv.conv2d_forward_reference(x, w, 2, 1), 512)
+        dx, dw = conv.conv2d_grad_input(y, w, x.shape, 2, 1), conv.conv2d_grad_weight(x, y, w.shape, 2, 1)
+        assert_close(dx, conv.conv2d_grad_input_reference(y, w, x.shape, 2, 1), 1024)
+        assert_close(dw, conv.conv2d_grad_weight_reference(x, y, w.shape, 2, 1), 196)
+
+
+@on_both_backends
+@pytest.mark.parametrize("call, message", [
+    (lambda: conv.conv2d_forward(np.ones((3, 5, 5)), np.ones((2, 3, 3, 3))), r"input must be 4-D.*\(3, 5, 5\)"),
+    (lambda: conv.conv2d_forward(np.ones((1, 3, 5, 5)), np.ones((3, 3, 3))), r"weight must be 4-D.*\(3, 3, 3\)"),
+    (lambda: conv.conv2d_forward(np.ones((1, 3, 5, 5)), np.ones((2, 4, 3, 3))),
+     r"\(1, 3, 5, 5\) has 3 channels but weight \(2, 4, 3, 3\) expects 4"),
+    (lambda: conv.conv2d_forward(np.ones((1, 3, 5, 5)), np.ones((2, 3, 3, 3)), stride=0), "stride must be positive"),
+    (lambda: conv.conv2d_forward(np.ones((1, 3, 5, 5)), np.ones((2, 3, 3, 3)), stride=(1, -1)),
+     r"stride must be positive, got \(1, -1\)"),
+    (lambda: conv.conv2d_forward(np.ones((1, 3, 5, 5)), np.ones((2, 3, 3, 3)), padding=-1), "padding must be >= 0"),
+    (lambda: conv.conv2d_forward(np.ones((1, 3, 2, 5)), np.ones((2, 3, 3, 3))),
+     r"kernel \(3, 3\).*larger than the padded input \(2, 5\)"),
+    (lambda: conv.conv2d_forward(np.ones((1, 3, 5, 5)), np.ones((2, 3, 3, 3)), stride=(1, 2, 3)),
+     "stride must be an int or a pair"),
+    (lambda: conv.conv2d_grad_input(np.ones((1, 2, 4, 4)), np.ones((2, 3, 3, 3)), (1, 3, 5, 5), 1, 0),
+     r"grad_out has shape \(1, 2, 4, 4\) but input \(1, 3, 5, 5\) and weight \(2, 3, 3, 3\) give .*\(1, 2, 3, 3\)"),
+    (lambda: conv.conv2d_grad_weight(np.ones((1, 3, 5, 5)), np.ones((1, 2, 3, 3)), (2, 4, 3, 3), 1, 0),
+     r"\(1, 3, 5, 5\) has 3 channels but weight \(2, 4, 3, 3\)"),
+])
+def test_conv2d_bad_arguments_name_the_shapes(backend, call, message):
+    with use_backend(backend):
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+# ---------------------------------------------------------------------- without the JIT
+def test_kernels_run_as_plain_python_with_jit_disabled():
+    # NUMBA_DISABLE_JIT=1 turns every @njit into the Python function it decorates (for debugging
+    # and reading with a debugger); the kernels must still be valid Python on tiny inputs
+    result = run_python("""
+        import numpy as np
+        from scratchgen.kernels import conv, matmul as mm
+        rng = np.random.default_rng(0)
+        a, b = rng.standard_normal((2, 5, 6)), rng.standard_normal((2, 6, 7))
+        for kernel in ("dot", "axpy", "small"):
+            assert np.allclose(mm.matmul_3d(a, b, 2, kernel=kernel), a @ b), kernel
+        big = rng.standard_normal((70, 70))
+        assert np.array_equal(mm.transposed(big, np.float64)[0], big.T)
+        x, w = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((4, 3, 3, 3))
+        y = conv.conv2d_forward(x, w, 2, 1)
+        assert np.allclose(y, conv.conv2d_forward_reference(x, w, 2, 1))
+        assert np.allclose(conv.conv2d_grad_input(y, w, x.shape, 2, 1),
+                           conv.conv2d_grad_input_reference(y, w, x.shape, 2, 1))
+        assert np.allclose(conv.conv2d_grad_weight(x, y, w.shape, 2, 1),
+                           conv.conv2d_grad_weight_reference(x, y, w.shape, 2, 1))
+        import numba
+        assert numba.config.DISABLE_JIT
+        print("ok")
+    """, NUMBA_DISABLE_JIT="1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
