@@ -2,6 +2,8 @@
 
     python -m scratchgen.bench            # or: scratchgen bench
     python -m scratchgen.bench --quick    # fewer repeats
+    OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python -m scratchgen.bench --cpu-time
+                                          # one core each, timed by CPU time: steady on a busy machine
 
 Everything is compared *in the same run*, because a shared machine can be 1.5x slower from one
 minute to the next: each row interleaves the contenders and keeps the best of several repeats,
@@ -10,8 +12,11 @@ and the ratio column is what to read. Kernels are called once before timing, so 
 """
 import os
 
-# NOTE: must precede the first numpy import, as in scratchgen/__init__.py (see kernels/matmul.py).
+# NOTE: both must precede the first numpy import and the first parallel kernel, as in
+# scratchgen/__init__.py and scratchgen/kernels/__init__.py: they keep OpenBLAS's and Numba's
+# (OpenMP's) thread pools from spinning after each call and starving each other.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import gc  # noqa: E402
@@ -38,10 +43,13 @@ CONV_LAYERS = [  # (name, x shape, w shape, stride, padding, transposed)
 
 
 # ---------------------------------------------------------------------------- timing
+_timer = time.perf_counter      # --cpu-time switches to time.thread_time
+
+
 def _clock(fn):
-    start = time.perf_counter()
+    start = _timer()
     fn()
-    return time.perf_counter() - start
+    return _timer() - start
 
 
 def best_times(fns, repeats, budget=None):
@@ -119,7 +127,8 @@ def first_calls():
     for dtype in ("float32", "float64"):
         a, b = rng.random((1, 8, 8), dtype=dtype), rng.random((1, 8, 8), dtype=dtype)
         for kernel in ("dot", "axpy", "small"):
-            rows.append((f"matmul {kernel} kernel {dtype}", _clock(lambda: _matmul.matmul_3d(a, b, 1, kernel))))
+            seconds = _clock(lambda: _matmul.matmul_3d(a, b, 1, kernel))
+            rows.append((f"matmul {kernel} kernel {dtype}", seconds))
         big = rng.random((100, 100), dtype=dtype)
         rows.append((f"transpose {dtype}", _clock(lambda: _matmul.transposed(big, dtype))))
         x, w = rng.random((2, 3, 9, 9), dtype=dtype), rng.random((4, 3, 3, 3), dtype=dtype)
@@ -292,19 +301,27 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, help="repeats per measurement (best is kept)")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     parser.add_argument("--only", choices=("matmul", "conv", "autograd"), help="one section")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time by the calling thread's CPU time, which other processes do not "
+                             "inflate; only meaningful with OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1")
     args = parser.parse_args(argv)
+    global _timer
+    _timer = time.thread_time if args.cpu_time else time.perf_counter
     repeats = args.repeats or (3 if args.quick else 7)
     torch = None if args.no_torch else _torch()
     if torch is not None:
         torch.set_num_threads(os.cpu_count() or 1)
     import numba
+    if args.cpu_time and (numba.get_num_threads() != 1 or os.environ.get("OPENBLAS_NUM_THREADS") != "1"):
+        print("warning: --cpu-time counts only the calling thread; run with OPENBLAS_NUM_THREADS=1 "
+              "NUMBA_NUM_THREADS=1 or the numbers are meaningless")
     first = first_calls()
     sections = {args.only} if args.only else {"matmul", "conv", "autograd"}
     has_torch = torch is not None
 
     lines = [f"numpy {np.__version__}, numba {numba.__version__} ({numba.get_num_threads()} threads), "
              f"torch {torch.__version__ if has_torch else 'not installed'}; best of {repeats}, "
-             f"contenders interleaved in one run",
+             f"contenders interleaved in one run; {'CPU' if args.cpu_time else 'wall'} time",
              "ratio = scratchgen's speed / the baseline's (> 1: scratchgen faster). Baselines: "
              "np.matmul (OpenBLAS); for conv2d an im2col + np.matmul lowering (bench.py)", "",
              f"{'benchmark':<48} {'unit':<8} {'baseline':>8}  {'scratchgen':>10}  {'ratio':>5}"
@@ -330,8 +347,9 @@ def main(argv=None):
         else:
             for gc_on, build, back in rows:
                 gc_note = "gc on" if gc_on else "gc off"
-                lines.append(_row(f"autograd 10,000-op chain, build ({gc_note})", "µs/op", None, build, True))
-                lines.append(_row(f"autograd 10,000-op chain, backward ({gc_note})", "µs/op", None, back, True))
+                for what, us in (("build", build), ("backward", back)):
+                    lines.append(_row(f"autograd 10,000-op chain, {what} ({gc_note})", "µs/op",
+                                      None, us, True))
     lines.append("")
     lines.append("first call of each kernel in this process, s (JIT compile on a cold cache, "
                  "cache load on a warm one):")

@@ -281,23 +281,25 @@ def test_conv2d_layer_of_the_dcgan(backend):
         assert_close(dw, conv.conv2d_grad_weight_reference(x, y, w.shape, 2, 1), 196)
 
 
+X, W = np.ones((1, 3, 5, 5)), np.ones((2, 3, 3, 3))     # a valid pair: output (1, 2, 3, 3)
+
+
 @on_both_backends
 @pytest.mark.parametrize("call, message", [
-    (lambda: conv.conv2d_forward(np.ones((3, 5, 5)), np.ones((2, 3, 3, 3))), r"input must be 4-D.*\(3, 5, 5\)"),
-    (lambda: conv.conv2d_forward(np.ones((1, 3, 5, 5)), np.ones((3, 3, 3))), r"weight must be 4-D.*\(3, 3, 3\)"),
-    (lambda: conv.conv2d_forward(np.ones((1, 3, 5, 5)), np.ones((2, 4, 3, 3))),
+    (lambda: conv.conv2d_forward(X[0], W), r"input must be 4-D.*\(3, 5, 5\)"),
+    (lambda: conv.conv2d_forward(X, W[0]), r"weight must be 4-D.*\(3, 3, 3\)"),
+    (lambda: conv.conv2d_forward(X, np.ones((2, 4, 3, 3))),
      r"\(1, 3, 5, 5\) has 3 channels but weight \(2, 4, 3, 3\) expects 4"),
-    (lambda: conv.conv2d_forward(np.ones((1, 3, 5, 5)), np.ones((2, 3, 3, 3)), stride=0), "stride must be positive"),
-    (lambda: conv.conv2d_forward(np.ones((1, 3, 5, 5)), np.ones((2, 3, 3, 3)), stride=(1, -1)),
-     r"stride must be positive, got \(1, -1\)"),
-    (lambda: conv.conv2d_forward(np.ones((1, 3, 5, 5)), np.ones((2, 3, 3, 3)), padding=-1), "padding must be >= 0"),
-    (lambda: conv.conv2d_forward(np.ones((1, 3, 2, 5)), np.ones((2, 3, 3, 3))),
+    (lambda: conv.conv2d_forward(X, W, stride=0), "stride must be positive"),
+    (lambda: conv.conv2d_forward(X, W, stride=(1, -1)), r"stride must be positive, got \(1, -1\)"),
+    (lambda: conv.conv2d_forward(X, W, padding=-1), "padding must be >= 0"),
+    (lambda: conv.conv2d_forward(X[:, :, :2], W),
      r"kernel \(3, 3\).*larger than the padded input \(2, 5\)"),
-    (lambda: conv.conv2d_forward(np.ones((1, 3, 5, 5)), np.ones((2, 3, 3, 3)), stride=(1, 2, 3)),
-     "stride must be an int or a pair"),
-    (lambda: conv.conv2d_grad_input(np.ones((1, 2, 4, 4)), np.ones((2, 3, 3, 3)), (1, 3, 5, 5), 1, 0),
-     r"grad_out has shape \(1, 2, 4, 4\) but input \(1, 3, 5, 5\) and weight \(2, 3, 3, 3\) give .*\(1, 2, 3, 3\)"),
-    (lambda: conv.conv2d_grad_weight(np.ones((1, 3, 5, 5)), np.ones((1, 2, 3, 3)), (2, 4, 3, 3), 1, 0),
+    (lambda: conv.conv2d_forward(X, W, stride=(1, 2, 3)), "stride must be an int or a pair"),
+    (lambda: conv.conv2d_grad_input(np.ones((1, 2, 4, 4)), W, X.shape, 1, 0),
+     r"grad_out has shape \(1, 2, 4, 4\) but input \(1, 3, 5, 5\) and weight \(2, 3, 3, 3\) give "
+     r".*\(1, 2, 3, 3\)"),
+    (lambda: conv.conv2d_grad_weight(X, np.ones((1, 2, 3, 3)), (2, 4, 3, 3), 1, 0),
      r"\(1, 3, 5, 5\) has 3 channels but weight \(2, 4, 3, 3\)"),
 ])
 def test_conv2d_bad_arguments_name_the_shapes(backend, call, message):
