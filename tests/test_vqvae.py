@@ -1,0 +1,348 @@
+"""VQ-VAE and VQ-VAE-2: the vector quantiser (nearest codeword, straight-through gradient, which
+parameters each loss term trains, the loss formulas, moving-average codebook), the MADE prior over
+codes (autoregressive, normalised, learns), training on the bundled 8x8 digits, and the command line."""
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given
+
+from scratchgen import cli, optim
+from scratchgen import functional as F
+from scratchgen.data import DATASETS, DataLoader, load
+from scratchgen.gradcheck import numerical_gradient
+from scratchgen.models import vector_quantizer as vq
+from scratchgen.models.code_prior import CodePrior, made_masks
+from scratchgen.models.vqvae import VQVAE, VQVAE2
+from scratchgen.random import get_state, manual_seed, set_state
+from scratchgen.tensor import Tensor
+from strategies import quantizer_grids
+
+DIGITS = DATASETS["digits8"]
+
+
+def make(family=VQVAE, **given):
+    """A model built the way `scratchgen train` builds it (small unless told otherwise)."""
+    config = cli.resolve_config(family, {"channels": 16, "codebook_size": 16, "code_dim": 4,
+                                         "prior_hidden": [64], **given})
+    manual_seed(config["seed"])
+    return family(config, DIGITS)
+
+
+def brute_force_nearest(vectors, codebook):
+    """Index of the nearest codeword of each row, by comparing it with every codeword in turn."""
+    return np.array([min(range(len(codebook)), key=lambda j: ((v - codebook[j]) ** 2).sum()) for v in vectors])
+
+
+def quantizer_with(codebook, **kw):
+    layer = vq.VectorQuantizer(*codebook.shape, init="uniform", dtype=np.float64, **kw)
+    (layer.codebook.data if kw.get("update", "loss") == "loss" else layer.codebook)[...] = codebook
+    if kw.get("update") == "ema":
+        layer.ema_sum[...] = codebook  # ema_count starts at 1, so s / n is the codebook
+    return layer
+
+
+# ---------------------------------------------------------------------------- quantisation
+@given(quantizer_grids())
+def test_quantizer_picks_the_nearest_codeword(case):
+    z, codebook = case
+    out = quantizer_with(codebook)(Tensor(z))
+    vectors = z.transpose(0, 2, 3, 1).reshape(-1, z.shape[1])  # raster order: n, then row, then column
+    expected = brute_force_nearest(vectors, codebook)
+    np.testing.assert_array_equal(out.indices.ravel(), expected)
+    np.testing.assert_array_equal(vq.nearest_codes(vectors, codebook), expected)
+    # z_q holds the chosen codewords, at the positions of their vectors (z + (e - z) rounds, hence allclose)
+    np.testing.assert_allclose(out.z_q.data.transpose(0, 2, 3, 1).reshape(-1, z.shape[1]), codebook[expected],
+                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(vq.squared_distances(vectors, codebook),
+                               ((vectors[:, None] - codebook[None]) ** 2).sum(-1), atol=1e-12)
+
+
+def test_straight_through_gives_z_e_the_gradient_taken_at_z_q():
+    rng = np.random.default_rng(0)
+    z_e = Tensor(rng.standard_normal((2, 3, 2, 2)), requires_grad=True)
+    book = Tensor(rng.standard_normal((5, 3)), requires_grad=True)
+    u, v = Tensor(rng.standard_normal(z_e.shape)), Tensor(rng.standard_normal(z_e.shape))
+
+    def f(z_q):  # a loss whose gradient depends on where it is taken
+        return (z_q.tanh() * u + z_q * z_q * v).sum()
+
+    def quantize(z):
+        return vq.to_grid(F.embedding(vq.nearest_codes(vq.to_vectors(z).data, book.data), book), z.shape)
+
+    z_q = vq.straight_through(z_e, quantize(z_e))
+    f(z_q).backward()
+    at_z_q = numerical_gradient(f, [Tensor(z_q.data.copy())], 0, np.ones(()))
+    np.testing.assert_allclose(z_e.grad, at_z_q, rtol=1e-6, atol=1e-9)
+    assert not np.allclose(at_z_q, numerical_gradient(f, [Tensor(z_e.data.copy())], 0, np.ones(())), atol=1e-3)
+    assert book.grad is None  # the loss after the bottleneck never trains the codebook
+    # the true derivative of z_e -> f(quantize(z_e)) is zero: nearest-neighbour lookup is piecewise constant
+    true = numerical_gradient(lambda z: f(quantize(z)), [Tensor(z_e.data.copy())], 0, np.ones(()))
+    assert np.all(true == 0)
+
+
+def _nonzero_grads(module):
+    return {name for name, p in module.named_parameters() if p.grad is not None and np.abs(p.grad).max() > 0}
+
+
+@pytest.mark.parametrize("family", [VQVAE, VQVAE2])
+def test_each_loss_term_trains_only_its_own_side(family):
+    """Reconstruction: encoder and decoder, never a codebook. Codebook loss: only codebooks.
+    Commitment loss: only the encoder(s)."""
+    model = make(family)
+    net, x = model.net, Tensor(load("digits8", "train")[:16][0])
+    names = [n for n, _ in net.named_parameters()]
+    codebooks = {n for n in names if n.startswith("quantizer")}
+    decoder = {n for n in names if n.startswith(("decoder", "upsample_top"))}
+    encoder = set(names) - codebooks - decoder  # VQ-VAE-2: includes top_to_bottom, which feeds the bottom encoder
+    net.train()
+    for term in ("recon", "codebook", "commitment"):
+        net.zero_grad()
+        x_hat, qs = net(x)
+        loss = {"recon": F.mse_loss(x_hat, x), "codebook": sum(q.codebook_loss for q in qs),
+                "commitment": sum(q.commitment_loss for q in qs)}[term]
+        loss.backward()
+        expected = {"recon": encoder | decoder, "codebook": codebooks, "commitment": encoder}[term]
+        assert _nonzero_grads(net) == expected, term
+
+
+def test_vq_losses_and_their_gradients_match_the_formulas():
+    rng = np.random.default_rng(1)
+    z, book = rng.standard_normal((2, 3, 2, 3)), rng.standard_normal((4, 3))
+    layer = quantizer_with(book, beta=0.25)
+    z_e = Tensor(z, requires_grad=True)
+    out = layer(z_e)
+    Z = z.transpose(0, 2, 3, 1).reshape(-1, 3)
+    k = brute_force_nearest(Z, book)
+    m, d = Z.shape
+    dist = ((Z - book[k]) ** 2).mean()
+    assert out.codebook_loss.item() == pytest.approx(dist, rel=1e-12)
+    assert out.commitment_loss.item() == pytest.approx(dist, rel=1e-12)
+    assert out.loss.item() == pytest.approx(dist + 0.25 * dist, rel=1e-12)
+    out.loss.backward()
+    # d/de_j mean ||sg[z] - e||² = (2 / (M·D)) Σ_{i: k_i = j} (e_j - z_i)
+    # d/dz_i β mean ||z - sg[e]||² = β (2 / (M·D)) (z_i - e_{k_i})
+    grad_book = np.zeros_like(book)
+    np.add.at(grad_book, k, 2 / (m * d) * (book[k] - Z))
+    np.testing.assert_allclose(layer.codebook.grad, grad_book, rtol=1e-10, atol=1e-14)
+    grad_z = (0.25 * 2 / (m * d) * (Z - book[k])).reshape(2, 2, 3, 3).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(z_e.grad, grad_z, rtol=1e-10, atol=1e-14)
+
+
+def test_model_loss_is_pixel_mse_plus_beta_weighted_vq_terms():
+    model = make(beta=0.5)
+    x = load("digits8", "train")[:8][0]
+    model.net.train()
+    x_hat, (q,), recon, loss = model.forward(x)
+    assert recon.item() == pytest.approx(((x_hat.data - x) ** 2).mean(), rel=1e-5)
+    assert loss.item() == pytest.approx(recon.item() + q.codebook_loss.item() + 0.5 * q.commitment_loss.item(),
+                                        rel=1e-5)
+
+
+def test_ema_codebook_moves_to_the_moving_average_of_its_vectors():
+    centres = np.array([[2.0, 0.0], [-2.0, 0.0], [0.0, 2.0], [9.0, 9.0]])  # the last one is never chosen
+    rng = np.random.default_rng(2)
+    assign = np.arange(24) % 3
+    vectors = centres[assign] + 0.3 * rng.standard_normal((24, 2))
+    z = vectors.reshape(2, 3, 4, 2).transpose(0, 3, 1, 2)
+    book = centres + 0.5
+    layer = quantizer_with(book, update="ema", decay=0.9)
+    assert "codebook" not in dict(layer.named_parameters())  # a buffer, not trained by the optimizer
+    out = layer(Tensor(z))
+    np.testing.assert_array_equal(out.indices.ravel(), assign)
+    for j in range(3):  # n_j = γ·1 + (1-γ)·count_j,  s_j = γ e_j + (1-γ) Σ z_i,  e_j = s_j / n_j
+        members = vectors[assign == j]
+        expected = (0.9 * book[j] + 0.1 * members.sum(0)) / (0.9 + 0.1 * len(members))
+        np.testing.assert_allclose(layer.codebook[j], expected, rtol=1e-12)
+    np.testing.assert_array_equal(layer.codebook[3], book[3])  # unused: unchanged
+    assert out.loss.item() == pytest.approx(0.25 * out.commitment_loss.item(), rel=1e-12)  # no codebook term
+    for _ in range(300):  # with the assignments fixed, the averages converge to the cluster means
+        layer(Tensor(z))
+    np.testing.assert_allclose(layer.codebook[:3], [vectors[assign == j].mean(0) for j in range(3)], atol=1e-9)
+    before = layer.codebook.copy()
+    layer.eval()
+    layer(Tensor(z + 1.0))
+    np.testing.assert_array_equal(layer.codebook, before)  # eval mode: no updates
+
+
+def test_data_init_puts_every_codeword_on_a_distinct_encoder_output():
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((2, 3, 4, 4))
+    fresh = vq.VectorQuantizer(5, 3, dtype=np.float64).eval()
+    fresh(Tensor(z))
+    assert fresh.initialized == 0  # evaluation never initialises
+    layer = vq.VectorQuantizer(5, 3, dtype=np.float64)
+    layer(Tensor(z))
+    vectors = z.transpose(0, 2, 3, 1).reshape(-1, 3)
+    rows = [int(np.flatnonzero((vectors == e).all(1))[0]) for e in layer.codebook.data]
+    assert len(set(rows)) == 5 and layer.initialized == 1
+    first = layer.codebook.data.copy()
+    layer(Tensor(z + 1.0))
+    np.testing.assert_array_equal(layer.codebook.data, first)  # only the first training batch
+
+
+def test_perplexity_is_the_effective_number_of_codes():
+    assert vq.perplexity(np.zeros(10, int), 8) == pytest.approx(1.0)
+    assert vq.perplexity(np.arange(8), 8) == pytest.approx(8.0)
+    assert vq.perplexity(np.array([0, 0, 1, 2]), 8) == pytest.approx(2 ** 1.5)  # p = (1/2, 1/4, 1/4)
+
+
+def test_quantizer_errors_name_the_shapes():
+    layer = vq.VectorQuantizer(4, 3)
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\).*\(2, 5, 4, 4\)"):
+        layer(Tensor(np.zeros((2, 5, 4, 4), np.float32)))
+    with pytest.raises(ValueError, match="update"):
+        vq.VectorQuantizer(4, 3, update="kmeans")
+    with pytest.raises(ValueError, match="prior-fraction"):
+        make(prior_fraction=1.0)
+
+
+# ---------------------------------------------------------------------------- the prior
+def test_made_prior_is_autoregressive_and_conditioned_on_its_context():
+    manual_seed(0)
+    prior = CodePrior(5, 4, hidden=[16, 16], embed=3, context_length=2)
+    rng = np.random.default_rng(4)
+    codes, ctx = rng.integers(0, 4, (1, 5)), rng.integers(0, 4, (1, 2))
+    base = prior.logits(codes, ctx).data
+    for j in range(5):
+        changed = codes.copy()
+        changed[0, j] = (changed[0, j] + 1) % 4
+        moved = np.abs(prior.logits(changed, ctx).data - base).max(axis=2)[0] > 0
+        assert not moved[:j + 1].any()  # c_j never reaches the logits of positions up to j
+    # and the masks connect every earlier position to every later one (through some hidden path)
+    _, masks = made_masks(5, [16, 16])
+    paths = masks[2] @ masks[1] @ masks[0]  # (output position, input position): number of paths
+    np.testing.assert_array_equal(paths > 0, np.tril(np.ones((5, 5), bool), k=-1))
+    other = ctx.copy()
+    other[0, 0] = (other[0, 0] + 1) % 4
+    assert (np.abs(prior.logits(codes, other).data - base).max(axis=2)[0] > 0).all()
+
+
+def test_prior_probabilities_sum_to_one_and_loss_is_their_cross_entropy():
+    manual_seed(1)
+    prior = CodePrior(3, 3, hidden=[8], embed=2, context_length=2)
+    grids = np.array(np.meshgrid(*[np.arange(3)] * 3, indexing="ij")).reshape(3, -1).T  # all 27 grids
+    ctx = np.tile([[2, 0]], (27, 1))
+    logp = prior.log_prob(grids, ctx)
+    assert np.exp(logp.astype(np.float64)).sum() == pytest.approx(1.0, abs=1e-5)
+    assert prior.loss(grids, ctx).item() == pytest.approx(-logp.mean() / 3, rel=1e-5)
+
+
+def test_prior_learns_a_dependency_between_codes_and_samples_it():
+    """c_1 uniform over 4 codes, c_2 = c_1, c_3 = c_1 + 1 mod 4: 2 nats per grid, 0.46 nats per code."""
+    manual_seed(2)
+    prior = CodePrior(3, 4, hidden=[32], embed=4)
+    opt = optim.Adam(prior.parameters(), lr=1e-2)
+    rng = np.random.default_rng(5)
+    first = rng.integers(0, 4, 64)
+    data = np.stack([first, first, (first + 1) % 4], axis=1)
+    losses = []
+    for _ in range(150):
+        loss = prior.loss(data)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[0] > 1.2 and losses[-1] < 0.55  # from about log 4 = 1.39 to near log(4) / 3 = 0.46
+    samples = prior.sample(200)
+    assert samples.shape == (200, 3) and samples.min() >= 0 and samples.max() <= 3
+    assert np.mean((samples[:, 1] == samples[:, 0]) & (samples[:, 2] == (samples[:, 0] + 1) % 4)) > 0.9
+    assert len(set(samples[:, 0])) == 4
+
+
+# ---------------------------------------------------------------------------- training on digits
+@pytest.fixture(scope="module")
+def trained():
+    """A small VQ-VAE trained by its own schedule: 4 epochs of autoencoder, then 2 of prior."""
+    train, val = load("digits8", "train"), load("digits8", "val")
+    model = make(epochs=6, prior_fraction=1 / 3, channels=32, codebook_size=32, code_dim=8, prior_hidden=[128])
+    before = model.evaluate(val)
+    loader = DataLoader(train, batch_size=32, shuffle=True, seed=0)
+    phases = []
+    for epoch in range(6):
+        for batch in loader.iter_epoch(epoch):
+            phases.append(model.phase())
+            model.train_step(batch)
+            if len(phases) == model.autoencoder_steps():
+                at_switch = model.evaluate(val)
+    x = train[:][0]
+    baseline = float(((val[:][0] - x.mean(axis=0)) ** 2).mean())  # predict every image by the training mean
+    return model, before, at_switch, model.evaluate(val), baseline, phases
+
+
+def test_training_reconstructs_far_better_than_the_data_mean_and_uses_many_codes(trained):
+    model, before, at_switch, after, baseline, _ = trained
+    assert after["recon"] < 0.5 * baseline < before["recon"]
+    assert after["codes_used"] > 1 and after["perplexity"] > 4
+
+
+def test_prior_cross_entropy_falls_once_its_phase_starts(trained):
+    model, before, at_switch, after, _, phases = trained
+    k = model.opts["codebook_size"]
+    assert phases[:model.autoencoder_steps()] == ["autoencoder"] * model.autoencoder_steps()
+    assert set(phases[model.autoencoder_steps():]) == {"prior"}
+    assert at_switch["prior_ce"] > 0.9 * np.log(k)  # untrained: close to guessing
+    assert after["prior_ce"] < at_switch["prior_ce"] - 0.5
+    assert after["recon"] == at_switch["recon"]  # the autoencoder was frozen meanwhile
+
+
+def test_samples_have_the_data_shape_and_range_and_follow_the_seed(trained):
+    model = trained[0]
+    manual_seed(7)
+    s = model.sample(6)
+    assert s.shape == (6, 1, 8, 8) and s.dtype == np.float32 and s.min() >= 0 and s.max() <= 1
+    manual_seed(7)
+    np.testing.assert_array_equal(model.sample(6), s)
+    codes = model.encode(load("digits8", "val")[:4][0])
+    assert codes[0].shape == (4, 4, 4) and codes[0].max() < model.opts["codebook_size"]
+
+
+def test_vqvae2_has_a_top_grid_and_a_bottom_prior_conditioned_on_it():
+    model = make(VQVAE2, epochs=2)
+    assert model.net.grids == [(2, 2), (4, 4)]
+    top, bottom = model.prior.levels
+    assert (top.length, top.context_length, bottom.length, bottom.context_length) == (4, 0, 16, 4)
+    x = load("digits8", "train")[:64][0]
+    recon = [model.autoencoder_step(x)["recon"] for _ in range(20)]
+    assert recon[-1] < 0.8 * recon[0]
+    terms = model.prior_step(x)
+    assert {"perplexity_top", "perplexity_bottom", "prior_ce_top", "prior_ce_bottom"} <= set(terms)
+    s = model.sample(3)
+    assert s.shape == (3, 1, 8, 8) and s.min() >= 0 and s.max() <= 1
+    codes = model.encode(x[:2])
+    assert [c.shape for c in codes] == [(2, 2, 2), (2, 4, 4)]
+    np.testing.assert_allclose(model.decode(codes), model.reconstruct(x[:2]))
+
+
+def test_state_dict_holds_everything_that_training_changes():
+    """Saving after a few steps and restoring into a fresh model continues bit for bit (including the
+    data-initialised codebook flag, the moving averages and both optimizers)."""
+    x = load("digits8", "train")[:32][0]
+    model = make(codebook_update="ema", epochs=1)
+    for _ in range(3):
+        model.autoencoder_step(x)
+    model.prior_step(x)
+    state, rng = model.state_dict(), get_state()
+    expected = [model.autoencoder_step(x), model.prior_step(x)]
+    other = make(codebook_update="ema", epochs=1)
+    other.load_state_dict(state)
+    set_state(rng)
+    assert [other.autoencoder_step(x), other.prior_step(x)] == expected
+
+
+# ---------------------------------------------------------------------------- command line
+def test_cli_trains_one_epoch_then_samples_and_evaluates_from_the_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "vqvae", "--preset", "digits8", "--epochs", "1", "--out", str(out),
+                     "--plot-every", "1000"]) == 0
+    assert cli.main(["sample", str(out), "--n", "5", "--out", str(tmp_path / "s.npy")]) == 0
+    s = np.load(tmp_path / "s.npy")
+    assert s.shape == (5, 1, 8, 8) and s.min() >= 0 and s.max() <= 1
+    capsys.readouterr()
+    assert cli.main(["eval", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["model"] == "vqvae" and report["epoch"] == 1
+    _, _, model, _ = cli.load_run(out)  # the numbers are the checkpoint's, on the test split
+    assert report["test_recon"] == pytest.approx(model.evaluate(load("digits8", "test"))["recon"], rel=1e-6)
+    assert 1 < report["test_codes_used"] <= 32 and report["test_prior_bits_per_image"] > 0
+    assert {p.name for p in (out / "figures").iterdir()} >= {"reconstructions.png", "samples.png"}
