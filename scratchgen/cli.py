@@ -26,7 +26,7 @@ EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 
 # Every setting a run has besides the model options. Families override them in `defaults`.
 TRAIN_SETTINGS = dict(data="digits8", epochs=10, batch_size=64, lr=1e-3, seed=0, scale="01",
-                      binarize=None, log_every=50, plot_every=20.0)
+                      binarize=None, log_every=50, plot_every=20.0, train_split="train")
 # Settings that may change when a run is resumed (they do not change the numbers).
 RESUMABLE = ("epochs", "data_dir", "log_every", "plot_every")
 
@@ -80,6 +80,9 @@ def _add_model_parser(models_sub, family, data_names):
     g.add_argument("--binarize", choices=("none", "threshold", "fixed", "dynamic"),
                    help="binarize pixels: dynamic = a fresh Bernoulli draw every epoch "
                         f"(default: {settings['binarize'] or 'none'})")
+    g.add_argument("--train-split", choices=("train", "trainval"),
+                   help="train on the train split (validating on val), or on train+val, validating on "
+                        f"test, as recipes that use every training image do (default: {settings['train_split']})")
     if family.presets:
         g.add_argument("--preset", choices=sorted(family.presets), help="named settings (listed below)")
     g = p.add_argument_group("run folder")
@@ -141,6 +144,9 @@ def build_parser():
     e.add_argument("--checkpoint", choices=("latest", "best"), default="latest", help="default: latest")
     e.add_argument("--data-dir", metavar="DIR", help="where the dataset files are (default: as in training)")
     e.add_argument("--seed", type=int, help="seed of the evaluation noise (default: the run's seed)")
+    e.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="change an evaluation setting of the model, e.g. --set iwae_k=5000 (repeatable; "
+                        "an unknown NAME lists the valid ones)")
     e.set_defaults(func=cmd_eval)
 
     # delegated commands: main() hands their arguments over before this parser sees them
@@ -223,7 +229,11 @@ def cmd_train(args, argv):
     info = DATASETS[config["data"]]
     kw = dict(data_dir=config["data_dir"], scale=config["scale"], binarize=config["binarize"],
               seed=config["seed"])
-    train_set, val_set = load(config["data"], "train", **kw), load(config["data"], "val", **kw)
+    # NOTE: trainval holds the val split, so a run trained on it validates on test (and its best.npz
+    # is then chosen on test: report latest.npz for such a run)
+    train_split = config.get("train_split", "train")
+    train_set = load(config["data"], train_split, **kw)
+    val_set = load(config["data"], "test" if train_split == "trainval" else "val", **kw)
     manual_seed(config["seed"])
     experiment = family(config, info)
 
@@ -327,6 +337,18 @@ def _seconds_per_epoch(run):
     return median(secs) if secs else None
 
 
+def _seconds_per_iteration(run):
+    """Median training time of one step (one ``train_step`` call: for a GAN one discriminator step and,
+    every ``--d-steps``, a generator step), from the epoch rows of the metrics file."""
+    from statistics import median
+
+    from .training.metrics import read_metrics
+    rows = [r for r in read_metrics(run.metrics_path) if r["kind"] == "epoch"]
+    steps = [int(r["step"]) for r in rows]
+    per = [float(r["seconds"]) / (b - a) for r, a, b in zip(rows, [0] + steps, steps) if b > a]
+    return median(per) if per else None
+
+
 def _plain(value):
     """NumPy scalars and arrays as Python numbers and lists (for JSON)."""
     import numpy as np
@@ -335,6 +357,24 @@ def _plain(value):
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def _eval_overrides(experiment, items):
+    """``["iwae_k=5000"]`` -> ``{"iwae_k": 5000}``, for the family's ``eval_options`` only."""
+    options = {o.name: o for o in experiment.options if o.name in experiment.eval_options}
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in options:
+            valid = ", ".join(sorted(options)) or "none for this model"
+            raise CLIError(f"--set expects NAME=VALUE with NAME one of: {valid}; got {item!r}")
+        try:
+            out[name] = options[name].type(value.strip())
+        except ValueError:
+            raise CLIError(f"--set {name}: expected a value of type {options[name].type.__name__}, "
+                           f"got {value!r}") from None
+    return out
 
 
 def cmd_eval(args, argv):
@@ -347,17 +387,19 @@ def cmd_eval(args, argv):
         raise CLIError(f"unknown split {args.split!r} for {config['data']}; choose one of {', '.join(splits)}")
     data = load(config["data"], args.split, data_dir=args.data_dir or config.get("data_dir"),
                 scale=config["scale"], binarize=config["binarize"], seed=config["seed"])
+    experiment.opts.update(_eval_overrides(experiment, args.set))
     with isolated_rng(config["seed"] if args.seed is None else args.seed):
         metrics = experiment.report(data, args.split)
     report = {"model": config["model"], "data": config["data"], "split": args.split,
               "checkpoint": args.checkpoint, "epoch": meta["epoch"], "step": meta["step"],
-              **{k: _plain(v) for k, v in metrics.items()}, "seconds_per_epoch": _seconds_per_epoch(run)}
+              **{k: _plain(v) for k, v in metrics.items()}, "seconds_per_epoch": _seconds_per_epoch(run),
+              "seconds_per_iteration": _seconds_per_iteration(run)}
     if args.json:
         print(json.dumps(report))
         return 0
     print(f"{config['model']} on {config['data']}, {args.checkpoint} checkpoint (epoch {meta['epoch']}, "
           f"step {meta['step']}), {args.split} split ({len(data)} examples):")
-    for k in [*metrics, "seconds_per_epoch"]:
+    for k in [*metrics, "seconds_per_epoch", "seconds_per_iteration"]:
         v = report[k]
         print(f"  {k:24s} {format(v, '.4f') if isinstance(v, float) else v}")
     return 0

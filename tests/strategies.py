@@ -261,3 +261,16 @@ def conv2d_grad_input_shapes(draw, case):
     extra_h = draw(st.integers(0, sh - 1 - (h + 2 * ph - kh) % sh))
     extra_w = draw(st.integers(0, sw - 1 - (w + 2 * pw - kw) % sw))
     return (n, c, h + extra_h, w + extra_w)
+
+
+# vq
+# Vector-quantiser inputs: a grid of encoder outputs (N, D, H, W) and a codebook (K, D), small,
+# seeded normal values (ties in the nearest-codeword search have probability zero).
+
+@st.composite
+def quantizer_grids(draw, max_n=3, max_side=4, max_codes=9, max_dim=5):
+    """(z_e grid (N, D, H, W), codebook (K, D)) as float64 arrays."""
+    n, h, w = draw(st.integers(1, max_n)), draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
+    k, d = draw(st.integers(1, max_codes)), draw(st.integers(1, max_dim))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    return rng.standard_normal((n, d, h, w)), rng.standard_normal((k, d))

@@ -66,7 +66,8 @@ def test_train_writes_a_complete_run_folder(tmp_path, capsys):
         assert f"{out / 'figures' / name}" in text  # the command says where its figures went
     assert (out / "checkpoints" / "latest.npz").is_file() and (out / "checkpoints" / "best.npz").is_file()
     header = (out / "metrics.csv").read_text().splitlines()[0]
-    assert header == "kind,epoch,step,seconds,train_loss,train_recon,train_kl,val_loss,val_recon,val_kl"
+    assert header == ("kind,epoch,step,seconds,train_loss,train_recon,train_kl,val_loss,val_recon,val_kl,"
+                      "val_elbo,val_active_units,val_kl_0,val_kl_1")  # the VAE's val_terms (latent 2)
     assert f"scratchgen eval {out}" in text
 
     rc, text, err = run(capsys, "train", "vae", "--out", out, "--resume", "--epochs", "3")

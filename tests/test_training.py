@@ -183,7 +183,8 @@ def test_metrics_file_has_step_and_epoch_rows_with_every_column(tmp_path, capsys
     with open(out / "metrics.csv", newline="") as f:
         header = next(csv.reader(f))
     assert header == ["kind", "epoch", "step", "seconds", "train_loss", "train_recon", "train_kl",
-                      "val_loss", "val_recon", "val_kl"]
+                      "val_loss", "val_recon", "val_kl",
+                      "val_elbo", "val_active_units", "val_kl_0", "val_kl_1"]  # the VAE's val_terms (latent 2)
     rows = read_metrics(out / "metrics.csv")
     epochs = [r for r in rows if r["kind"] == "epoch"]
     steps = [r for r in rows if r["kind"] == "step"]
@@ -211,7 +212,12 @@ def test_progress_bar_shows_running_loss_and_images_per_second(tmp_path, capsys,
     from scratchgen.data import DATASETS, load
     from scratchgen.training import RunDir, Trainer
 
-    monkeypatch.setenv("TQDM_MININTERVAL", "0")  # redraw on every update, however fast
+    import functools
+    import tqdm
+
+    # redraw on every update, however fast. NOTE: tqdm reads TQDM_* environment variables once, at
+    # import, so setting one here would depend on whether an earlier test imported tqdm.
+    monkeypatch.setattr(tqdm, "tqdm", functools.partial(tqdm.tqdm, mininterval=0, miniters=1))
     config = cli.resolve_config(VAE, {"latent": 2, "hidden": [16], "epochs": 1, "batch_size": 64})
     scratchgen.manual_seed(0)
     experiment = VAE(config, DATASETS["digits8"])

@@ -39,7 +39,7 @@ import numpy as np
 
 from .formats import corrupt, read_amat, read_idx
 from .paths import digits8_path, find_file
-from .toy import as_rng
+from .toy import as_rng, grid_of_gaussians, ring_of_gaussians
 
 SCALES = ("01", "pm1", "raw")
 BINARIZE = (None, "threshold", "fixed", "dynamic")
@@ -90,6 +90,34 @@ DATASETS = {
         "H. Larochelle, I. Murray, The Neural Autoregressive Distribution Estimator, AISTATS 2011",
         "as MNIST"),
 }
+
+# Procedural 2-D points (the GAN mode-collapse benchmarks of toy.py), served like the image data
+# so `scratchgen train gan --data ring8` works: x (N, 2) in the mixture's own coordinates (``scale``
+# does not apply), y the index of the mode that drew the point. Each split is a fixed draw.
+TOY = {"ring8": ring_of_gaussians, "grid25": grid_of_gaussians}
+_TOY_SPLITS = {"train": 50000, "val": 10000, "test": 10000, "trainval": 60000}
+DATASETS.update({
+    "ring8": DatasetInfo(
+        "ring8", "8 Gaussians on a circle of radius 2, std 0.02: 2-D points, label = mode (procedural)",
+        (2,), 8, _TOY_SPLITS, 1, "procedural: scratchgen.data.toy.ring_of_gaussians()",
+        "L. Metz, B. Poole, D. Pfau, J. Sohl-Dickstein, Unrolled Generative Adversarial Networks, ICLR 2017",
+        "generated, no licence needed"),
+    "grid25": DatasetInfo(
+        "grid25", "25 Gaussians on the grid {-4,-2,0,2,4}^2, std 0.05: 2-D points, label = mode (procedural)",
+        (2,), 25, _TOY_SPLITS, 1, "procedural: scratchgen.data.toy.grid_of_gaussians()",
+        "A. Srivastava, L. Valkov, C. Russell, M. Gutmann, C. Sutton, VEEGAN, NeurIPS 2017",
+        "generated, no licence needed"),
+})
+
+
+def _load_toy(name, split, binarize, dtype):
+    if binarize is not None:
+        raise ValueError(f"{name} holds 2-D points, not pixels: binarize does not apply (got {binarize!r})")
+    parts = ("train", "val") if split == "trainval" else (split,)
+    xs, ys = zip(*(TOY[name]().sample(_TOY_SPLITS[p], rng=np.random.default_rng([7, ("train", "val", "test").index(p)]),
+                                      return_labels=True) for p in parts))
+    return ArrayDataset(np.concatenate(xs).astype(dtype), np.concatenate(ys).astype(np.int64), name=name,
+                        split=split, scale="raw", dtype=dtype)
 
 
 def list_datasets():
@@ -223,6 +251,8 @@ def load(name, split="train", *, data_dir=None, scale="01", binarize=None, seed=
         raise ValueError("binarized-mnist is already binary, so there are no grey levels to re-sample; "
                          "use binarize=None or 'fixed' for it, or load('mnist', binarize='dynamic')")
 
+    if name in TOY:
+        return _load_toy(name, split, binarize, dtype)
     images, labels, rows, key = _source(name, split, data_dir)
     if binarize == "fixed" and name != "binarized-mnist":
         # u < x/max  <=>  u*max < x: one draw over the whole file, then the split's rows

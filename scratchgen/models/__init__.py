@@ -30,4 +30,4 @@ def get(name):
     return REGISTRY[name]
 
 
-from . import autoencoder, gan, vae  # noqa: E402,F401  (each file registers its families)
+from . import autoencoder, cvae, gan, vae, vqvae  # noqa: E402,F401  (each file registers its families)

@@ -34,7 +34,8 @@ Conventions the trainer relies on:
 * A batch is ``(x, y)``: ``x`` a float32 array of shape (B, *info.shape) in the data's scale
   (``config["scale"]``: [0, 1] or [-1, 1]), ``y`` integer labels or None.
 * ``train_step`` returns floats for every name in :attr:`loss_terms`; ``evaluate`` returns at
-  least those and :attr:`monitor` (lower is better; None keeps ``best.npz`` = the latest).
+  least those and :attr:`monitor` (lower is better; None keeps ``best.npz`` = the latest), and
+  the names in :attr:`val_terms` if any (extra validation columns, e.g. a VAE's active units).
 * All randomness comes from :func:`scratchgen.random.get_rng`; the trainer saves and restores
   that generator, which is what makes ``--resume`` exact. Anything else that changes during
   training (a step counter for a schedule, a GAN's count of discriminator steps) must be in
@@ -92,6 +93,8 @@ class Experiment:
     options = ()              # tuple of Option
     presets = {}              # preset name -> dict of settings/options (and "help")
     loss_terms = ("loss",)    # keys of train_step's result, logged to metrics.csv
+    val_terms = ()            # further keys of evaluate's result logged per epoch (val_<key>)
+    eval_options = ()         # options `scratchgen eval --set NAME=VALUE` may change (evaluation only)
     monitor = "loss"          # key of evaluate's result that selects best.npz (lower is better), or None
 
     def __init__(self, config, info):

@@ -132,7 +132,8 @@ class Trainer:
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.out = out or (lambda msg: print(msg, flush=True))
         self.loader = DataLoader(train_set, batch_size=config["batch_size"], shuffle=True, seed=config["seed"])
-        self.metrics = MetricsLog(run.metrics_path, experiment.loss_terms, experiment.loss_terms)
+        self.metrics = MetricsLog(run.metrics_path, experiment.loss_terms,
+                                  (*experiment.loss_terms, *experiment.val_terms))
         # position: `epoch` is the epoch in progress (0-based), `batch` the batches done in it
         self.step = self.epoch = self.batch = 0
         self.best, self.best_epoch = None, None
@@ -257,7 +258,7 @@ class Trainer:
     def _end_epoch(self, epochs):
         with isolated_rng(self.config["seed"]):
             result = self._guarded(self.exp.evaluate, self.val_set)
-        val = {k: float(result[k]) for k in self.exp.loss_terms if k in result}
+        val = {k: float(result[k]) for k in (*self.exp.loss_terms, *self.exp.val_terms) if k in result}
         if not _is_finite(val):
             raise NonFiniteLossError(self._nonfinite_message(
                 f"the validation loss is not finite: {_fmt_terms(val)}"))

@@ -1,0 +1,5 @@
+"""Small, self-contained experiments that make a piece of theory visible (``python -m scratchgen.labs.<name>``).
+
+* :mod:`.js_lab` — the Jensen–Shannon divergence, the discriminator's lower bound on it, and the
+  saturating versus non-saturating generator loss, on 1-D densities known exactly.
+"""

@@ -1,0 +1,132 @@
+"""The lectures are tested like code.
+
+1. Every ```python block of a lecture runs. The blocks of one file run in order in one fresh
+   namespace (a block may use names defined by an earlier block of the same file); each file is
+   one test case. Blocks fenced ```text, ```python no-run (or any other language) are skipped.
+2. Every pointer a lecture makes still points at something: each dotted name
+   ``scratchgen.module.name`` imports, each ``tests/test_x.py::test_name`` is defined in that
+   file, each repository path (``scratchgen/...py``, ``tests/...py``) exists, and each relative
+   Markdown link resolves. So renaming a function without updating the lectures fails here.
+
+The conventions are documented in ``lectures/README.md``.
+"""
+import importlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LECTURES = ROOT / "lectures"
+FILES = sorted(LECTURES.glob("*.md"))
+
+FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.M | re.S)
+DOTTED = re.compile(r"\bscratchgen(?:\.[A-Za-z_]\w*)+")
+TEST_ID = re.compile(r"\btests/(test_\w+\.py)::([A-Za-z_]\w*)(?:::([A-Za-z_]\w*))?")
+REPO_PATH = re.compile(r"(?<![\w/.])((?:scratchgen|tests|lectures)/[\w/.-]*\w\.(?:py|md|png))\b")
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+def code_blocks(path):
+    """(first line number, source) of every block fenced exactly ```python in ``path``."""
+    text = path.read_text(encoding="utf-8")
+    blocks = []
+    for m in FENCE.finditer(text):
+        info = m.group(1).strip().split()
+        if info == ["python"]:
+            line = text.count("\n", 0, m.start(2)) + 1
+            blocks.append((line, m.group(2)))
+    return blocks
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_lecture_code_blocks_run(path):
+    blocks = code_blocks(path)
+    if not blocks:
+        pytest.skip(f"{path.name} has no ```python blocks")
+    import scratchgen
+    scratchgen.manual_seed(0)
+    namespace = {"__name__": f"lecture_{path.stem.replace('-', '_')}"}
+    for line, source in blocks:
+        # Compiling under the lecture's name makes a traceback point at the lecture and line.
+        code = compile("\n" * (line - 1) + source, str(path), "exec")
+        try:
+            exec(code, namespace)
+        except Exception as e:  # re-raise naming the block, keeping the traceback
+            raise AssertionError(f"{path.name}: the python block starting at line {line} "
+                                 f"raised {type(e).__name__}: {e}") from e
+
+
+def _resolve(dotted):
+    """Import the longest importable module prefix of ``dotted`` and getattr the rest."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr)  # AttributeError names the missing piece
+        return obj
+    raise ModuleNotFoundError(dotted)
+
+
+def _all_text():
+    return {p: p.read_text(encoding="utf-8") for p in FILES}
+
+
+def test_lecture_pointers_resolve():
+    assert FILES, f"no lectures found in {LECTURES}"
+    problems = []
+    for path, text in _all_text().items():
+        for name in sorted(set(DOTTED.findall(text))):
+            try:
+                _resolve(name)
+            except (ImportError, AttributeError) as e:
+                problems.append(f"{path.name}: `{name}` does not resolve ({type(e).__name__}: {e})")
+        for file, first, second in sorted(set(TEST_ID.findall(text))):
+            test_file = ROOT / "tests" / file
+            if not test_file.exists():
+                problems.append(f"{path.name}: tests/{file} does not exist")
+                continue
+            source = test_file.read_text(encoding="utf-8")
+            for name in filter(None, (first, second)):
+                if not re.search(rf"^\s*(?:async\s+)?(?:def|class)\s+{name}\b", source, re.M):
+                    problems.append(f"{path.name}: tests/{file}::{name} is not defined")
+        for rel in sorted(set(REPO_PATH.findall(text))):
+            if not (ROOT / rel).exists():
+                problems.append(f"{path.name}: path {rel} does not exist")
+        for target in sorted(set(LINK.findall(text))):
+            if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
+                continue
+            if not (path.parent / target).exists():
+                problems.append(f"{path.name}: link target {target} does not exist")
+    assert not problems, "stale pointers in the lectures:\n" + "\n".join(problems)
+
+
+def test_readme_indexes_every_chapter():
+    readme = (LECTURES / "README.md").read_text(encoding="utf-8")
+    linked = set(LINK.findall(readme))
+    missing = [p.name for p in FILES if p.name != "README.md" and p.name not in linked]
+    assert not missing, f"lectures/README.md does not link to {missing}; add them to the index"
+
+
+# The checks above must themselves be able to fail: feed them known-bad input.
+def test_pointer_checks_catch_rot(tmp_path):
+    with pytest.raises(AttributeError):
+        _resolve("scratchgen.tensor.no_such_function")
+    with pytest.raises(ModuleNotFoundError):
+        _resolve("scratchgen_missing.module")
+    assert _resolve("scratchgen.tensor.Tensor.backward") is not None
+    assert TEST_ID.findall("see `tests/test_a.py::test_b` and tests/test_c.py::TestD::test_e") == \
+        [("test_a.py", "test_b", ""), ("test_c.py", "TestD", "test_e")]
+    md = tmp_path / "x.md"
+    md.write_text("```python\na = 1\n```\n\n```python no-run\nraise SystemExit\n```\n"
+                  "```text\nnot code\n```\n```python\nb = a + 1\n```\n")
+    blocks = code_blocks(md)
+    assert [line for line, _ in blocks] == [2, 12]
+    ns = {}
+    for _, src in blocks:
+        exec(src, ns)
+    assert ns["b"] == 2 and np.isscalar(ns["b"])
