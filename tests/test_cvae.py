@@ -1,6 +1,7 @@
 """The conditional VAE on the bundled 8x8 digits: the conditional prior and its closed-form KL, labels
 repeated for stacked samples, the empirical p(y), training, the Bayes-rule classifier, and
 conditional sampling from a checkpoint in a fresh process."""
+import json
 import os
 import subprocess
 import sys
@@ -119,7 +120,7 @@ def test_bayes_rule_classifier_beats_chance_by_far(trained):
     np.testing.assert_allclose(np.exp(result["log_posterior"]).sum(1), 1.0, rtol=1e-9)
 
 
-def test_conditional_sampling_from_a_checkpoint_in_a_fresh_process(tmp_path):
+def test_conditional_sampling_from_a_checkpoint_in_a_fresh_process(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     assert cli.main(["train", "cvae", "--epochs", "1", "--out", str(out), "--latent", "2", "--hidden", "16",
                      "--batch-size", "64", "--plot-every", "1000"]) == 0
@@ -145,6 +146,17 @@ np.save({str(tmp_path / 'r.npy')!r}, model.reconstruct(np.load({str(tmp_path / '
     np.testing.assert_array_equal(np.load(tmp_path / "r.npy"), model.reconstruct(x, y))
     assert cli.main(["sample", str(out), "--label", "7", "--n", "4", "--out", str(tmp_path / "sevens.png")]) == 0
     assert {"class_grid.png", "confusion.png", "reconstructions.png"} <= {p.name for p in (out / "figures").iterdir()}
+    # `scratchgen eval --json` prints one JSON object with the stable keys, even when it has to train (and
+    # cache) the classifiers it compares with first: their progress goes to stderr
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    capsys.readouterr()
+    assert cli.main(["eval", str(out), "--json", "--set", "iwae_k=5", "--set", "iwae_examples=10", "--set", "bayes_k=2",
+                     "--set", "bayes_examples=20", "--set", "conditional_samples=10"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for key in ("test_loss", "test_elbo", "nll_iwae", "bayes_accuracy", "conditional_accuracy",
+                "discriminative_accuracy", "seconds_per_epoch"):
+        assert key in report, key
+    assert report["bayes_examples"] == 20 and 0 <= report["bayes_accuracy"] <= 1
 
 
 def test_mnist_preset():

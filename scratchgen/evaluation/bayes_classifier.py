@@ -23,9 +23,16 @@ Two numbers go beside it in ``scratchgen eval``:
   the CVAE and let the evaluation classifier (:mod:`scratchgen.evaluation.classifier`) label them;
   the fraction labelled with the class they were drawn for.
 """
+import sys
+
 import numpy as np
 
 from ..bayes import posterior_from_joint
+
+
+def _log(message):
+    # NOTE: stderr, so that `scratchgen eval --json` keeps stdout a single JSON object
+    print(message, file=sys.stderr, flush=True)
 
 
 def _check_log_likelihoods(log_likelihoods):
@@ -110,7 +117,7 @@ def conditional_accuracy(model, n_per_class=1000, classifier=None, data_dir=None
     """
     if classifier is None:
         from .classifier import load_or_train
-        classifier = load_or_train(model.config["data"], data_dir=data_dir)
+        classifier = load_or_train(model.config["data"], data_dir=data_dir, log=_log)
     k = model.info.num_classes
     per_class = []
     for c in range(k):
@@ -126,6 +133,6 @@ def discriminative_baseline(dataset, x, y, hidden=(400,), epochs=10, seed=0, dat
     :func:`scratchgen.evaluation.classifier.load_or_train`)."""
     from .classifier import load_or_train
     clf = load_or_train(dataset, data_dir=data_dir, hidden=tuple(int(h) for h in hidden), epochs=int(epochs),
-                        seed=seed)
+                        seed=seed, log=_log)
     return {"discriminative_accuracy": clf.accuracy(x, y), "discriminative_hidden": list(clf.hidden),
             "discriminative_epochs": int(epochs)}

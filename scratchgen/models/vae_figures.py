@@ -176,6 +176,6 @@ def cvae_figures(model, run, data, confusion_examples=300, confusion_k=10):
     x, y = data[:confusion_examples]
     result = bayes_classifier.evaluate_cvae(model, x, y, k=confusion_k)
     paths.append(save_confusion(result["confusion"], run.figures / "confusion.png",
-                                title=f"Bayes classifier, {len(x)} validation images, k={confusion_k}: "
+                                title=f"Bayes-rule classifier, {len(x)} validation images, k={confusion_k}\n"
                                       f"accuracy {result['accuracy']:.3f}"))
     return paths
