@@ -200,6 +200,9 @@ def test_cli_eval_on_toy_data_reports_the_stable_keys(tmp_path, capsys):
     assert sum(report["mode_counts"]) == round(2500 * report["high_quality_fraction"])
     assert cli.main(["sample", str(out), "--n", "7", "--out", str(tmp_path / "p.npy")]) == 0
     assert np.load(tmp_path / "p.npy").shape == (7, 2)
+    from scratchgen.labs import mode_collapse
+    assert mode_collapse.main([str(out), str(out), "--out", str(tmp_path / "side.png"), "--n", "300"]) == 0
+    assert (tmp_path / "side.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_resume_gives_the_uninterrupted_runs_weights_bit_for_bit(tmp_path, capsys):

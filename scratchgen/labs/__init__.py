@@ -2,4 +2,6 @@
 
 * :mod:`.js_lab` — the Jensen–Shannon divergence, the discriminator's lower bound on it, and the
   saturating versus non-saturating generator loss, on 1-D densities known exactly.
+* :mod:`.mode_collapse` — samples of trained GAN runs on 2-D toy data side by side, with their
+  mode coverage.
 """

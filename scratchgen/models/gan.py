@@ -213,11 +213,13 @@ class GAN(Experiment):
                      latent=8, g_hidden=[32], d_hidden=[32], epochs=2, batch_size=64, lr=1e-3),
         "tiny-dcgan": dict(help="seconds-long smoke run of the DCGAN code path on 8x8 digits", data="digits8",
                            arch="dcgan", latent=8, g_channels=8, d_channels=8, epochs=1, batch_size=64, lr=1e-3),
-        "ring8": dict(help="target 1: ring of 8 Gaussians; 16-256-256-2 generator, 2-256-256-1 discriminator, "
-                           "batch 512, Adam 5e-4 (0.5, 0.999), ~9,800 steps", data="ring8", arch="toy", latent=16,
-                      g_hidden=[256, 256], d_hidden=[256, 256], epochs=100, batch_size=512, lr=5e-4, log_every=100),
-        "grid25": dict(help="grid of 25 Gaussians; as ring8", data="grid25", arch="toy", latent=16,
-                       g_hidden=[256, 256], d_hidden=[256, 256], epochs=100, batch_size=512, lr=5e-4, log_every=100),
+        "ring8": dict(help="target 1: ring of 8 Gaussians; 16-256-256-2 generator, discriminator on packs of 2 "
+                           "(4-256-256-1), batch 512, Adam 5e-4 (0.5, 0.999) decayed linearly to 0 over 9,800 steps",
+                      data="ring8", arch="toy", latent=16, g_hidden=[256, 256], d_hidden=[256, 256], pack=2,
+                      lr_decay="linear", epochs=100, batch_size=512, lr=5e-4, log_every=100),
+        "grid25": dict(help="grid of 25 Gaussians; the ring8 recipe", data="grid25", arch="toy", latent=16,
+                       g_hidden=[256, 256], d_hidden=[256, 256], pack=2, lr_decay="linear", epochs=100,
+                       batch_size=512, lr=5e-4, log_every=100),
         "mlp-mnist": dict(help="MLP GAN on MNIST: 100-256-256-784 generator, 784-256-256-1 discriminator",
                           data="mnist", arch="mlp", latent=100, g_hidden=[256, 256], d_hidden=[256, 256],
                           epochs=30, batch_size=64, lr=2e-4),
@@ -231,7 +233,8 @@ class GAN(Experiment):
 
     def __init__(self, config, info):
         super().__init__(config, info)
-        o = self.opts
+        # options added after a run was saved take their defaults, so older run folders still load
+        self.opts = o = {**{opt.name: opt.default for opt in self.options}, **self.opts}
         self.toy = info.name in TOY
         self.scale = "raw" if self.toy else config.get("scale", "01")
         arch = o["arch"] if o["arch"] != "auto" else ("toy" if self.toy else "mlp")
