@@ -267,8 +267,10 @@ class GAN(Experiment):
 
     def describe(self):
         g, d = self.G.num_parameters(), self.D.num_parameters()
+        pack_note = f", discriminator on packs of {self.opts['pack']}" if self.opts["pack"] > 1 else ""
         return (f"GAN ({self.arch}, {self.opts['gan_loss']} generator loss, latent {self.opts['latent']}, "
-                f"{self.opts['d_steps']} D step(s) per G step) with {g:,} generator + {d:,} discriminator parameters")
+                f"{self.opts['d_steps']} D step(s) per G step{pack_note}) with {g:,} generator + {d:,} "
+                f"discriminator parameters")
 
     def noise(self, n):
         return get_rng().standard_normal((n, self.opts["latent"])).astype(np.float32)
