@@ -7,6 +7,7 @@ primitives in :mod:`scratchgen.tensor`, which then differentiate themselves.
 import numpy as np
 
 from .kernels import conv as _conv
+from .kernels.matmul import matmul
 from .tensor import Tensor
 
 
@@ -128,12 +129,36 @@ def mse_loss(input, target, reduction="mean"):
 
 # ---------------------------------------------------------------------- layers
 def linear(x, weight, bias=None):
-    """x @ weightᵀ + bias with weight of shape (out_features, in_features), as in PyTorch."""
-    if x.shape[-1] != weight.shape[-1]:
-        raise ValueError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but "
-                         f"weight expects {weight.shape[-1]} (weight shape {weight.shape})")
-    out = x @ weight.T
-    return out if bias is None else out + bias
+    """y = x Wᵀ + b with W of shape (out_features, in_features), as in PyTorch; x is (..., in).
+
+    The gradients, for upstream g of y's shape (leading axes flattened into rows):
+
+        dx = g W        dW = gᵀ x        db = Σ_rows g
+
+    One op instead of ``x @ weight.T + bias``: dW comes out in W's own layout and no transposed
+    copy of x, g or W is made (the matmul kernels read ``gᵀ`` in place).
+    """
+    x = _as_tensor(x, weight)
+    if x.ndim < 1 or weight.ndim != 2 or x.shape[-1] != weight.shape[-1]:
+        raise ValueError(f"linear: input has {x.shape[-1] if x.ndim else 0} features (shape {x.shape}) "
+                         f"but weight expects {weight.shape[-1]} (weight shape {weight.shape}, "
+                         f"which must be (out_features, in_features))")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"linear: bias has shape {bias.shape}, expected ({weight.shape[0]},) for "
+                         f"weight shape {weight.shape}")
+    xd, wd = x.data, weight.data
+    rows = xd.reshape(-1, xd.shape[-1])
+    out = matmul(rows, wd.T)
+    if bias is not None:
+        out = out + bias.data
+    params = (x, weight) if bias is None else (x, weight, bias)
+
+    def backward(g):
+        g = g.reshape(-1, wd.shape[0])
+        grads = (matmul(g, wd).reshape(xd.shape) if x.requires_grad else None,
+                 matmul(g.T, rows) if weight.requires_grad else None)
+        return grads if bias is None else grads + (g.sum(axis=0) if bias.requires_grad else None,)
+    return Tensor.from_op(out.reshape(xd.shape[:-1] + (wd.shape[0],)), params, backward, "linear")
 
 
 def embedding(indices, weight):
@@ -157,8 +182,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     out = _conv.conv2d_forward(xd, wd, stride, padding)
 
     def backward(g):
-        return (_conv.conv2d_grad_input(g, wd, xd.shape, stride, padding),
-                _conv.conv2d_grad_weight(xd, g, wd.shape, stride, padding))
+        return (_conv.conv2d_grad_input(g, wd, xd.shape, stride, padding) if x.requires_grad else None,
+                _conv.conv2d_grad_weight(xd, g, wd.shape, stride, padding) if weight.requires_grad else None)
     y = Tensor.from_op(out, (x, weight), backward, "conv2d")
     return y if bias is None else y + bias.reshape(1, -1, 1, 1)
 
@@ -192,8 +217,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     out = _conv.conv2d_grad_input(xd, wd, out_shape, stride, padding)
 
     def backward(g):
-        return (_conv.conv2d_forward(g, wd, stride, padding),
-                _conv.conv2d_grad_weight(g, xd, wd.shape, stride, padding))
+        return (_conv.conv2d_forward(g, wd, stride, padding) if x.requires_grad else None,
+                _conv.conv2d_grad_weight(g, xd, wd.shape, stride, padding) if weight.requires_grad else None)
     y = Tensor.from_op(out, (x, weight), backward, "conv_transpose2d")
     return y if bias is None else y + bias.reshape(1, -1, 1, 1)
 

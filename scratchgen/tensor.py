@@ -289,9 +289,9 @@ class Tensor:
                 ((out.shape[-1],) if b.ndim > 1 else ())
             return out.reshape(shape)
 
-        def backward(g):
-            return (kernel_matmul(g, np.swapaxes(b, -1, -2)),
-                    kernel_matmul(np.swapaxes(a, -1, -2), g))
+        def backward(g):  # a product is computed only for an operand that needs its gradient
+            return (kernel_matmul(g, np.swapaxes(b, -1, -2)) if self.requires_grad else None,
+                    kernel_matmul(np.swapaxes(a, -1, -2), g) if other.requires_grad else None)
         return Tensor.from_op(kernel_matmul(a, b), (self, other), backward, "matmul")
 
     __radd__ = __add__

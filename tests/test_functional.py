@@ -571,3 +571,20 @@ def test_agrees_with_pytorch_when_available(capsys):
     tF.batch_norm(torch.from_numpy(x4), trm, trv, training=True, momentum=0.3)
     np.testing.assert_allclose(rm, trm.numpy(), rtol=1e-12)
     np.testing.assert_allclose(rv, trv.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("n_in, n_out", [(300, 40), (40, 300), (20, 10)])
+def test_linear_gradients_at_kernel_sizes(n_in, n_out):
+    # large enough for the dot and axpy matmul kernels (the tiny gradcheck shapes use the small one)
+    rng = np.random.default_rng(n_in)
+    x, w, b, g = (rng.standard_normal(s) for s in [(64, n_in), (n_out, n_in), (n_out,), (64, n_out)])
+    xt, wt, bt = leaf(x), leaf(w), leaf(b)
+    y = F.linear(xt, wt, bt)
+    y.backward(g)
+    np.testing.assert_allclose(y.data, x @ w.T + b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(xt.grad, g @ w, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(wt.grad, g.T @ x, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(bt.grad, g.sum(axis=0), rtol=1e-12, atol=1e-12)
+    x_const = Tensor(x)                      # no gradient is computed for an input that needs none
+    F.linear(x_const, wt).sum().backward()
+    assert x_const.grad is None

@@ -21,6 +21,11 @@ The Numba backend picks one of three kernels by shape (``_choose_kernel``):
 * ``_matmul_small`` tiny problems: one thread, because waking the thread pool costs more than
                     the multiplication.
 
+Layouts count too: the dot kernel needs rows of A and of Bᵀ, the other two rows of B and
+single numbers of A (any strides). Where the shape alone would pick the dot kernel but the
+operands would have to be copied for it and not for axpy — ``g @ W`` and ``gᵀ @ x`` in a
+linear layer's backward pass — the axpy kernel runs instead.
+
 Two thread pools: Numba's and OpenBLAS's (NumPy's) each keep their threads busy-waiting for a
 while after a call; alternating the two then made every call ~10x slower until
 ``OPENBLAS_THREAD_TIMEOUT`` was set (``scratchgen/__init__.py`` does it before importing numpy;
@@ -196,7 +201,8 @@ def _axpy_strip_4x4(a, b, c, i, k0, k1, j0, j1):
     - 4 rows x 4 k: each b value loaded feeds 4 multiply-adds, each c value loaded and stored
       takes 4, so a vector step does 16 FMAs for 8 loads and 4 stores, and the 16 numbers
       from a stay in registers for the whole j loop;
-    - rows are sliced before the loops (indexing ``c[i, j]`` inside compiled to scalar code).
+    - rows are sliced before the loops (indexing ``c[i, j]`` inside compiled to scalar code);
+    - ``a`` is only read one number at a time, so it may be a strided view (e.g. a transpose).
     """
     c0, c1, c2, c3 = c[i, j0:j1], c[i + 1, j0:j1], c[i + 2, j0:j1], c[i + 3, j0:j1]
     a0, a1, a2, a3 = a[i], a[i + 1], a[i + 2], a[i + 3]
@@ -236,8 +242,9 @@ def _axpy_row(a, b, c, i, k0, k1, j0, j1):
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _matmul_axpy(a, b, out):
-    """out[z] = a[z] @ b[z] for C-contiguous a (B|1, n, k), b (B|1, k, m) and out (B, n, m), zero
-    on entry; a batch size of 1 in ``a`` or ``b`` is broadcast. For short inner dimensions.
+    """out[z] = a[z] @ b[z] for a (B|1, n, k) of any strides, C-contiguous b (B|1, k, m) and out
+    (B, n, m), zero on entry; a batch size of 1 in ``a`` or ``b`` is broadcast. For short inner
+    dimensions.
 
         for each (batch, row block, column block) in parallel:
             for k0 in range(0, k, AXPY_K_BLOCK):
@@ -338,13 +345,28 @@ def result_dtype(*arrays, op="matmul"):
     return np.result_type(*arrays)
 
 
-def _choose_kernel(n, k, m, batch):
-    """Which Numba kernel suits an (n, k) @ (k, m) product (measured: ``python -m scratchgen.bench``)."""
+def _choose_kernel(n, k, m, batch, copies_for_dot=False):
+    """Which Numba kernel suits an (n, k) @ (k, m) product (measured: ``python -m scratchgen.bench``).
+
+    ``copies_for_dot``: the operands' layout would make the dot kernel copy one of them while the
+    axpy kernel could read both as they are; for outputs wide enough for axpy that copy decides it.
+    """
     if batch * n * k * m < SMALL_WORK:
         return "small"
-    if m < DOT_MAX_M or k >= AXPY_MAX_K:
-        return "dot"        # narrow output (axpy rows too short to vectorise) or a long inner axis
+    if m < DOT_MAX_M:
+        return "dot"        # narrow output: axpy rows too short to vectorise
+    if k >= AXPY_MAX_K and not copies_for_dot:
+        return "dot"        # a long inner axis suits the dot product
     return "axpy"
+
+
+def _is_rows(x):
+    return x.flags.c_contiguous and x.flags.writeable
+
+
+def _copies_for_dot(a, b):
+    """True if the dot kernel would need a copy of a or of bᵀ and the axpy kernel none."""
+    return not (_is_rows(a) and _is_rows(np.swapaxes(b, -1, -2))) and _is_rows(b)
 
 
 def contiguous(x, dtype):
@@ -378,26 +400,35 @@ def rows_of(x, dtype):
     return contiguous(x, dtype)
 
 
+def scalars_of(x, dtype):
+    """``x`` as the kernels' left operand when it is only read one number at a time (the axpy and
+    small kernels): any strides will do, so a transposed view such as ``gᵀ`` in ``gᵀ @ x`` is
+    passed as it is instead of being copied. Only the dtype and writability are fixed."""
+    if x.dtype == dtype and x.flags.writeable:
+        return x
+    return contiguous(x, dtype)
+
+
 def matmul_3d(a, b, out_batch, kernel=None):
     """The Numba product of a (1|B, n, k) and b (1|B, k, m) into a new (out_batch, n, m) array.
 
     Any layout and float dtype is accepted. ``kernel`` ("dot", "axpy" or "small") overrides the
-    choice by shape. The dot kernel reads Bᵀ, so a transposed view of a contiguous ``b`` (as in
-    ``g @ wᵀ``) costs no copy at all.
+    choice by shape. No operand is copied when its layout already suits the kernel: the dot
+    kernel reads rows of A and of Bᵀ, so ``x @ wᵀ`` with a contiguous ``w`` is free; the axpy
+    and small kernels read rows of B and single numbers of A, so ``gᵀ @ x`` is free too.
     """
     dtype = np.result_type(a, b)
     n, k, m = a.shape[1], a.shape[2], b.shape[2]
     out = np.zeros((out_batch, n, m), dtype=dtype)
     if out.size == 0 or k == 0:
         return out
-    kernel = kernel or _choose_kernel(n, k, m, out_batch)
-    a = rows_of(a, dtype)
+    kernel = kernel or _choose_kernel(n, k, m, out_batch, copies_for_dot=_copies_for_dot(a, b))
     if kernel == "dot":
-        _matmul_dot(a, rows_of(np.swapaxes(b, -1, -2), dtype), out)
+        _matmul_dot(rows_of(a, dtype), rows_of(np.swapaxes(b, -1, -2), dtype), out)
     elif kernel == "axpy":
-        _matmul_axpy(a, rows_of(b, dtype), out)
+        _matmul_axpy(scalars_of(a, dtype), rows_of(b, dtype), out)
     else:
-        _matmul_small(a, rows_of(b, dtype), out)
+        _matmul_small(scalars_of(a, dtype), rows_of(b, dtype), out)
     return out
 
 
