@@ -245,13 +245,8 @@ def _figure(width=6.4, height=4.0):
 
 
 def _save(fig, path):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)
-    return path
+    from ..training.plots import save_figure
+    return save_figure(fig, path, tight_layout=True)
 
 
 def plot_bound(hist, path):

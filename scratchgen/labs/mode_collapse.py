@@ -10,7 +10,6 @@ plain GAN run and a ``--preset ring8`` run.
 """
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -42,8 +41,8 @@ def _label(config):
 
 
 def figure(run_dirs, out, n=2500, seed=0):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from ..training.plots import save_figure
     fig = Figure(figsize=(4 * len(run_dirs), 4.3))
     for i, run_dir in enumerate(run_dirs):
         samples, mixture, cov, config = panel_data(run_dir, n, seed)
@@ -55,12 +54,7 @@ def figure(run_dirs, out, n=2500, seed=0):
         ax.set_title(f"{_label(config)}\n{cov['modes_covered']}/{cov['n_modes']} modes, "
                      f"{100 * cov['high_quality_fraction']:.1f}% high quality", fontsize=9)
         ax.legend(loc="upper right", fontsize=7, markerscale=3)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fig.tight_layout()
-    fig.savefig(out, format="png", dpi=100)
-    return out
+    return save_figure(fig, out, tight_layout=True)
 
 
 def main(argv=None):

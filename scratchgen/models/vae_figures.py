@@ -58,7 +58,7 @@ def save_latent_scatter(z, labels, path, title=None):
     ax.tick_params(labelsize=7)
     if title:
         ax.set_title(title, fontsize=9)
-    return plots._save(fig, path)
+    return plots.save_figure(fig, path)
 
 
 def save_latent_kl(metrics_path, path, latent, title=None):
@@ -86,7 +86,7 @@ def save_latent_kl(metrics_path, path, latent, title=None):
     ax.tick_params(labelsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    return plots._save(fig, path)
+    return plots.save_figure(fig, path)
 
 
 def save_confusion(confusion, path, title=None):
@@ -106,7 +106,7 @@ def save_confusion(confusion, path, title=None):
     ax.tick_params(labelsize=7)
     if title:
         ax.set_title(title, fontsize=9)
-    return plots._save(fig, path)
+    return plots.save_figure(fig, path)
 
 
 def save_run_comparison(runs, path, terms=("recon", "kl"), title=None, kind="step", ylims=None):
@@ -128,7 +128,7 @@ def save_run_comparison(runs, path, terms=("recon", "kl"), title=None, kind="ste
             ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    return plots._save(fig, path)
+    return plots.save_figure(fig, path)
 
 
 def _common(model, run, data, name):

@@ -15,10 +15,13 @@ from matplotlib.figure import Figure
 from .metrics import column, read_metrics
 
 
-def _save(fig, path):
+def save_figure(fig, path, tight_layout=False):
+    """Write ``fig`` as a PNG at ``path`` (parent folders created), atomically; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
+    if tight_layout:
+        fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
     try:
         fig.savefig(tmp, format="png", dpi=100)
@@ -56,7 +59,7 @@ def save_image_grid(images, path, title=None, nrow=None, value_range=(0.0, 1.0))
     ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_reconstructions(originals, reconstructions, path, title=None, value_range=(0.0, 1.0), per_row=8):
@@ -83,7 +86,7 @@ def save_points(points, path, title=None, reference=None):
     ax.legend(loc="upper right", fontsize=7)
     if title:
         ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_loss_curves(metrics_path, path, terms, title=None):
@@ -107,4 +110,4 @@ def save_loss_curves(metrics_path, path, terms, title=None):
             ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
