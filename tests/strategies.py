@@ -274,3 +274,17 @@ def quantizer_grids(draw, max_n=3, max_side=4, max_codes=9, max_dim=5):
     k, d = draw(st.integers(1, max_codes)), draw(st.integers(1, max_dim))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     return rng.standard_normal((n, d, h, w)), rng.standard_normal((k, d))
+
+
+# optim
+# Adam's hyperparameters over the ranges people use, plus the edges: no momentum (β1 = 0), no
+# weight decay, eps = 0 (0/0 = nan where a gradient has been 0 so far).
+
+@st.composite
+def adam_hyperparameters(draw):
+    """Keyword arguments for ``optim.Adam``: lr, betas, eps, weight_decay."""
+    return {"lr": draw(st.sampled_from([1e-4, 1e-3, 0.1]) | st.floats(1e-5, 0.5)),
+            "betas": (draw(st.sampled_from([0.0, 0.5, 0.9]) | st.floats(0, 0.99)),
+                      draw(st.sampled_from([0.99, 0.999]) | st.floats(0.9, 0.9999))),
+            "eps": draw(st.sampled_from([0.0, 1e-8, 1e-6]) | st.floats(1e-10, 1e-2)),
+            "weight_decay": draw(st.sampled_from([0.0, 1e-4]) | st.floats(0, 0.3))}

@@ -335,3 +335,89 @@ def test_kernels_run_as_plain_python_with_jit_disabled():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 
+
+
+def test_adam_kernel_gives_numpys_bits_also_as_plain_python():
+    # with the JIT off, the kernel's scalars are NumPy scalars of the arrays' dtype, so the same
+    # roundings happen in the interpreter
+    result = run_python("""
+        import numpy as np
+        import scratchgen.optim as optim
+        from scratchgen.kernels.backend import use_backend
+        from scratchgen.nn import Parameter
+        import numba
+        assert numba.config.DISABLE_JIT
+        finals = []
+        for backend in ("numba", "numpy"):
+            rng = np.random.default_rng(0)
+            p = Parameter(rng.standard_normal((3, 4)).astype(np.float32))
+            opt = optim.Adam([p], lr=0.1, weight_decay=0.01)
+            with use_backend(backend):
+                for _ in range(5):
+                    p.grad = rng.standard_normal((3, 4)).astype(np.float32)
+                    opt.step()
+            finals.append(p.data)
+        assert finals[0].dtype == np.float32 and np.array_equal(*finals)
+        print("ok")
+    """, NUMBA_DISABLE_JIT="1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+# ---------------------------------------------------------------------- elementwise: sigmoid
+# Tensor.sigmoid (and F.softplus, whose derivative it computes) is NumPy, not a Numba kernel: its
+# cost is np.exp, which NumPy vectorises and Numba (without Intel's SVML) calls once per element.
+
+def extreme_logits(dtype):
+    """Every regime: 0 and ±0, tiny, moderate, where exp(-|a|) is subnormal or 0, ±1e4, ±max, ±inf."""
+    special = [0.0, 1e-30, 1, 10, 20, 36, 50, 87, 88, 89, 100, 103, 104, 700, 745, 746, 1e4,
+               float(np.finfo(dtype).max), np.inf]
+    rng = np.random.default_rng(0)
+    scaled = rng.standard_normal(2000) * 10.0 ** np.repeat(np.arange(-3, 5), 250)
+    return np.concatenate([special, np.negative(special), np.linspace(-120, 120, 4001),
+                           scaled]).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_equals_its_two_branch_definition_bit_for_bit(dtype):
+    from scratchgen.tensor import Tensor
+    a = extreme_logits(dtype)
+    with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+        got = Tensor(a).sigmoid().data
+        e = np.exp(-np.abs(a))
+        expected = np.where(a >= 0, 1 / (1 + e), e / (1 + e))
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, expected)
+    assert np.isnan(Tensor(np.array([np.nan], dtype)).sigmoid().data).all()
+    ends = Tensor(np.array([-1e4, -100, 0, 100, 1e4], dtype)).sigmoid().data
+    np.testing.assert_array_equal(ends[[0, 2, 3, 4]], [0, 0.5, 1, 1])
+    tiny = np.finfo(dtype).smallest_subnormal  # σ(-100) = 3.7e-44 is subnormal in float32
+    np.testing.assert_allclose(ends[1], np.exp(-100.0), rtol=1e-6, atol=2 * tiny)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_and_softplus_are_accurate_to_a_few_ulps_everywhere(dtype):
+    import scratchgen.functional as F
+    from scratchgen.tensor import Tensor
+    if dtype == np.float64 and np.finfo(np.longdouble).nmant <= 52:
+        pytest.skip("no extended-precision long double to compare float64 with")
+    a = extreme_logits(dtype)
+    x = Tensor(a, requires_grad=True)
+    with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+        sig = x.sigmoid().data
+        out = F.softplus(x)
+        out.sum().backward()
+    with np.errstate(over="ignore", invalid="ignore"):  # in the branches np.where drops
+        exact = a.astype(np.longdouble)
+        exact_sig = 1 / (1 + np.exp(-exact))
+        exact_sp = np.where(exact > 0, exact + np.log1p(np.exp(-exact)), np.log1p(np.exp(exact)))
+    finite = np.isfinite(exact_sp)  # softplus(+inf) = inf
+    np.testing.assert_array_equal(out.data[~finite], np.inf)
+    for name, got, want in [("sigmoid", sig, exact_sig), ("softplus", out.data, exact_sp)]:
+        got, want = got[finite].astype(np.longdouble), want[finite]
+        with np.errstate(over="ignore"):  # the spacing above the largest float is inf
+            ulp = np.spacing(np.abs(want).astype(dtype)).astype(np.longdouble)
+        ulps = np.abs(got - want) / ulp
+        assert ulps.max() <= 4, (name, ulps.max())
+    assert sig.dtype == out.dtype == dtype
+    np.testing.assert_array_equal(x.grad, sig)  # softplus' = sigmoid, computed by Tensor.sigmoid

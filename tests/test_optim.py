@@ -1,6 +1,6 @@
 """scratchgen.optim: SGD and Adam against hand-computed steps and a plain-Python reference,
-in-place float32 updates, skipped parameters, argument errors, and checkpoints that resume
-bit for bit."""
+in-place float32 updates, skipped parameters, argument errors, checkpoints that resume
+bit for bit, and Adam's fused Numba kernel giving the NumPy code's bits exactly."""
 import math
 
 import numpy as np
@@ -11,8 +11,10 @@ import scratchgen
 import scratchgen.functional as F
 import scratchgen.nn as nn
 import scratchgen.optim as optim
+from scratchgen.kernels import adam as adam_kernel
+from scratchgen.kernels.backend import use_backend
 
-from strategies import bounded_floats
+from strategies import FLOAT_DTYPES, adam_hyperparameters, bounded_floats, layouts, with_layout
 
 
 def quadratic_steps(opt, w, steps):
@@ -287,3 +289,91 @@ def test_optimizer_load_state_dict_reports_every_problem():
                  "incomplete state for parameter 1: missing state.1.exp_avg_sq"]:
         assert text in message
     assert target.lr == 0.2 and target.state == {} and target.step_count == 0  # unchanged
+
+
+# ---------------------------------------------------------------------- fused Numba kernel
+def adam_run(backend, dtype, hyper, seed, param_layout, grad_layout, steps=30):
+    """Adam on three parameters (one large enough for the kernel's vector loop, one 0-d) with
+    gradients whose scale changes by up to eleven orders of magnitude from step to step, some
+    entries exactly 0, and the 0-d parameter skipped (grad None) on every third step."""
+    rng = np.random.default_rng(seed)
+    shapes = [(37, 29), (5,), ()]
+    params = [nn.Parameter(with_layout(rng.standard_normal(s).astype(dtype), param_layout))
+              for s in shapes]
+    opt = optim.Adam(params, **hyper)
+    with use_backend(backend), np.errstate(divide="ignore", invalid="ignore"):
+        for step in range(steps):
+            for k, p in enumerate(params):
+                g = rng.standard_normal(p.shape) * 10.0 ** rng.uniform(-8, 3)
+                g = np.where(rng.random(p.shape) < 0.1, 0.0, g)
+                p.grad = with_layout(g.astype(dtype), grad_layout)
+                if k == 2 and step % 3 == 0:
+                    p.grad = None
+            opt.step()
+    return [p.data for p in params], opt.state_dict()
+
+
+@given(FLOAT_DTYPES, adam_hyperparameters(), st.integers(0, 2**32 - 1), layouts, layouts)
+def test_adam_numba_kernel_equals_numpy_bit_for_bit(dtype, hyper, seed, param_layout, grad_layout):
+    # NOTE: bit for bit, not approximately: the kernel promises the NumPy code's exact roundings
+    # (so that checkpoints and results do not depend on the backend).
+    fused = adam_run("numba", dtype, hyper, seed, param_layout, grad_layout)
+    numpy = adam_run("numpy", dtype, hyper, seed, param_layout, grad_layout)
+    for got, expected in zip(fused[0], numpy[0]):
+        assert got.dtype == expected.dtype == dtype
+        assert np.array_equal(got, expected, equal_nan=True)
+    assert list(fused[1]) == list(numpy[1])
+    for key in numpy[1]:
+        assert fused[1][key].dtype == numpy[1][key].dtype, key
+        assert np.array_equal(fused[1][key], numpy[1][key], equal_nan=True), key
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+def test_adam_numba_kernel_equals_numpy_over_many_steps(dtype, weight_decay):
+    hyper = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": weight_decay}
+    fused = adam_run("numba", dtype, hyper, 0, "contiguous", "contiguous", steps=300)
+    numpy = adam_run("numpy", dtype, hyper, 0, "contiguous", "contiguous", steps=300)
+    for got, expected in zip(fused[0], numpy[0]):
+        np.testing.assert_array_equal(got, expected)
+    for key in numpy[1]:
+        np.testing.assert_array_equal(fused[1][key], numpy[1][key], err_msg=key)
+
+
+def test_adam_kernel_is_used_only_where_it_fits():
+    # otherwise the bit-for-bit tests above could pass by running NumPy twice
+    a = np.zeros((3, 4), np.float32)
+    assert adam_kernel.fits(a, a.copy(), a.copy(), a.copy())
+    assert adam_kernel.fits(a, with_layout(a, "strided"), a.copy(), a.copy())  # grad is copied
+    assert not adam_kernel.fits(with_layout(a, "transposed"), a.copy(), a.copy(), a.copy())
+    assert not adam_kernel.fits(a, a.copy(), with_layout(a, "strided"), a.copy())
+    assert not adam_kernel.fits(a, a[:1].copy(), a.copy(), a.copy())  # broadcast gradient
+    half = a.astype(np.float16)
+    assert not adam_kernel.fits(half, half.copy(), half.copy(), half.copy())
+
+    calls = []
+    original = adam_kernel.adam_update
+    adam_kernel.adam_update = lambda *args, **kwargs: (calls.append(args[0].shape),
+                                                       original(*args, **kwargs))
+    try:
+        p, q = param(np.ones((3, 4)), np.float32), param(np.ones((4, 3)).T, np.float32)
+        opt = optim.Adam([p, q])
+        p.grad, q.grad = np.ones((3, 4), np.float32), np.ones((3, 4), np.float32)
+        with use_backend("numba"):
+            opt.step()
+        with use_backend("numpy"):
+            opt.step()
+    finally:
+        adam_kernel.adam_update = original
+    assert calls == [(3, 4)]  # p with Numba once; the transposed q and the numpy backend: NumPy
+    np.testing.assert_array_equal(p.data, q.data)
+
+
+def test_adam_float16_parameter_falls_back_to_numpy():
+    p = param([1.0, -1.0], np.float16)
+    opt = optim.Adam([p], lr=0.1)
+    p.grad = np.array([1.0, -1.0], np.float16)
+    with use_backend("numba"):
+        opt.step()
+    assert p.dtype == np.float16
+    np.testing.assert_allclose(p.data, [0.9, -0.9], rtol=1e-3)

@@ -5,6 +5,7 @@
   module: ``from scratchgen.kernels.matmul import matmul``; re-exporting the function here would
   hide the module of the same name)
 * :mod:`.conv`    — ``conv2d_forward``, ``conv2d_grad_input``, ``conv2d_grad_weight`` (NCHW)
+* :mod:`.adam`    — ``adam_update``: Adam's step fused into one pass, used by ``optim.Adam``
 
 Plain NumPy arrays go in and come out; :mod:`scratchgen.tensor` adds the autograd on top.
 ``python -m scratchgen.bench`` times them against NumPy.
