@@ -396,6 +396,22 @@ def test_batch_norm_training(x_shape, data):
     assert gradcheck(lambda a: F.batch_norm(a, None, None, training=True), [leaf(x)])
 
 
+@pytest.mark.parametrize("affine", ["weight", "bias"])
+def test_batch_norm_training_with_only_a_scale_or_only_a_shift(affine):
+    # the fused training op returns one gradient per parent, whichever of weight and bias exist
+    rng = np.random.default_rng(1)
+    x, p = rng.standard_normal((3, 2, 2, 3)) * 2, rng.standard_normal(2)
+    if affine == "weight":
+        fn, expected = (lambda a, g: F.batch_norm(a, None, None, g, None, training=True)), (p, np.zeros(2))
+    else:
+        fn, expected = (lambda a, b: F.batch_norm(a, None, None, None, b, training=True)), (np.ones(2), p)
+    np.testing.assert_allclose(fn(Tensor(x), Tensor(p)).data, batch_norm_definition(x, *expected, 1e-5),
+                               rtol=1e-10, atol=1e-12)
+    assert gradcheck(fn, [leaf(x), leaf(p)])
+    out = fn(Tensor(x.astype(np.float32)), Tensor(p.astype(np.float32)))
+    assert out.dtype == np.float32
+
+
 @pytest.mark.parametrize("x_shape", [(4, 3), (2, 3, 2, 2)])
 @given(data=st.data())
 def test_batch_norm_eval_uses_running_statistics(x_shape, data):

@@ -281,6 +281,29 @@ def test_conv2d_layer_of_the_dcgan(backend):
         assert_close(dw, conv.conv2d_grad_weight_reference(x, y, w.shape, 2, 1), 196)
 
 
+@given(case=conv2d_cases(max_n=3, max_c=4, max_hw=9, max_k=4), dtype=FLOAT_DTYPES)
+def test_im2col_layouts_and_col2im_match_their_definitions(case, dtype):
+    # the Numba im2col/col2im kernels directly (odd sizes, any stride and padding, both dtypes),
+    # whatever layout and kernel the dispatch would pick for this shape
+    x = rng_array(case["x_shape"], dtype, 3, "transposed")
+    (n, c, _, _), (kh, kw) = x.shape, case["w_shape"][2:]
+    stride, padding, out_hw = conv._output_size("conv2d", x.shape, case["w_shape"], case["stride"],
+                                                case["padding"])
+    # P[n, (y, x), (c, i, j)] = x_pad[n, c, y·sh + i, x·sw + j], from the reference's windows
+    xp = conv._pad(x, padding)
+    windows = np.stack([conv._window(xp, i, j, stride, out_hw) for i in range(kh) for j in range(kw)], axis=2)
+    rows = windows.reshape(n, c * kh * kw, -1).transpose(0, 2, 1)           # (N, L, Q)
+    np.testing.assert_array_equal(conv._im2col(x, kh, kw, stride, padding, out_hw, "rows", dtype), rows)
+    columns = conv._im2col(x, kh, kw, stride, padding, out_hw, "columns", dtype)
+    np.testing.assert_array_equal(columns, rows.transpose(2, 0, 1).reshape(c * kh * kw, -1))
+    # col2im is im2col's adjoint: <im2col(x), r> = <x, col2im(r)> for every x and r
+    r = rng_array(rows.shape, dtype, 4)
+    dx = conv._col2im(r, x.shape, kh, kw, stride, padding, out_hw, dtype)
+    assert dx.shape == x.shape and dx.dtype == dtype
+    scale = (np.abs(rows) * np.abs(r)).sum() + 1
+    assert abs(np.sum(x * dx) - np.sum(rows * r)) <= (1e-5 if dtype == np.float32 else 1e-12) * scale
+
+
 X, W = np.ones((1, 3, 5, 5)), np.ones((2, 3, 3, 3))     # a valid pair: output (1, 2, 3, 3)
 
 

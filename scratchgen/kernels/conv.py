@@ -29,7 +29,7 @@ import numpy as np
 from numba import njit, prange
 
 from .backend import get_backend
-from .matmul import _choose_kernel, matmul_3d, result_dtype, transposed
+from .matmul import _choose_kernel, matmul_3d, result_dtype
 
 
 # ---------------------------------------------------------------------------- arguments
@@ -129,118 +129,132 @@ def conv2d_grad_weight_reference(x, grad_out, w_shape, stride, padding):
 
 
 # ---------------------------------------------------------------------------- Numba kernels
-@njit(parallel=True, cache=True)
-def _im2col_rows(x, kh, kw, sh, sw, ph, pw, ho, wo, out):
-    """One row of ``out`` (N, Ho·Wo, C·kh·kw) per output position: its receptive field, flattened
-    in the order of ``w.reshape(O, -1)``.
+# The Numba kernels work on the zero-padded images flattened, x_pad (N, C·Hp·Wp), and two tables of
+# offsets into one such image: patch p = (y, x) starts at base[p] = y·sh·Wp + x·sw, and its feature
+# q = (c, i, j) lies off[q] = (c·Hp + i)·Wp + j further on. Every entry of the patch matrix is then
+#
+#     P[n, p, q] = x_pad[n, base[p] + off[q]]
+#
+# with no bounds checks (the padding supplies the zeros) and no divisions in the inner loops.
 
-        for (n, y) in parallel:
-            for x in range(wo):
-                for c, i, j:
-                    out[n, y·wo + x, (c·kh + i)·kw + j] = x_pad[n, c, y·sh + i, x·sw + j]
+@njit(parallel=True, cache=True)
+def _im2col_rows(xp, base, off, out):
+    """One row of ``out`` (N, L, Q) per patch: its receptive field, flattened in the order of
+    ``w.reshape(O, -1)``.
+
+        for (n, p) in parallel:
+            for q in range(Q):
+                out[n, p, q] = xp[n, base[p] + off[q]]
 
     Optimisations:
-    - ``out`` is written in memory order (looping over (c, i, j) outside wrote one float per
-      64-byte line and ran 4x slower);
-    - the padded input is never built: an index outside the image reads as 0;
-    - one task per output row of one image, so parallel tasks write disjoint memory.
+    - ``out`` is written in memory order; ``off`` (Q numbers) stays in L1 and the loads become
+      vector gathers (no branches: the padding is part of ``xp``);
+    - one task per patch row, so parallel tasks write disjoint memory.
     """
-    n_img, n_ch, h, w = x.shape
-    for task in prange(n_img * ho):
-        n, y = task // ho, task % ho
-        img = x[n]
-        for xx in range(wo):
-            row = out[n, y * wo + xx]
-            q = 0
-            for c in range(n_ch):
-                for i in range(kh):
-                    r = y * sh + i - ph
-                    for j in range(kw):
-                        s = xx * sw + j - pw
-                        row[q] = img[c, r, s] if 0 <= r < h and 0 <= s < w else 0
-                        q += 1
+    n_img, positions, features = out.shape
+    for task in prange(n_img * positions):
+        n, p = task // positions, task % positions
+        src, row, start = xp[n], out[n, p], base[p]
+        for q in range(features):
+            row[q] = src[start + off[q]]
 
 
 @njit(parallel=True, cache=True)
-def _im2col_columns(x, kh, kw, sh, sw, ph, pw, ho, wo, out, s_n, s_q):
-    """The transpose layout: ``out`` (flat) holds, for feature q = (c·kh + i)·kw + j and output
-    position p = y·wo + x of image n, the value x_pad[n, c, y·sh + i, x·sw + j] at q·s_q + n·s_n + p.
-
-    (s_q, s_n) = (N·Ho·Wo, Ho·Wo) lays out (C·kh·kw, N·Ho·Wo) columns, the right operand of the
-    weight gradient; (Ho·Wo, C·kh·kw·Ho·Wo) lays out (N, C·kh·kw, Ho·Wo), one matrix per image.
+def _im2col_columns(xp, starts, off, out):
+    """The transpose layout, ``out`` (Q, N·L): P[n, p, q] goes to out[q, n·L + p]. ``starts`` holds
+    where each of the N·L patches starts in the flattened batch: starts[n·L + p] = n·C·Hp·Wp + base[p].
 
         for q in parallel:
-            for n, y, x:
-                out[q·s_q + n·s_n + y·wo + x] = x_pad[n, c, y·sh + i, x·sw + j]
+            for t in range(N·L):
+                out[q, t] = xp.flat[starts[t] + off[q]]
 
     Optimisations:
-    - each task writes runs of Wo consecutive floats (memory order);
-    - the padded input is never built: an index outside the image reads as 0;
+    - each task writes one long row of ``out`` in memory order (one gather per element, through
+      ``starts``, which stays in L2), the right operand of the weight gradient as it is;
     - tasks own disjoint features q, so no two threads write the same memory.
     """
-    n_img, n_ch, h, w = x.shape
-    for q in prange(n_ch * kh * kw):
-        c, i, j = q // (kh * kw), (q // kw) % kh, q % kw
-        for n in range(n_img):
-            for y in range(ho):
-                r = y * sh + i - ph
-                dst = q * s_q + n * s_n + y * wo
-                for xx in range(wo):
-                    s = xx * sw + j - pw
-                    out[dst + xx] = x[n, c, r, s] if 0 <= r < h and 0 <= s < w else 0
+    flat = xp.reshape(-1)
+    for q in prange(off.shape[0]):
+        row, shift = out[q], off[q]
+        for t in range(starts.shape[0]):
+            row[t] = flat[starts[t] + shift]
 
 
 @njit(parallel=True, cache=True)
-def _col2im_rows(rows, kh, kw, sh, sw, ph, pw, ho, wo, dx):
-    """The adjoint of ``_im2col_rows``: add each entry of ``rows`` (N, Ho·Wo, C·kh·kw) back onto
-    the input pixel it was copied from (entries that came from the padding are dropped).
+def _col2im_rows(rows, base, off, pad_shape, padding, dx):
+    """The adjoint of ``_im2col_rows``: add each entry of ``rows`` (N, L, Q) back onto the pixel
+    it was copied from, then drop the padding.
 
-        dx = 0
         for n in parallel:
-            for y, x, c, i, j:
-                dx[n, c, y·sh + i − ph, x·sw + j − pw] += rows[n, y·wo + x, (c·kh + i)·kw + j]
+            dx_pad = 0                                      (C, Hp, Wp), flat
+            for p, q:
+                dx_pad[base[p] + off[q]] += rows[n, p, q]
+            dx[n] = dx_pad[:, ph: ph + H, pw: pw + W]
 
     Optimisations:
-    - ``rows`` is read in memory order, and one image's ``dx`` (C·H·W floats) stays in cache
-      while its overlapping windows add up;
+    - ``rows`` is read in memory order and one image's ``dx_pad`` stays in cache while its
+      overlapping windows add up; the padding takes the additions that fall outside the image,
+      so the inner loop has no branches;
     - one task per image, so the scattered additions need no locks or atomics.
     """
-    n_img, n_ch, h, w = dx.shape
+    n_img, positions, features = rows.shape
+    h, w = dx.shape[2], dx.shape[3]
+    ph, pw = padding
     for n in prange(n_img):
-        img = dx[n]
-        img[:] = 0
-        for y in range(ho):
-            for xx in range(wo):
-                row = rows[n, y * wo + xx]
-                q = 0
-                for c in range(n_ch):
-                    for i in range(kh):
-                        r = y * sh + i - ph
-                        for j in range(kw):
-                            s = xx * sw + j - pw
-                            if 0 <= r < h and 0 <= s < w:
-                                img[c, r, s] += row[q]
-                            q += 1
+        acc = np.zeros(pad_shape, dtype=dx.dtype)
+        flat = acc.reshape(-1)
+        for p in range(positions):
+            row, start = rows[n, p], base[p]
+            for q in range(features):
+                flat[start + off[q]] += row[q]
+        dx[n] = acc[:, ph: ph + h, pw: pw + w]
 
 
 # ---------------------------------------------------------------------------- lowering
+def _offsets(c, h, w, kh, kw, stride, padding, out_hw):
+    """(base, off): P[n, p, q] = x_pad[n].flat[base[p] + off[q]] for padded images (C, Hp, Wp)."""
+    hp, wp = h + 2 * padding[0], w + 2 * padding[1]
+    y, x = np.arange(out_hw[0]) * stride[0], np.arange(out_hw[1]) * stride[1]
+    base = (y[:, None] * wp + x[None, :]).reshape(-1)
+    cc, i, j = np.arange(c)[:, None, None], np.arange(kh)[None, :, None], np.arange(kw)[None, None, :]
+    off = ((cc * hp + i) * wp + j).reshape(-1)
+    return base.astype(np.intp), off.astype(np.intp)
+
+
+def _padded(x, padding, dtype):
+    """x (N, C, H, W) with zero borders, flattened to (N, C·Hp·Wp), C-contiguous."""
+    (n, c, h, w), (ph, pw) = x.shape, padding
+    if ph == pw == 0:
+        return np.ascontiguousarray(x, dtype=dtype).reshape(n, -1)
+    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dtype)
+    xp[:, :, ph: ph + h, pw: pw + w] = x
+    return xp.reshape(n, -1)
+
+
 def _im2col(x, kh, kw, stride, padding, out_hw, layout, dtype):
-    """im2col of x into one of three layouts, with L = Ho·Wo positions and Q = C·kh·kw features:
-    "rows" (N, L, Q), "columns" (Q, N·L) or "image_columns" (N, Q, L)."""
-    n, c = x.shape[:2]
+    """im2col of x into one of two layouts, with L = Ho·Wo positions and Q = C·kh·kw features:
+    "rows" (N, L, Q) or "columns" (Q, N·L)."""
+    n, c, h, w = x.shape
     positions, features = out_hw[0] * out_hw[1], c * kh * kw
-    x = np.ascontiguousarray(x, dtype=dtype)
-    args = (kh, kw, stride[0], stride[1], padding[0], padding[1], out_hw[0], out_hw[1])
+    base, off = _offsets(c, h, w, kh, kw, stride, padding, out_hw)
+    xp = _padded(x, padding, dtype)
     if layout == "rows":
         out = np.empty((n, positions, features), dtype=dtype)
-        _im2col_rows(x, *args, out)
-    elif layout == "columns":
-        out = np.empty((features, n * positions), dtype=dtype)
-        _im2col_columns(x, *args, out.reshape(-1), positions, n * positions)
+        _im2col_rows(xp, base, off, out)
     else:
-        out = np.empty((n, features, positions), dtype=dtype)
-        _im2col_columns(x, *args, out.reshape(-1), features * positions, positions)
+        out = np.empty((features, n * positions), dtype=dtype)
+        starts = (np.arange(n)[:, None] * xp.shape[1] + base[None, :]).reshape(-1)
+        _im2col_columns(xp, starts, off, out)
     return out
+
+
+def _col2im(rows, x_shape, kh, kw, stride, padding, out_hw, dtype):
+    """The adjoint of ``_im2col(..., "rows")``: dx (N, C, H, W) from patch gradients (N, L, Q)."""
+    n, c, h, w = x_shape
+    base, off = _offsets(c, h, w, kh, kw, stride, padding, out_hw)
+    dx = np.empty(x_shape, dtype=dtype)
+    _col2im_rows(rows, base, off, (c, h + 2 * padding[0], w + 2 * padding[1]), padding, dx)
+    return dx
 
 
 def _forward_numba(x, w, stride, padding, out_hw, dtype):
@@ -252,8 +266,9 @@ def _forward_numba(x, w, stride, padding, out_hw, dtype):
         # out[n] (O, L) = w_mat (O, Q) @ P[n]ᵀ: the dot kernel reads P[n] (L, Q) as it is
         p = _im2col(x, kh, kw, stride, padding, out_hw, "rows", dtype)
         out = matmul_3d(w_mat, np.swapaxes(p, 1, 2), n)
-    else:   # few features (e.g. one input channel): the axpy kernel wants P[n]ᵀ (Q, L)
-        out = matmul_3d(w_mat, _im2col(x, kh, kw, stride, padding, out_hw, "image_columns", dtype), n)
+    else:   # few features (e.g. one input channel): the axpy kernel wants long rows of Pᵀ (Q, N·L)
+        out = matmul_3d(w_mat, _im2col(x, kh, kw, stride, padding, out_hw, "columns", dtype)[None], 1)
+        out = np.ascontiguousarray(np.swapaxes(out.reshape(o, n, positions), 0, 1))   # (O, N, L) -> (N, O, L)
     return out.reshape((n, o) + tuple(out_hw))
 
 
@@ -271,14 +286,11 @@ def _grad_input_numba(grad_out, w, x_shape, stride, padding, out_hw, dtype):
     n, o = grad_out.shape[:2]
     kh, kw = w.shape[2:]
     positions, features = out_hw[0] * out_hw[1], w[0].size
-    # dP (N·L, Q) = gᵀ (N·L, O) @ w_mat (O, Q), then col2im adds each patch row back into dx
-    g_p = transposed(grad_out.reshape(n, o, positions), dtype)
-    d_rows = matmul_3d(g_p.reshape(1, n * positions, o),
-                       np.ascontiguousarray(w, dtype=dtype).reshape(1, o, features), 1)
-    dx = np.empty(x_shape, dtype=dtype)
-    _col2im_rows(d_rows.reshape(n, positions, features), kh, kw, stride[0], stride[1], padding[0],
-                 padding[1], out_hw[0], out_hw[1], dx)
-    return dx
+    # dP[n] (L, Q) = g[n]ᵀ (L, O) @ w_mat (O, Q), then col2im adds each patch row back into dx.
+    # g[n]ᵀ is a transposed view: the axpy kernel reads it one number at a time, with no copy
+    g_t = np.swapaxes(grad_out.reshape(n, o, positions), 1, 2)
+    d_rows = matmul_3d(g_t, np.ascontiguousarray(w, dtype=dtype).reshape(1, o, features), n)
+    return _col2im(d_rows, x_shape, kh, kw, stride, padding, out_hw, dtype)
 
 
 # ---------------------------------------------------------------------------- dispatch
