@@ -248,3 +248,24 @@ def test_eval_reports_the_stable_keys_and_takes_evaluation_settings(tmp_path, ca
     assert (report["nll_iwae_k"], report["nll_iwae_examples"]) == (7, 5)
     assert cli.main(["eval", str(out), "--set", "latent=3"]) == 1
     assert "iwae_examples, iwae_k" in capsys.readouterr().err  # only evaluation settings may change
+
+
+def test_burda_learning_rate_schedule():
+    """lr·10^(-i/7) for the 3^i epochs of stage i: stages start at epochs 0, 1, 4, 13, 40, 121."""
+    model = make(lr=1e-3, lr_schedule="burda")
+    starts = [0, 1, 4, 13, 40, 121]
+    for stage, first in enumerate(starts):
+        assert model.learning_rate(first) == pytest.approx(1e-3 * 10 ** (-stage / 7), rel=1e-12)
+        if first:
+            assert model.learning_rate(first - 1) == pytest.approx(1e-3 * 10 ** (-(stage - 1) / 7), rel=1e-12)
+    assert make(lr=2e-3).learning_rate(50) == 2e-3            # the default is a constant rate
+
+
+def test_train_step_uses_the_scheduled_learning_rate(digits):
+    train, _ = digits
+    model = make(lr=1e-3, lr_schedule="burda", batch_size=len(train.data))   # one step per epoch
+    x = train.data[:8]
+    for epoch in range(5):
+        model.train_step((x, None))
+        assert model.optimizer.lr == pytest.approx(model.learning_rate(epoch), rel=1e-12)
+    assert model.optimizer.lr < 1e-3

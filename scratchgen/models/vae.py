@@ -22,8 +22,8 @@ Presets (``scratchgen train vae --preset NAME``):
   MLPs, grey pixels with a summed Bernoulli cross-entropy, Adam 1e-3, batch 128, 10 epochs;
 * ``burda-1layer`` — the one-stochastic-layer VAE of Burda, Grosse & Salakhutdinov (2016,
   "Importance Weighted Autoencoders", Sec. 5): 784-200-200-50 tanh MLPs, Bernoulli decoder,
-  dynamically binarized MNIST, evaluated by the IWAE bound with k = 5000 (their Adam schedule
-  over 3,280 epochs is replaced by a constant learning rate).
+  dynamically binarized MNIST, evaluated by the IWAE bound with k = 5000; Adam with their
+  learning-rate schedule (``lr_schedule="burda"``), cut off at 100 of their 3,280 epochs.
 
 Extension points (the conditional VAE builds on these):
 
@@ -32,6 +32,8 @@ Extension points (the conditional VAE builds on these):
 * :meth:`VAE.posterior`, :meth:`VAE.decode` and :meth:`VAE.prior` take the label ``y``
   (ignored here), so a CVAE overrides them to condition on it and inherits the rest.
 """
+import math
+
 import numpy as np
 
 from .. import functional as F
@@ -171,6 +173,9 @@ VAE_OPTIONS = (
     Option("beta", float, 1.0, "weight of the KL term in the loss (beta-VAE)"),
     Option("warmup_steps", int, 0, "raise the KL weight linearly from 0 to beta over this many steps"),
     Option("free_bits", float, 0.0, "free bits: minimum KL in nats per latent dimension (batch mean)"),
+    Option("lr_schedule", str, "constant", "constant, or burda: Burda et al.'s Adam schedule, learning rate "
+                                          "lr·10^(-i/7) for the 3^i epochs of stage i = 0, 1, 2, ...",
+           ("constant", "burda")),
     Option("iwae_k", int, 1000, "evaluation: importance samples of the IWAE log-likelihood estimate"),
     Option("iwae_examples", int, 1000, "evaluation: test images the IWAE estimate uses (0 = all)"),
 )
@@ -191,9 +196,10 @@ class VAE(Experiment):
                                  lr=1e-3, hidden=[400], latent=20, activation="relu", iwae_k=1000,
                                  iwae_examples=1000),
         "burda-1layer": dict(help="Burda et al. 2016 one-layer VAE: 784-200-200-50 tanh MLPs, dynamically "
-                                  "binarized MNIST, batch 20, Adam 1e-3; IWAE k=5000 at evaluation",
+                                  "binarized MNIST, batch 20, Adam 1e-3 with their schedule (1e-3·10^(-i/7) "
+                                  "for 3^i epochs); IWAE k=5000 at evaluation",
                              data="mnist", binarize="dynamic", epochs=100, batch_size=20, lr=1e-3,
-                             hidden=[200, 200], latent=50, activation="tanh", iwae_k=5000,
+                             lr_schedule="burda", hidden=[200, 200], latent=50, activation="tanh", iwae_k=5000,
                              iwae_examples=1000),
     }
 
@@ -206,6 +212,9 @@ class VAE(Experiment):
         self._check_setup(info, config)
         self.net = self.make_net(info)
         self.optimizer = optim.Adam(self.net.parameters(), lr=config["lr"])
+        self.base_lr = config["lr"]
+        n_train = info.splits.get(config.get("train_split", "train"), 1)
+        self.steps_per_epoch = max(1, math.ceil(n_train / config.get("batch_size", 1)))
         self.loss_terms = ("loss", "recon", "kl") + (("kl_weight",) if o["warmup_steps"] > 0 else ())
         # logged every epoch beside the losses: the per-dimension KL shows posterior collapse
         self.val_terms = ("elbo", "active_units", *(f"kl_{j}" for j in range(o["latent"])))
@@ -265,12 +274,24 @@ class VAE(Experiment):
         beta, warm = self.opts["beta"], self.opts["warmup_steps"]
         return beta if warm <= 0 else beta * min(1.0, self.optimizer.step_count / warm)
 
+    def learning_rate(self, epoch):
+        """The learning rate in (0-based) ``epoch``: constant, or Burda et al.'s (2016, Sec. 5) schedule,
+        lr·10^(-i/7) during stage i, which lasts 3^i epochs — stages start at epochs 0, 1, 4, 13, 40, 121, ...
+        (their 3,280 epochs are stages 0-7). It depends on the epoch only, so a resumed run follows it exactly."""
+        if self.opts["lr_schedule"] == "constant":
+            return self.base_lr
+        stage = 0
+        while epoch >= (3 ** (stage + 1) - 1) // 2:   # stages 0..i together last (3^(i+1) - 1) / 2 epochs
+            stage += 1
+        return self.base_lr * 10 ** (-stage / 7)
+
     # ---- the protocol
     def train_step(self, batch):
         """One step of the lecture's loop: encode, sample z = μ + σ ε, decode, loss = -ELBO
         (with the current KL weight and free bits), backward through both networks, Adam."""
         x, y = batch
         self.net.train()
+        self.optimizer.lr = self.learning_rate(self.optimizer.step_count // self.steps_per_epoch)
         w = self.kl_weight()
         result = self.elbo(x, y, kl_weight=w, free_bits=self.opts["free_bits"])
         self.optimizer.zero_grad()
