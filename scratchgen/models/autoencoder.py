@@ -16,7 +16,7 @@ from .. import nn, optim
 from ..random import get_rng
 from ..tensor import Tensor, no_grad
 from ..training import plots
-from ..training.experiment import Experiment, Option, int_list, prefixed, unprefixed
+from ..training.experiment import Experiment, Option, int_list
 from . import register
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "leaky_relu": lambda: nn.LeakyReLU(0.2)}
@@ -126,14 +126,6 @@ class AutoEncoder(Experiment):
         self.net.eval()
         with no_grad():
             return self.net.decoder(Tensor(z.astype(np.float32))).sigmoid().data
-
-    def state_dict(self):
-        return {**prefixed("model", self.net.state_dict()),
-                **prefixed("optimizer", self.optimizer.state_dict())}
-
-    def load_state_dict(self, state):
-        self.net.load_state_dict(unprefixed("model", state))
-        self.optimizer.load_state_dict(unprefixed("optimizer", state))
 
     def figures(self, run, data):
         x = data[:32][0]

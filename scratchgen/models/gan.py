@@ -53,7 +53,7 @@ from ..objectives import gan as objectives
 from ..random import get_rng
 from ..tensor import Tensor, no_grad
 from ..training import plots
-from ..training.experiment import Experiment, Option, int_list, prefixed, unprefixed
+from ..training.experiment import Experiment, Option, int_list
 from . import register
 
 LEAK = 0.2
@@ -410,14 +410,8 @@ class GAN(Experiment):
         return out
 
     # ---- state
-    def state_dict(self):
-        return {**prefixed("model", self.net.state_dict()), **prefixed("opt_g", self.opt_g.state_dict()),
-                **prefixed("opt_d", self.opt_d.state_dict())}
-
-    def load_state_dict(self, state):
-        self.net.load_state_dict(unprefixed("model", state))
-        self.opt_g.load_state_dict(unprefixed("opt_g", state))
-        self.opt_d.load_state_dict(unprefixed("opt_d", state))
+    def checkpointed(self):
+        return {"model": self.net, "opt_g": self.opt_g, "opt_d": self.opt_d}
 
     # ---- pictures
     def fixed_samples(self):

@@ -42,7 +42,7 @@ from ..evaluation import vae_metrics
 from ..objectives import elbo
 from ..random import get_rng
 from ..tensor import Tensor, no_grad
-from ..training.experiment import Experiment, Option, int_list, prefixed, unprefixed
+from ..training.experiment import Experiment, Option, int_list
 from . import register
 from .autoencoder import ACTIVATIONS, mlp
 
@@ -349,14 +349,6 @@ class VAE(Experiment):
     def reconstruct(self, x, y=None):
         """Decoder means at the posterior mean μ(x)."""
         return self.decode_mean(self.encode_mean(x, y), y)
-
-    def state_dict(self):
-        return {**prefixed("model", self.net.state_dict()),
-                **prefixed("optimizer", self.optimizer.state_dict())}
-
-    def load_state_dict(self, state):
-        self.net.load_state_dict(unprefixed("model", state))
-        self.optimizer.load_state_dict(unprefixed("optimizer", state))
 
     def figures(self, run, data):
         from . import vae_figures

@@ -43,7 +43,7 @@ from .. import functional as F
 from .. import nn, optim
 from ..tensor import Tensor, no_grad
 from ..training import plots
-from ..training.experiment import Experiment, Option, int_list, prefixed, unprefixed
+from ..training.experiment import Experiment, Option, int_list
 from . import register
 from .code_prior import CodePrior
 from .vector_quantizer import INITS, UPDATES, VectorQuantizer, code_counts, perplexity
@@ -388,16 +388,9 @@ class VQVAE(Experiment):
         return self.decode([c.reshape(n, h, w) for c, (h, w) in zip(flat, self.net.grids)])
 
     # ---- state
-    def state_dict(self):
-        return {**prefixed("model", self.net.state_dict()), **prefixed("optimizer", self.optimizer.state_dict()),
-                **prefixed("prior", self.prior.state_dict()),
-                **prefixed("prior_optimizer", self.prior_optimizer.state_dict())}
-
-    def load_state_dict(self, state):
-        self.net.load_state_dict(unprefixed("model", state))
-        self.optimizer.load_state_dict(unprefixed("optimizer", state))
-        self.prior.load_state_dict(unprefixed("prior", state))
-        self.prior_optimizer.load_state_dict(unprefixed("prior_optimizer", state))
+    def checkpointed(self):
+        return {"model": self.net, "optimizer": self.optimizer, "prior": self.prior,
+                "prior_optimizer": self.prior_optimizer}
 
     def figures(self, run, data):
         x = data[:32][0]

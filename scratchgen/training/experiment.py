@@ -22,8 +22,7 @@ A family is a subclass registered by name in :mod:`scratchgen.models`::
         def evaluate(self, data): ...                  # -> {"loss": ..., "elbo": ...} (stable keys)
         def report(self, data, split): ...             # what `scratchgen eval` prints (optional)
         def sample(self, n, label=None): ...           # -> ndarray (n, *info.shape)
-        def state_dict(self): ...                      # networks AND optimizers, flat arrays
-        def load_state_dict(self, state): ...
+        def checkpointed(self): ...                    # {"model": net, "optimizer": opt}: all that resumes
         def figures(self, run, data): ...              # -> [paths of the PNGs written]
 
 Conventions the trainer relies on:
@@ -120,11 +119,19 @@ class Experiment:
         raise NotImplementedError
 
     # ---- state
+    def checkpointed(self):
+        """``{prefix: object with state_dict()/load_state_dict()}``: the networks AND optimizers a
+        checkpoint must hold for training to resume exactly. Default: ``self.net`` and ``self.optimizer``."""
+        return {"model": self.net, "optimizer": self.optimizer}
+
     def state_dict(self):
-        raise NotImplementedError
+        """One flat ``{"<prefix>.<name>": ndarray}`` of everything in :meth:`checkpointed`."""
+        return {k: v for prefix, obj in self.checkpointed().items()
+                for k, v in prefixed(prefix, obj.state_dict()).items()}
 
     def load_state_dict(self, state):
-        raise NotImplementedError
+        for prefix, obj in self.checkpointed().items():
+            obj.load_state_dict(unprefixed(prefix, state))
 
     # ---- pictures
     def figures(self, run, data):
