@@ -2,6 +2,7 @@
 
     python -m scratchgen.bench            # or: scratchgen bench
     python -m scratchgen.bench --quick    # fewer repeats
+    python -m scratchgen.bench --only steps   # whole training steps of two presets (bench_steps.py)
     OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python -m scratchgen.bench --cpu-time
                                           # one core each, timed by CPU time: steady on a busy machine
 
@@ -36,6 +37,7 @@ MATMUL_SHAPES = [  # (n, k, m, dtype): an (n, k) @ (k, m) product
     # its backward products: dW = xᵀ g (long inner dimension = batch) and dx = g Wᵀ
     (784, 128, 400, "float32"), (128, 400, 784, "float32"),
 ]
+SECTIONS = ("matmul", "conv", "autograd", "steps")
 CONV_LAYERS = [  # (name, x shape, w shape, stride, padding, transposed)
     ("conv 32->64 4x4 s2 p1 14x14", (64, 32, 14, 14), (64, 32, 4, 4), 2, 1, False),
     ("convT 128->64 4x4 s2 p1 7x7", (64, 128, 7, 7), (128, 64, 4, 4), 2, 1, True),
@@ -300,7 +302,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="3 repeats instead of 7")
     parser.add_argument("--repeats", type=int, help="repeats per measurement (best is kept)")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
-    parser.add_argument("--only", choices=("matmul", "conv", "autograd"), help="one section")
+    parser.add_argument("--only", choices=SECTIONS, help="one section")
     parser.add_argument("--cpu-time", action="store_true",
                         help="time by the calling thread's CPU time, which other processes do not "
                              "inflate; only meaningful with OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1")
@@ -316,14 +318,15 @@ def main(argv=None):
         print("warning: --cpu-time counts only the calling thread; run with OPENBLAS_NUM_THREADS=1 "
               "NUMBA_NUM_THREADS=1 or the numbers are meaningless")
     first = first_calls()
-    sections = {args.only} if args.only else {"matmul", "conv", "autograd"}
+    sections = {args.only} if args.only else set(SECTIONS)
     has_torch = torch is not None
 
     lines = [f"numpy {np.__version__}, numba {numba.__version__} ({numba.get_num_threads()} threads), "
              f"torch {torch.__version__ if has_torch else 'not installed'}; best of {repeats}, "
              f"contenders interleaved in one run; {'CPU' if args.cpu_time else 'wall'} time",
              "ratio = scratchgen's speed / the baseline's (> 1: scratchgen faster). Baselines: "
-             "np.matmul (OpenBLAS); for conv2d an im2col + np.matmul lowering (bench.py)", "",
+             "np.matmul (OpenBLAS); for conv2d an im2col + np.matmul lowering (bench.py); for train steps "
+             "the same step in PyTorch (bench_steps.py)", "",
              f"{'benchmark':<48} {'unit':<8} {'baseline':>8}  {'scratchgen':>10}  {'ratio':>5}"
              + (f"  {'torch':>7}" if has_torch else "")]
     if "matmul" in sections:
@@ -350,6 +353,12 @@ def main(argv=None):
                 for what, us in (("build", build), ("backward", back)):
                     lines.append(_row(f"autograd 10,000-op chain, {what} ({gc_note})", "µs/op",
                                       None, us, True))
+    if "steps" in sections:
+        from .bench_steps import bench_steps
+        for name, ours, theirs in bench_steps(repeats, torch):
+            lines.append(_row(f"train step: {name}", "ms", theirs, ours, False))
+        if not has_torch:
+            lines.append("  (train steps: install PyTorch to get its time as the baseline)")
     lines.append("")
     lines.append("first call of each kernel in this process, s (JIT compile on a cold cache, "
                  "cache load on a warm one):")
