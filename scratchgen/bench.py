@@ -356,7 +356,7 @@ def main(argv=None):
     if "steps" in sections:
         from .bench_steps import bench_steps
         for name, ours, theirs in bench_steps(repeats, torch):
-            lines.append(_row(f"train step: {name}", "ms", theirs, ours, False))
+            lines.append(_row(f"train step: {name}", "ms (med)", theirs, ours, False))
         if not has_torch:
             lines.append("  (train steps: install PyTorch to get its time as the baseline)")
     lines.append("")
