@@ -48,16 +48,23 @@ def manifold_grid(model, n=15, y=None):
     return model.decode_mean(z, None if y is None else np.full(len(z), y))
 
 
+def _label(ax, xlabel=None, ylabel=None, title=None):
+    """The small-print style of these figures: 8-pt axis labels, 7-pt ticks, a 9-pt title."""
+    if xlabel:
+        ax.set_xlabel(xlabel, fontsize=8)
+    if ylabel:
+        ax.set_ylabel(ylabel, fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.tick_params(labelsize=7)
+
+
 def save_latent_scatter(z, labels, path, title=None):
     fig = Figure(figsize=(4.6, 4))
     ax = fig.add_subplot()
     sc = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", s=3, vmin=-0.5, vmax=9.5)
     fig.colorbar(sc, ax=ax, ticks=range(10))
-    ax.set_xlabel("$\\mu_1(x)$", fontsize=8)
-    ax.set_ylabel("$\\mu_2(x)$", fontsize=8)
-    ax.tick_params(labelsize=7)
-    if title:
-        ax.set_title(title, fontsize=9)
+    _label(ax, "$\\mu_1(x)$", "$\\mu_2(x)$", title)
     return plots.save_figure(fig, path)
 
 
@@ -74,16 +81,11 @@ def save_latent_kl(metrics_path, path, latent, title=None):
     im = ax.imshow(kl[:, order].T, aspect="auto", cmap="viridis", interpolation="nearest",
                    extent=(0.5, len(rows) + 0.5, latent - 0.5, -0.5))
     fig.colorbar(im, ax=ax).set_label("KL (nats)", fontsize=8)
-    ax.set_xlabel("epoch", fontsize=8)
-    ax.set_ylabel("latent dimension (by final KL)", fontsize=8)
-    ax.set_title("per-dimension KL (validation)", fontsize=9)
-    ax.tick_params(labelsize=7)
+    _label(ax, "epoch", "latent dimension (by final KL)", "per-dimension KL (validation)")
     ax = fig.add_subplot(1, 2, 2)
     ax.plot(range(1, len(rows) + 1), [float(r["val_active_units"]) for r in rows], marker="o", ms=3)
     ax.set_ylim(0, latent + 0.5)
-    ax.set_xlabel("epoch", fontsize=8)
-    ax.set_title("active units (Var μ > 0.01)", fontsize=9)
-    ax.tick_params(labelsize=7)
+    _label(ax, "epoch", title="active units (Var μ > 0.01)")
     if title:
         fig.suptitle(title, fontsize=9)
     return plots.save_figure(fig, path)
@@ -101,11 +103,7 @@ def save_confusion(confusion, path, title=None):
                         color="white" if c[i, j] > c.max() / 2 else "black")
     ax.set_xticks(range(c.shape[1]))
     ax.set_yticks(range(c.shape[0]))
-    ax.set_xlabel("predicted class", fontsize=8)
-    ax.set_ylabel("true class", fontsize=8)
-    ax.tick_params(labelsize=7)
-    if title:
-        ax.set_title(title, fontsize=9)
+    _label(ax, "predicted class", "true class", title)
     return plots.save_figure(fig, path)
 
 
@@ -121,9 +119,7 @@ def save_run_comparison(runs, path, terms=("recon", "kl"), title=None, kind="ste
             ax.plot(x, y, c=f"C{c}", lw=1.2, label=label)
         if ylims and term in ylims:
             ax.set_ylim(*ylims[term])
-        ax.set_title(f"train {term}", fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
-        ax.tick_params(labelsize=7)
+        _label(ax, "step", title=f"train {term}")
         if i == 0:
             ax.legend(fontsize=7)
     if title:
