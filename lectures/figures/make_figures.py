@@ -22,6 +22,17 @@ from scratchgen.objectives.iwae import iwae_bound  # noqa: E402
 HERE = Path(__file__).resolve().parent
 
 
+def _finish(fig, ax, name, xlabel, ylabel, title):
+    """Label the axes, add the legend and write ``name`` beside this script."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(HERE / name, dpi=120)
+    plt.close(fig)
+
+
 def pointwise_value():
     """Chapter 3, step 4: h(s) = a log s + b log(1 - s) peaks at s = a / (a + b)."""
     s = np.linspace(0.005, 0.995, 400)
@@ -33,13 +44,8 @@ def pointwise_value():
         ax.plot([best], [a * np.log(best) + b * np.log1p(-best)], "o", color=line.get_color())
         ax.axvline(best, color=line.get_color(), lw=0.6, ls=":")
     ax.set_ylim(-1.2, 0.0)
-    ax.set_xlabel("t(x)")
-    ax.set_ylabel("p(x) log t(x) + q(x) log(1 - t(x))")
-    ax.set_title("each term of V(t) is maximised at t*(x) = p(x) / (p(x) + q(x))")
-    ax.legend(frameon=False, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(HERE / "js-pointwise-maximum.png", dpi=120)
-    plt.close(fig)
+    _finish(fig, ax, "js-pointwise-maximum.png", "t(x)", "p(x) log t(x) + q(x) log(1 - t(x))",
+            "each term of V(t) is maximised at t*(x) = p(x) / (p(x) + q(x))")
 
 
 def iwae_versus_k():
@@ -66,13 +72,8 @@ def iwae_versus_k():
     ax.axhline(model.elbo(x, m + 0.8, np.diag(np.exp(np.log(np.diag(S)) - 1.0)))[0], color="gray",
                ls=":", lw=1, label="ELBO (closed form)")
     ax.set_xscale("log")
-    ax.set_xlabel("number of importance samples k")
-    ax.set_ylabel("nats")
-    ax.set_title("linear-Gaussian model, a deliberately poor encoder")
-    ax.legend(frameon=False, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(HERE / "iwae-versus-k.png", dpi=120)
-    plt.close(fig)
+    _finish(fig, ax, "iwae-versus-k.png", "number of importance samples k", "nats",
+            "linear-Gaussian model, a deliberately poor encoder")
 
 
 if __name__ == "__main__":
