@@ -19,13 +19,13 @@ import numpy as np
 
 def _scratchgen_step(model, preset, batch_size):
     """A function that runs one training step of ``scratchgen train MODEL --preset PRESET``."""
-    from . import cli
     from .data import DATASETS
     from .models import get
     from .random import manual_seed
+    from .training.config import resolve_config
 
     cls = get(model)
-    config = cli.resolve_config(cls, {"preset": preset})
+    config = resolve_config(cls, {"preset": preset})
     manual_seed(0)
     experiment = cls(config, DATASETS[config["data"]])
     x = np.random.default_rng(0).random((batch_size, 1, 28, 28), dtype=np.float32)

@@ -9,9 +9,9 @@
     scratchgen bench                     time the compute kernels
     scratchgen gradcheck                 check gradients of a few ops numerically
 
-Settings are resolved in this order, each overriding the one before: the common defaults
-below, the model family's ``defaults``, the ``--preset`` (if any), then the options given on the
-command line. The result is saved as the run's ``config.json``.
+The command only parses arguments and calls: the run configuration (settings, presets, loading a
+run back) lives in :mod:`scratchgen.training.config`, the training loop in
+:mod:`scratchgen.training`.
 """
 import argparse
 import json
@@ -20,15 +20,10 @@ import shlex
 import sys
 from pathlib import Path
 
+from .training.config import RESUMABLE, TRAIN_SETTINGS, load_run, resolve_config, setting
 from .training.experiment import int_list
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
-
-# Every setting a run has besides the model options. Families override them in `defaults`.
-TRAIN_SETTINGS = dict(data="digits8", epochs=10, batch_size=64, lr=1e-3, seed=0, scale="01",
-                      binarize=None, log_every=50, plot_every=20.0, train_split="train")
-# Settings that may change when a run is resumed (they do not change the numbers).
-RESUMABLE = ("epochs", "data_dir", "log_every", "plot_every")
 
 EXAMPLES = """\
 examples:
@@ -158,28 +153,7 @@ def build_parser():
     return parser
 
 
-# ---------------------------------------------------------------------------- config
-def resolve_config(family, given):
-    """Common settings <- family defaults <- preset <- options given on the command line."""
-    settings = {**TRAIN_SETTINGS, **family.defaults}
-    options = {o.name: o.default for o in family.options}
-    preset = given.get("preset")
-    for layer in ([family.presets[preset]] if preset else []) + [given]:
-        for key, value in layer.items():
-            if key in settings:
-                settings[key] = value
-            elif key in options:
-                options[key] = value
-    if settings["binarize"] == "none":
-        settings["binarize"] = None
-    return dict(model=family.name, preset=preset, **settings, options=options,
-                data_dir=given.get("data_dir"))
-
-
-def _setting(config, key):
-    return config["options"].get(key) if key in config["options"] else config.get(key)
-
-
+# ---------------------------------------------------------------------------- helpers
 def _given(args):
     skip = ("command", "model", "func", "family")
     return {k: v for k, v in vars(args).items() if k not in skip}
@@ -210,9 +184,9 @@ def cmd_train(args, argv):
         if saved["model"] != family.name:
             raise CLIError(f"{run.path} holds a {saved['model']!r} run, not {family.name!r}: resume it with "
                            f"`scratchgen train {saved['model']} --out {run.path} --resume`")
-        changed = [f"--{k.replace('_', '-')} {_setting(saved, k)!r} -> {_setting(config, k)!r}"
+        changed = [f"--{k.replace('_', '-')} {setting(saved, k)!r} -> {setting(config, k)!r}"
                    for k in given if k not in ("out", "resume", "overwrite") + RESUMABLE
-                   and _setting(saved, k) != _setting(config, k)]
+                   and setting(saved, k) != setting(config, k)]
         if changed:
             raise CLIError(f"cannot change these settings when resuming {run.path}: {'; '.join(changed)}.\n"
                            f"Only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE)} may change. "
@@ -273,31 +247,6 @@ def cmd_train(args, argv):
               f"      scratchgen eval {shlex.quote(str(run.path))}"]
     print("\n".join(lines))
     return 0
-
-
-def load_run(run_dir, which="latest"):
-    """Rebuild a run's experiment from ``config.json`` and load a checkpoint into it.
-
-    Returns ``(run, config, experiment, meta)``; the data files are not needed.
-    """
-    from . import models
-    from .data import DATASETS
-    from .random import manual_seed
-    from .training import RunDir, check_compatible, load_checkpoint
-
-    run = RunDir(run_dir)
-    config = run.read_config()
-    family = models.get(config["model"])
-    manual_seed(config["seed"])
-    experiment = family(config, DATASETS[config["data"]])
-    path = run.latest if which == "latest" else run.best
-    if not path.is_file():
-        raise CLIError(f"{run.path} has no {path.name} yet (looked for {path}); train it first, or "
-                       f"continue it with `scratchgen train {config['model']} --out {run.path} --resume`")
-    state, meta = load_checkpoint(path)
-    check_compatible(experiment.state_dict(), state, path)
-    experiment.load_state_dict(state)
-    return run, config, experiment, meta
 
 
 def cmd_sample(args, argv):

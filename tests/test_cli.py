@@ -152,6 +152,38 @@ def test_console_script_help_has_examples():
     assert "examples:" in proc.stdout and "--preset" in proc.stdout and "pytorch-examples" in proc.stdout
 
 
+HELP_IMPORTS = """
+import sys
+from scratchgen import cli
+try:
+    cli.main(sys.argv[1:])
+except SystemExit as e:
+    assert e.code == 0, e.code
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"matplotlib", "tqdm", "scratchgen.bench"})
+cycle = [m for m in ("scratchgen.bench", "scratchgen.bench_steps") if m in sys.modules]
+print(heavy + cycle)
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "vae", "--help"]])
+def test_help_does_not_import_matplotlib(argv):
+    """`scratchgen --help` builds every model's options but draws nothing: matplotlib (~0.4 s) stays out."""
+    proc = subprocess.run([sys.executable, "-c", HELP_IMPORTS, *argv], capture_output=True, text=True,
+                          env=fresh_process_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout[-300:]
+
+
+def test_run_configuration_lives_in_training_not_in_the_command():
+    """The benchmark and the labs build runs through scratchgen.training.config; none imports the CLI."""
+    for path in [*(REPO / "scratchgen").rglob("*.py"), *(REPO / "lectures").glob("*.md")]:
+        if path.name in ("cli.py", "__main__.py"):
+            continue
+        text = path.read_text()
+        assert "from scratchgen import cli" not in text and "from ..cli" not in text \
+            and "from . import cli" not in text and "scratchgen.cli import" not in text, path
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["sample", "--help"], ["eval", "--help"],
                                   ["data", "--help"], ["train", "autoencoder", "--help"]])
 def test_help_everywhere(capsys, argv):

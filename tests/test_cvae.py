@@ -16,12 +16,13 @@ from scratchgen.evaluation import bayes_classifier
 from scratchgen.models.cvae import CVAE, one_hot
 from scratchgen.random import manual_seed
 from scratchgen.tensor import Tensor, no_grad
+from scratchgen.training.config import load_run, resolve_config
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def make(**given):
-    config = cli.resolve_config(CVAE, {"latent": 3, "hidden": [32], **given})
+    config = resolve_config(CVAE, {"latent": 3, "hidden": [32], **given})
     manual_seed(config["seed"])
     return CVAE(config, DATASETS["digits8"])
 
@@ -129,7 +130,7 @@ def test_conditional_sampling_from_a_checkpoint_in_a_fresh_process(tmp_path, cap
     np.save(tmp_path / "y.npy", y)
     script = f"""
 import numpy as np
-from scratchgen.cli import load_run
+from scratchgen.training.config import load_run
 from scratchgen.random import manual_seed
 run, config, model, meta = load_run({str(out)!r})
 manual_seed(3)
@@ -140,7 +141,7 @@ np.save({str(tmp_path / 'r.npy')!r}, model.reconstruct(np.load({str(tmp_path / '
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    run, config, model, meta = cli.load_run(out)
+    run, config, model, meta = load_run(out)
     manual_seed(3)
     np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), model.sample(4, label=7))
     np.testing.assert_array_equal(np.load(tmp_path / "r.npy"), model.reconstruct(x, y))
@@ -160,6 +161,6 @@ np.save({str(tmp_path / 'r.npy')!r}, model.reconstruct(np.load({str(tmp_path / '
 
 
 def test_mnist_preset():
-    c = cli.resolve_config(CVAE, {"preset": "mnist"})
+    c = resolve_config(CVAE, {"preset": "mnist"})
     assert (c["data"], c["epochs"], c["batch_size"], c["lr"], c["binarize"]) == ("mnist", 40, 128, 1e-3, None)
     assert (c["options"]["hidden"], c["options"]["latent"], c["options"]["bayes_k"]) == ([400], 8, 100)

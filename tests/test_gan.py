@@ -18,6 +18,7 @@ from scratchgen.models.gan import GAN
 from scratchgen.objectives import gan as objectives
 from scratchgen.random import manual_seed
 from scratchgen.training import RunDir, Trainer
+from scratchgen.training.config import load_run
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = ["--plot-every", "1000", "--log-every", "10"]
@@ -172,7 +173,7 @@ def test_cli_digits8_smoke_then_sample_and_eval_from_the_checkpoint(tmp_path, ca
                     "--seed", "3"], cwd=REPO, check=True, capture_output=True)
     x = np.load(npy)
     assert x.shape == (20, 1, 8, 8) and 0 <= x.min() and x.max() <= 1
-    _, _, experiment, _ = cli.load_run(out)
+    _, _, experiment, _ = load_run(out)
     manual_seed(3)
     assert np.array_equal(experiment.sample(20), x)
 

@@ -19,6 +19,7 @@ import scratchgen
 from scratchgen import cli
 from scratchgen.models.vae import VAE
 from scratchgen.training import isolated_rng, load_checkpoint
+from scratchgen.training.config import resolve_config
 from scratchgen.training.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parent.parent
@@ -218,7 +219,7 @@ def test_progress_bar_shows_running_loss_and_images_per_second(tmp_path, capsys,
     # redraw on every update, however fast. NOTE: tqdm reads TQDM_* environment variables once, at
     # import, so setting one here would depend on whether an earlier test imported tqdm.
     monkeypatch.setattr(tqdm, "tqdm", functools.partial(tqdm.tqdm, mininterval=0, miniters=1))
-    config = cli.resolve_config(VAE, {"latent": 2, "hidden": [16], "epochs": 1, "batch_size": 64})
+    config = resolve_config(VAE, {"latent": 2, "hidden": [16], "epochs": 1, "batch_size": 64})
     scratchgen.manual_seed(0)
     experiment = VAE(config, DATASETS["digits8"])
     run = RunDir(tmp_path / "run")

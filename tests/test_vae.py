@@ -15,6 +15,7 @@ from scratchgen.data import DATASETS, ArrayDataset, DataLoader, load
 from scratchgen.models.vae import VAE
 from scratchgen.random import get_rng, manual_seed
 from scratchgen.tensor import Tensor
+from scratchgen.training.config import load_run, resolve_config
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = DATASETS["digits8"]
@@ -22,7 +23,7 @@ DIGITS = DATASETS["digits8"]
 
 def make(**given):
     """A VAE on digits8 built the way `scratchgen train vae` builds it (options as on the command line)."""
-    config = cli.resolve_config(VAE, {"latent": 3, "hidden": [32], **given})
+    config = resolve_config(VAE, {"latent": 3, "hidden": [32], **given})
     manual_seed(config["seed"])
     return VAE(config, DIGITS)
 
@@ -195,11 +196,11 @@ def test_activation_and_sizes_are_configurable():
 
 
 def test_presets_are_the_published_recipes():
-    pe = cli.resolve_config(VAE, {"preset": "pytorch-examples"})
+    pe = resolve_config(VAE, {"preset": "pytorch-examples"})
     assert (pe["data"], pe["epochs"], pe["batch_size"], pe["lr"], pe["binarize"]) == ("mnist", 10, 128, 1e-3, None)
     assert pe["train_split"] == "trainval"  # all 60,000 training images, as pytorch/examples
     assert (pe["options"]["hidden"], pe["options"]["latent"], pe["options"]["activation"]) == ([400], 20, "relu")
-    b = cli.resolve_config(VAE, {"preset": "burda-1layer"})
+    b = resolve_config(VAE, {"preset": "burda-1layer"})
     assert (b["data"], b["binarize"]) == ("mnist", "dynamic")
     assert (b["options"]["hidden"], b["options"]["latent"], b["options"]["activation"]) == ([200, 200], 50, "tanh")
     assert b["options"]["iwae_k"] == 5000
@@ -213,7 +214,7 @@ def test_sampling_and_reconstruction_from_a_checkpoint_in_a_fresh_process(tmp_pa
     np.save(tmp_path / "x.npy", x)
     script = f"""
 import numpy as np, json
-from scratchgen.cli import load_run
+from scratchgen.training.config import load_run
 from scratchgen.random import manual_seed
 run, config, model, meta = load_run({str(out)!r})
 manual_seed(7)
@@ -225,7 +226,7 @@ print(json.dumps(meta["epoch"]))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == 1
-    run, config, model, meta = cli.load_run(out)
+    run, config, model, meta = load_run(out)
     manual_seed(7)
     samples, recon = np.load(tmp_path / "s.npy"), np.load(tmp_path / "r.npy")
     assert samples.shape == (5, 1, 8, 8) and np.all((samples >= 0) & (samples <= 1))

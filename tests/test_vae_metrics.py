@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 
-from scratchgen import cli
 from scratchgen.data import DATASETS, ArrayDataset, DataLoader, load
 from scratchgen.distributions import Normal
 from scratchgen.evaluation import vae_metrics
@@ -13,12 +12,13 @@ from scratchgen.models.vae import VAE
 from scratchgen.objectives import elbo
 from scratchgen.random import manual_seed
 from scratchgen.tensor import Tensor, no_grad
+from scratchgen.training.config import resolve_config
 
 
 @pytest.fixture(scope="module")
 def model():
     """A small VAE trained for 3 epochs on digits8 (an untrained one has a nearly exact posterior)."""
-    config = cli.resolve_config(VAE, {"latent": 3, "hidden": [32], "batch_size": 32})
+    config = resolve_config(VAE, {"latent": 3, "hidden": [32], "batch_size": 32})
     manual_seed(0)
     m = VAE(config, DATASETS["digits8"])
     loader = DataLoader(load("digits8", "train"), batch_size=32, shuffle=True, seed=0)

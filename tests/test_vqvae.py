@@ -16,6 +16,7 @@ from scratchgen.models.code_prior import CodePrior, made_masks
 from scratchgen.models.vqvae import VQVAE, VQVAE2
 from scratchgen.random import get_state, manual_seed, set_state
 from scratchgen.tensor import Tensor
+from scratchgen.training.config import load_run, resolve_config
 from strategies import quantizer_grids
 
 DIGITS = DATASETS["digits8"]
@@ -23,7 +24,7 @@ DIGITS = DATASETS["digits8"]
 
 def make(family=VQVAE, **given):
     """A model built the way `scratchgen train` builds it (small unless told otherwise)."""
-    config = cli.resolve_config(family, {"channels": 16, "codebook_size": 16, "code_dim": 4,
+    config = resolve_config(family, {"channels": 16, "codebook_size": 16, "code_dim": 4,
                                          "prior_hidden": [64], **given})
     manual_seed(config["seed"])
     return family(config, DIGITS)
@@ -342,7 +343,7 @@ def test_cli_trains_one_epoch_then_samples_and_evaluates_from_the_checkpoint(tmp
     assert cli.main(["eval", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["model"] == "vqvae" and report["epoch"] == 1
-    _, _, model, _ = cli.load_run(out)  # the numbers are the checkpoint's, on the test split
+    _, _, model, _ = load_run(out)  # the numbers are the checkpoint's, on the test split
     assert report["test_recon"] == pytest.approx(model.evaluate(load("digits8", "test"))["recon"], rel=1e-6)
     assert 1 < report["test_codes_used"] <= 32 and report["test_prior_bits_per_image"] > 0
     assert {p.name for p in (out / "figures").iterdir()} >= {"reconstructions.png", "samples.png"}

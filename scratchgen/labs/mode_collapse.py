@@ -20,7 +20,7 @@ from ..random import manual_seed
 
 def panel_data(run_dir, n=2500, seed=0):
     """``(samples, mixture, coverage, config)`` of one toy-data run."""
-    from ..cli import load_run
+    from ..training.config import load_run
     _, config, experiment, _ = load_run(run_dir)
     if config["data"] not in TOY:
         raise ValueError(f"{run_dir} was trained on {config['data']!r}; this figure needs 2-D toy data {sorted(TOY)}")

@@ -19,7 +19,6 @@ axes (the lecture's warm-up and free-bits figure).
 from statistics import NormalDist
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from ..evaluation import bayes_classifier
 from ..training import plots
@@ -60,7 +59,7 @@ def _label(ax, xlabel=None, ylabel=None, title=None):
 
 
 def save_latent_scatter(z, labels, path, title=None):
-    fig = Figure(figsize=(4.6, 4))
+    fig = plots.figure(figsize=(4.6, 4))
     ax = fig.add_subplot()
     sc = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", s=3, vmin=-0.5, vmax=9.5)
     fig.colorbar(sc, ax=ax, ticks=range(10))
@@ -75,7 +74,7 @@ def save_latent_kl(metrics_path, path, latent, title=None):
         return None
     kl = np.array([[float(r[f"val_kl_{j}"]) for j in range(latent)] for r in rows])
     order = np.argsort(-kl[-1])
-    fig = Figure(figsize=(7.5, 3))
+    fig = plots.figure(figsize=(7.5, 3))
     fig.subplots_adjust(left=0.07, right=0.97, bottom=0.17, top=0.84, wspace=0.35)
     ax = fig.add_subplot(1, 2, 1)
     im = ax.imshow(kl[:, order].T, aspect="auto", cmap="viridis", interpolation="nearest",
@@ -93,7 +92,7 @@ def save_latent_kl(metrics_path, path, latent, title=None):
 
 def save_confusion(confusion, path, title=None):
     c = np.asarray(confusion)
-    fig = Figure(figsize=(4.4, 4))
+    fig = plots.figure(figsize=(4.4, 4))
     ax = fig.add_subplot()
     ax.imshow(c, cmap="Blues")
     for i in range(c.shape[0]):
@@ -110,7 +109,7 @@ def save_confusion(confusion, path, title=None):
 def save_run_comparison(runs, path, terms=("recon", "kl"), title=None, kind="step", ylims=None):
     """``runs``: [(label, metrics.csv path)]; one panel per term, one line per run (training means).
     ``ylims``: optional {term: (low, high)} to zoom past the first steps' large values."""
-    fig = Figure(figsize=(3.4 * len(terms), 3))
+    fig = plots.figure(figsize=(3.4 * len(terms), 3))
     fig.subplots_adjust(left=0.09, right=0.98, bottom=0.16, top=0.84, wspace=0.3)
     for i, term in enumerate(terms):
         ax = fig.add_subplot(1, len(terms), i + 1)
