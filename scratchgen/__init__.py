@@ -7,7 +7,7 @@ import os
 
 # NOTE: OpenBLAS worker threads spin for ~0.1 s after each call and then fight Numba's
 # parallel threads, making alternating calls ~10x slower. A short timeout keeps the two
-# pools apart (measured: ../shared/notes/performance-facts.md). Must be set before numpy loads.
+# pools apart (measured on the project's 2-core machines). Must be set before numpy loads.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from .random import manual_seed, get_rng  # noqa: E402

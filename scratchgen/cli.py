@@ -29,7 +29,8 @@ EXAMPLES = """\
 examples:
   scratchgen train vae --epochs 20                        a VAE on the bundled 8x8 digits (offline)
   scratchgen train vae --out runs/my-vae --resume         continue a run from its latest checkpoint
-  scratchgen train vae --preset pytorch-examples --data-dir ../shared/data
+  scratchgen data fetch mnist                             download and verify MNIST (once)
+  scratchgen train vae --preset pytorch-examples          the pytorch/examples VAE on MNIST
   scratchgen sample runs/vae-digits8-seed0 --n 64 --out samples.png
   scratchgen sample runs/vae-digits8-seed0 --n 1000 --out samples.npy
   scratchgen eval runs/vae-digits8-seed0 --json

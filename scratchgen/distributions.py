@@ -5,7 +5,7 @@ divergences are differentiable with respect to the parameters, and ``Normal.rsam
 gradients flow through a sample (the reparameterisation trick of Kingma & Welling, 2014,
 "Auto-Encoding Variational Bayes", and Rezende et al., 2014).
 
-Notation of the lecture (``../shared/seed``): the encoder's distribution q_ψ(ω|x) and the prior
+Notation of the lectures (``lectures/04-elbo.md``): the encoder's distribution q_ψ(ω|x) and the prior
 p_ω are :class:`Normal` objects over the latent ω (``z`` in code); the decoder's likelihood
 q_θ(x|ω) is a :class:`Bernoulli` (from logits) or a :class:`Normal`.
 

@@ -2,7 +2,7 @@
 server), the bundled digits, toy distributions, splits, binarization and the batch iterator.
 
 Tests on the real MNIST files run when $SCRATCHGEN_DATA points at a folder holding them
-(e.g. SCRATCHGEN_DATA=/work/shared/data) and are skipped otherwise.
+(for example the cache folder that ``scratchgen data fetch mnist`` fills) and are skipped otherwise.
 """
 import gzip
 import hashlib

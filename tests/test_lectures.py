@@ -7,6 +7,10 @@
    ``scratchgen.module.name`` imports, each ``tests/test_x.py::test_name`` is defined in that
    file, each repository path (``scratchgen/...py``, ``tests/...py``) exists, and each relative
    Markdown link resolves. So renaming a function without updating the lectures fails here.
+3. Nothing committed points outside the repository: a student who clones it has only the clone.
+   Lectures, README.md, scratchgen/ and tests/ are searched for paths that leave the checkout
+   (``../`` climbing out of it, absolute paths into a machine's folders, the developers' shared
+   folder); only ``.ci/run`` may look beside the checkout.
 
 The conventions are documented in ``lectures/README.md``.
 """
@@ -103,6 +107,76 @@ def test_lecture_pointers_resolve():
             if not (path.parent / target).exists():
                 problems.append(f"{path.name}: link target {target} does not exist")
     assert not problems, "stale pointers in the lectures:\n" + "\n".join(problems)
+
+
+# --- 3. The repository stands alone ------------------------------------------------------------
+# Where to look: every committed text a student reads or runs, except .ci/run (CI may use data
+# placed beside the checkout).
+STANDALONE_GLOBS = ("README.md", "setup.cfg", "lectures/**/*.md", "lectures/**/*.py",
+                    "scratchgen/**/*.py", "scratchgen/**/*.md", "tests/**/*.py", "data/**/*.py",
+                    "data/**/*.md")
+# A run of ../ (with what follows it); it must stay inside the repository and name something.
+CLIMB = re.compile(r"(?<![\w.])((?:\.\./)+[\w.$/-]*)")
+# An absolute path into a machine's folders, or a home-relative one.
+ABSOLUTE = re.compile(r"(?<![\w.:/~$-])((?:/(?:work|home|Users|mnt|media|tmp|var|opt|srv|root|data|scratch)"
+                      r"|~)/[\w.$/-]+)")
+# The developers' shared folder, however it is reached.
+SHARED = re.compile(r"\bshared/(?:seed|notes|data)\b")
+# Home-relative paths the package itself creates (documented defaults), so they are not pointers.
+OWN_FOLDERS = ("~/.cache/scratchgen",)
+
+
+def paths_leaving(path, text, root=ROOT):
+    """Every path in ``text`` (the contents of ``path``) that leaves the repository at ``root``."""
+    found = []
+    for m in CLIMB.finditer(text):
+        target = (path.parent / m.group(1)).resolve()
+        if not (target == root or root in target.parents) or not target.exists():
+            found.append(m.group(1))
+    for m in ABSOLUTE.finditer(text):
+        if not m.group(1).startswith(OWN_FOLDERS):
+            found.append(m.group(1))
+    found += [m.group(0) for m in SHARED.finditer(text)]
+    return sorted(set(found))
+
+
+def _standalone_files(root=ROOT):
+    files = {f for pattern in STANDALONE_GLOBS for f in root.glob(pattern) if f.is_file()}
+    return sorted(f for f in files if "__pycache__" not in f.parts)
+
+
+def test_nothing_committed_points_outside_the_repository():
+    files = _standalone_files()
+    assert len(files) > 50, f"only {len(files)} files searched; the globs are wrong"
+    problems = []
+    for f in files:
+        for lineno, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+            for p in paths_leaving(f, line):
+                problems.append(f"{f.relative_to(ROOT)}:{lineno}: {p}")
+    assert not problems, (
+        "these lines point outside the repository, which a student who clones it does not have. "
+        "Cite the source note by its title, and name data through SCRATCHGEN_DATA or "
+        "`scratchgen data fetch`:\n" + "\n".join(problems))
+
+
+def test_the_outside_pointer_check_catches_each_kind_of_path(tmp_path):
+    # The bad examples are assembled at run time, so that this file passes its own check.
+    up, shared, home, tilde = "..", "shared", "/" + "home", "~"
+    (tmp_path / "lectures").mkdir()
+    (tmp_path / "README.md").write_text("x")
+    lecture = tmp_path / "lectures" / "01.md"
+    assert paths_leaving(lecture, "see [the index](../README.md) and (README.md)", tmp_path) == []
+    assert paths_leaving(lecture, f"the note (`{up}/{up}/{shared}/seed/x.txt`)", tmp_path) == \
+        [f"{up}/{up}/{shared}/seed/x.txt", f"{shared}/seed"]
+    assert paths_leaving(lecture, f"--data-dir {up}/{shared}/data", tmp_path) == \
+        [f"{up}/{shared}/data", f"{shared}/data"]     # inside the checkout, but nothing is there
+    assert paths_leaving(lecture, f"--data-dir {up}/{up}/elsewhere", tmp_path) == [f"{up}/{up}/elsewhere"]
+    assert paths_leaving(lecture, f"export SCRATCHGEN_DATA=/work/{shared}/data", tmp_path) == \
+        [f"/work/{shared}/data", f"{shared}/data"]
+    assert paths_leaving(lecture, f"open {home}/me/notes.md or {tilde}/notes.md", tmp_path) == \
+        [f"{home}/me/notes.md", f"{tilde}/notes.md"]
+    assert paths_leaving(lecture, "cached in ~/.cache/scratchgen/mnist; a/b = 2; "
+                                  "http://host/tmp/x; 1/work", tmp_path) == []
 
 
 def test_readme_indexes_every_chapter():

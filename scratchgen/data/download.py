@@ -6,8 +6,8 @@ match. A failed or interrupted download deletes its temporary file, and a cached
 fails its checksum is deleted, so the cache never holds a bad file. Mirrors are tried in
 order; the error lists what each one did wrong.
 
-Checksums: MNIST and binarized MNIST are from the project's verified copies
-(``/work/shared/data/README.md``; they agree with TensorFlow Datasets' ``url_checksums``).
+Checksums: MNIST and binarized MNIST are those of copies verified when the project started
+(they agree with TensorFlow Datasets' ``url_checksums``).
 Fashion-MNIST SHA-256 values are TensorFlow Datasets' (``url_checksums/fashion_mnist.txt``),
 its MD5 values those published in the Fashion-MNIST README (Xiao et al., 2017).
 Binarized MNIST is stored as downloaded: the uncompressed ``.amat`` text (78 MB for train).

@@ -13,7 +13,7 @@ Adam on cross-entropy. It is trained once per (dataset, hidden sizes, epochs, se
 an ``.npz`` (no pickle) under ``<cache>/classifiers/``, together with its test accuracy, so every
 evaluation uses the same network:
 
-    >>> clf = load_or_train("mnist", data_dir="../shared/data")     # ~1 min the first time
+    >>> clf = load_or_train("mnist")                                   # ~1 min the first time
     >>> clf.test_accuracy                                            # reported beside the metrics
     >>> label_report(clf, samples)                                   # samples (n, 1, 28, 28) in [0, 1]
 
