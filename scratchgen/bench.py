@@ -26,7 +26,9 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .kernels import conv as _conv  # noqa: E402
+from .kernels import layouts as _layouts  # noqa: E402
 from .kernels import matmul as _matmul  # noqa: E402
+from .kernels import matmul_numba as _matmul_numba  # noqa: E402
 
 MATMUL_SHAPES = [  # (n, k, m, dtype): an (n, k) @ (k, m) product
     (128, 128, 128, "float32"), (512, 512, 512, "float32"), (1024, 1024, 1024, "float32"),
@@ -129,10 +131,10 @@ def first_calls():
     for dtype in ("float32", "float64"):
         a, b = rng.random((1, 8, 8), dtype=dtype), rng.random((1, 8, 8), dtype=dtype)
         for kernel in ("dot", "axpy", "small"):
-            seconds = _clock(lambda: _matmul.matmul_3d(a, b, 1, kernel))
+            seconds = _clock(lambda: _matmul_numba.matmul_3d(a, b, 1, kernel))
             rows.append((f"matmul {kernel} kernel {dtype}", seconds))
         big = rng.random((100, 100), dtype=dtype)
-        rows.append((f"transpose {dtype}", _clock(lambda: _matmul.transposed(big, dtype))))
+        rows.append((f"transpose {dtype}", _clock(lambda: _layouts.transposed(big, dtype))))
         x, w = rng.random((2, 3, 9, 9), dtype=dtype), rng.random((4, 3, 3, 3), dtype=dtype)
 
         def conv_all():
@@ -156,7 +158,7 @@ def bench_matmul(repeats, torch=None):
             fn()
         times = best_times(fns, repeats if n * k * m >= 2**24 else 4 * repeats, budget=10)
         gflops = [2 * n * k * m / t / 1e9 for t in times]
-        kernel = _matmul._choose_kernel(n, k, m, 1)
+        kernel = _matmul_numba.choose_kernel(n, k, m, 1)
         rows.append((f"{n}x{k} @ {k}x{m}", dtype, kernel, gflops))
     return rows
 

@@ -21,15 +21,13 @@ Adam is Kingma & Ba (2015), "Adam: A Method for Stochastic Optimization". Dividi
 state ``"state.<i>.<name>"``, where i is the parameter's position in the list given to the
 optimizer. ``load_state_dict()`` restores all of it, so training resumes bit for bit.
 
-``Adam.step`` runs a fused Numba kernel (:mod:`scratchgen.kernels.adam`) unless the kernel
-backend is ``"numpy"``; both give the same bits.
+``Adam.step`` calls ``scratchgen.kernels.adam.adam_update`` for each parameter: the update's NumPy
+reference on the ``"numpy"`` kernel backend, a fused Numba pass with the same bits on ``"numba"``.
 """
-import math
 
 import numpy as np
 
 from .kernels import adam as adam_kernel
-from .kernels.backend import get_backend
 from .nn.module import StateDictError
 from .tensor import Tensor
 
@@ -179,35 +177,14 @@ class Adam(Optimizer):
 
     def step(self):
         beta1, beta2 = self.betas
-        fused = get_backend() == "numba"
         for i, p, g in self._gradients():
             if i not in self.state:
                 self.state[i] = {"step": 0, "exp_avg": np.zeros_like(p.data),
                                  "exp_avg_sq": np.zeros_like(p.data)}
             state = self.state[i]
             state["step"] += 1
-            t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-            bias1, bias2 = 1 - beta1 ** t, 1 - beta2 ** t
-            if fused and adam_kernel.fits(p.data, g, m, v):
-                adam_kernel.adam_update(p.data, g, m, v, lr=self.lr, betas=self.betas,
-                                        eps=self.eps, weight_decay=self.weight_decay,
-                                        bias1=bias1, bias2=bias2)
-            else:
-                self._update(p.data, g, m, v, bias1, bias2)
+            t = state["step"]
+            adam_kernel.adam_update(p.data, g, state["exp_avg"], state["exp_avg_sq"], lr=self.lr,
+                                    betas=self.betas, eps=self.eps, weight_decay=self.weight_decay,
+                                    bias1=1 - beta1 ** t, bias2=1 - beta2 ** t)
         self.step_count += 1
-
-    def _update(self, data, g, m, v, bias1, bias2):
-        """The update in NumPy, in place; ``kernels/adam.py`` does the same in one pass.
-
-        NOTE: the Numba kernel reproduces these operations bit for bit, so a change here must
-        be made there too (``tests/test_optim.py`` compares the two).
-        """
-        beta1, beta2 = self.betas
-        if self.weight_decay:
-            g = g + self.weight_decay * data
-        # NOTE: m + (1 - β1)(g - m) equals β1 m + (1 - β1) g; it is the form PyTorch evaluates.
-        m += (1 - beta1) * (g - m)
-        v *= beta2
-        v += (1 - beta2) * g * g
-        denom = np.sqrt(v) / math.sqrt(bias2) + self.eps
-        data -= (self.lr / bias1) * m / denom

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from scratchgen.kernels import conv, matmul as mm
+from scratchgen.kernels import conv, conv_numba, layouts, matmul as mm, matmul_numba as mmn
 from scratchgen.kernels.backend import BACKENDS, get_backend, set_backend, use_backend
 from strategies import (FLOAT_DTYPES, conv2d_cases, conv2d_grad_input_shapes, matmul_operands,
                         matrix_triples, seeded_arrays, with_layout)
@@ -63,6 +63,19 @@ def test_backend_switch_scopes_and_restores():
         set_backend(previous)
 
 
+def test_every_kernel_has_one_table_entry_per_backend_and_numpy_means_the_reference():
+    from scratchgen.kernels import adam
+    tables = {"matmul": (mm.IMPLEMENTATIONS, mm.matmul_reference),
+              "conv2d_forward": (conv.FORWARD, conv.conv2d_forward_reference),
+              "conv2d_grad_input": (conv.GRAD_INPUT, conv.conv2d_grad_input_reference),
+              "conv2d_grad_weight": (conv.GRAD_WEIGHT, conv.conv2d_grad_weight_reference),
+              "adam_update": (adam.IMPLEMENTATIONS, adam.adam_update_reference)}
+    for name, (table, reference) in tables.items():
+        assert set(table) == set(BACKENDS), name
+        assert table["numpy"] is reference, name
+        assert table["numba"] is not reference, name
+
+
 def test_unknown_backend_lists_valid_names():
     with pytest.raises(ValueError, match="'numba', 'numpy'"):
         set_backend("cuda")
@@ -108,14 +121,14 @@ def test_matmul_matches_numpy(backend, operands):
 
 
 @pytest.mark.parametrize("kernel", ["dot", "axpy", "small"])
-@given(sizes=matrix_triples(), dtype=FLOAT_DTYPES, layouts=st.tuples(*[st.sampled_from(
+@given(sizes=matrix_triples(), dtype=FLOAT_DTYPES, layout_pair=st.tuples(*[st.sampled_from(
     ["contiguous", "transposed", "strided"])] * 2), broadcast=st.sampled_from(["none", "a", "b"]),
     seed=st.integers(0, 2**16))
-def test_each_numba_kernel_matches_reference(kernel, sizes, dtype, layouts, broadcast, seed):
+def test_each_numba_kernel_matches_reference(kernel, sizes, dtype, layout_pair, broadcast, seed):
     batch, n, k, m = sizes
-    a = rng_array((1 if broadcast == "a" else batch, n, k), dtype, seed, layouts[0])
-    b = rng_array((1 if broadcast == "b" else batch, k, m), dtype, seed + 1, layouts[1])
-    out = mm.matmul_3d(a, b, batch, kernel=kernel)
+    a = rng_array((1 if broadcast == "a" else batch, n, k), dtype, seed, layout_pair[0])
+    b = rng_array((1 if broadcast == "b" else batch, k, m), dtype, seed + 1, layout_pair[1])
+    out = mmn.matmul_3d(a, b, batch, kernel=kernel)
     assert_close(out, mm.matmul_reference(a, b), k)
 
 
@@ -125,7 +138,7 @@ def test_numba_kernels_across_block_edges(kernel, n, k, m):
     # more rows than ROW_BLOCK, more columns than COL_BLOCK and AXPY_COL_BLOCK, an inner
     # dimension over two K blocks of either kernel, and empty products (k = 0 gives zeros)
     a, b = rng_array((1, n, k), np.float32, 3), rng_array((1, k, m), np.float32, 4)
-    out = mm.matmul_3d(a, b, 1, kernel=kernel)
+    out = mmn.matmul_3d(a, b, 1, kernel=kernel)
     assert_close(out, np.matmul(a, b), k)
 
 
@@ -133,7 +146,7 @@ def test_large_operand_goes_through_the_numba_transpose():
     a, b = rng_array((20, 80), np.float64, 5), rng_array((80, 90), np.float64, 6)   # b: 7200 > 64²
     assert_close(mm.matmul(a, b), a @ b, 80)
     x = rng_array((2, 70, 65), np.float32, 7)
-    assert np.array_equal(mm.transposed(x, np.float32), np.swapaxes(x, 1, 2))
+    assert np.array_equal(layouts.transposed(x, np.float32), np.swapaxes(x, 1, 2))
 
 
 @on_both_backends
@@ -293,12 +306,12 @@ def test_im2col_layouts_and_col2im_match_their_definitions(case, dtype):
     xp = conv._pad(x, padding)
     windows = np.stack([conv._window(xp, i, j, stride, out_hw) for i in range(kh) for j in range(kw)], axis=2)
     rows = windows.reshape(n, c * kh * kw, -1).transpose(0, 2, 1)           # (N, L, Q)
-    np.testing.assert_array_equal(conv._im2col(x, kh, kw, stride, padding, out_hw, "rows", dtype), rows)
-    columns = conv._im2col(x, kh, kw, stride, padding, out_hw, "columns", dtype)
+    np.testing.assert_array_equal(conv_numba._im2col(x, kh, kw, stride, padding, out_hw, "rows", dtype), rows)
+    columns = conv_numba._im2col(x, kh, kw, stride, padding, out_hw, "columns", dtype)
     np.testing.assert_array_equal(columns, rows.transpose(2, 0, 1).reshape(c * kh * kw, -1))
     # col2im is im2col's adjoint: <im2col(x), r> = <x, col2im(r)> for every x and r
     r = rng_array(rows.shape, dtype, 4)
-    dx = conv._col2im(r, x.shape, kh, kw, stride, padding, out_hw, dtype)
+    dx = conv_numba._col2im(r, x.shape, kh, kw, stride, padding, out_hw, dtype)
     assert dx.shape == x.shape and dx.dtype == dtype
     scale = (np.abs(rows) * np.abs(r)).sum() + 1
     assert abs(np.sum(x * dx) - np.sum(rows * r)) <= (1e-5 if dtype == np.float32 else 1e-12) * scale
@@ -337,13 +350,13 @@ def test_kernels_run_as_plain_python_with_jit_disabled():
     # and reading with a debugger); the kernels must still be valid Python on tiny inputs
     result = run_python("""
         import numpy as np
-        from scratchgen.kernels import conv, matmul as mm
+        from scratchgen.kernels import conv, layouts, matmul_numba as mmn
         rng = np.random.default_rng(0)
         a, b = rng.standard_normal((2, 5, 6)), rng.standard_normal((2, 6, 7))
         for kernel in ("dot", "axpy", "small"):
-            assert np.allclose(mm.matmul_3d(a, b, 2, kernel=kernel), a @ b), kernel
+            assert np.allclose(mmn.matmul_3d(a, b, 2, kernel=kernel), a @ b), kernel
         big = rng.standard_normal((70, 70))
-        assert np.array_equal(mm.transposed(big, np.float64)[0], big.T)
+        assert np.array_equal(layouts.transposed(big, np.float64)[0], big.T)
         x, w = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((4, 3, 3, 3))
         y = conv.conv2d_forward(x, w, 2, 1)
         assert np.allclose(y, conv.conv2d_forward_reference(x, w, 2, 1))

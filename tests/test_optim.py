@@ -352,9 +352,9 @@ def test_adam_kernel_is_used_only_where_it_fits():
     assert not adam_kernel.fits(half, half.copy(), half.copy(), half.copy())
 
     calls = []
-    original = adam_kernel.adam_update
-    adam_kernel.adam_update = lambda *args, **kwargs: (calls.append(args[0].shape),
-                                                       original(*args, **kwargs))
+    original = adam_kernel.fused_update
+    adam_kernel.fused_update = lambda *args, **kwargs: (calls.append(args[0].shape),
+                                                        original(*args, **kwargs))
     try:
         p, q = param(np.ones((3, 4)), np.float32), param(np.ones((4, 3)).T, np.float32)
         opt = optim.Adam([p, q])
@@ -364,7 +364,7 @@ def test_adam_kernel_is_used_only_where_it_fits():
         with use_backend("numpy"):
             opt.step()
     finally:
-        adam_kernel.adam_update = original
+        adam_kernel.fused_update = original
     assert calls == [(3, 4)]  # p with Numba once; the transposed q and the numpy backend: NumPy
     np.testing.assert_array_equal(p.data, q.data)
 

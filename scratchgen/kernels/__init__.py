@@ -1,14 +1,22 @@
-"""Compute kernels: each one as readable NumPy and as fast Numba, behind a backend switch.
+"""Compute kernels: each one as a readable NumPy reference and as fast Numba, behind a backend switch.
 
-* :mod:`.backend` — ``get_backend()``, ``set_backend(name)``, ``with use_backend(name):``
-* :mod:`.matmul`  — ``matmul(a, b)`` with NumPy's broadcasting rules (import it from the
-  module: ``from scratchgen.kernels.matmul import matmul``; re-exporting the function here would
-  hide the module of the same name)
-* :mod:`.conv`    — ``conv2d_forward``, ``conv2d_grad_input``, ``conv2d_grad_weight`` (NCHW)
-* :mod:`.adam`    — ``adam_update``: Adam's step fused into one pass, used by ``optim.Adam``
+One idea per module; a kernel's definition and dispatch, its Numba code and the layout helpers
+live apart (as minitorch keeps ``tensor_ops`` apart from ``fast_ops``):
+
+* :mod:`.backend`      — ``get_backend()``, ``set_backend(name)``, ``with use_backend(name):``, and
+  ``implementation(table)``: every kernel is one table ``{"numpy": reference, "numba": kernel}``
+* :mod:`.matmul`       — ``matmul(a, b)`` with NumPy's broadcasting rules, and its definition
+  ``matmul_reference`` (import it from the module: ``from scratchgen.kernels.matmul import matmul``;
+  re-exporting the function here would hide the module of the same name)
+* :mod:`.matmul_numba` — the cache-blocked Numba matmul kernels and how one is chosen
+* :mod:`.conv`         — ``conv2d_forward``, ``conv2d_grad_input``, ``conv2d_grad_weight`` (NCHW):
+  definitions, argument checks, NumPy references
+* :mod:`.conv_numba`   — im2col / col2im kernels, conv2d lowered onto the matmul kernels
+* :mod:`.layouts`      — operands in the dtype and memory layout a kernel reads
+* :mod:`.adam`         — ``adam_update``: Adam's step as a NumPy reference and one fused Numba pass
 
 Plain NumPy arrays go in and come out; :mod:`scratchgen.tensor` adds the autograd on top.
-``python -m scratchgen.bench`` times them against NumPy.
+``python -m scratchgen.bench`` times them against NumPy (and PyTorch, if installed).
 """
 import os
 

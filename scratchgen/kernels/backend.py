@@ -1,15 +1,26 @@
-"""Which implementation the kernel dispatch functions call: Numba (fast) or plain NumPy.
+"""Which implementation every kernel runs: the NumPy reference or the Numba kernel.
 
-Every kernel in this package comes twice: a NumPy version that reads like the maths and a
-Numba version that is fast. ``matmul``, ``conv2d_forward`` and friends look up the backend
-on each call, so switching is cheap and can be scoped::
+Every kernel in this package comes twice, registered in one table per kernel::
+
+    IMPLEMENTATIONS = {"numpy": matmul_reference, "numba": matmul_numba.matmul}
+
+* ``"numpy"`` runs the **reference**: the kernel's definition written with NumPy array operations,
+  as its docstring's formula reads (``np.einsum`` for a sum over an index, slices for a window),
+  with no loop order, blocking or threads of our own. How fast it runs is NumPy's business (an
+  ``einsum`` may hand a product to BLAS); what it computes is the formula. The tests compare every
+  Numba kernel with it.
+* ``"numba"`` runs the fast kernel, compiled by Numba (the default).
+
+The public functions (``matmul``, ``conv2d_forward``, ``adam_update``, ...) check their arguments
+once and then call ``implementation(IMPLEMENTATIONS)``, which reads the backend on every call, so
+switching is cheap and can be scoped::
 
     with use_backend("numpy"):
-        y = matmul(a, b)          # NumPy's own matmul
+        y = matmul(a, b)          # matmul_reference
 
 The default is read once from the environment variable ``SCRATCHGEN_BACKEND`` (``numba`` if
-unset), e.g. ``SCRATCHGEN_BACKEND=numpy python -m pytest`` checks that a result does not depend
-on the compiled kernels.
+unset), e.g. ``SCRATCHGEN_BACKEND=numpy python -m pytest`` checks that no result depends on the
+compiled kernels.
 """
 import contextlib
 import os
@@ -48,3 +59,8 @@ def use_backend(name):
         yield name
     finally:
         set_backend(previous)
+
+
+def implementation(table):
+    """The entry of a kernel's ``{"numpy": reference, "numba": kernel}`` table for the backend in use."""
+    return table[_current]

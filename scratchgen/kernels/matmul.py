@@ -1,4 +1,4 @@
-"""Matrix multiplication: the definition in NumPy, a cache-blocked Numba kernel, and the dispatch.
+"""Matrix multiplication: its definition, and the one function every caller uses.
 
     C[i, j] = Σ_k A[i, k] · B[k, j]
 
@@ -6,430 +6,34 @@
 dimensions broadcast; a 1-D operand is promoted to a matrix (a row for ``a``, a column for
 ``b``) and that axis is removed from the result again. The result's dtype is float32 if both
 operands are float32 and float64 otherwise (float64 with float32 gives float64); other dtypes
-are refused. The ``numpy`` backend calls ``np.matmul`` (OpenBLAS); ``matmul_reference`` is the
-slow definition the tests compare against.
+are refused.
 
-The Numba backend picks one of three kernels by shape (``_choose_kernel``):
+The two implementations (:mod:`scratchgen.kernels.backend`):
 
-* ``_matmul_dot``   each C element is a dot product of a row of A and a row of Bᵀ, sixteen at
-                    a time in a 4x4 tile held in registers. Best for a long inner dimension k
-                    (its vector loop runs along k) and for narrow outputs such as x @ W with
-                    the VAE's 20 latent units.
-* ``_matmul_axpy``  C rows are sums of scaled B rows ("a x plus y"), four rows by four k at a
-                    time. Its vector loop runs along the output row, so a short k (the 20-d
-                    latent again, or a conv's 64 channels in the input gradient) costs no more.
-* ``_matmul_small`` tiny problems: one thread, because waking the thread pool costs more than
-                    the multiplication.
+* ``"numpy"``: ``matmul_reference``, the formula above as one ``np.einsum`` — NumPy's own
+  sum-of-products loop, not BLAS, so it is an independent check of the kernels;
+* ``"numba"``: ``scratchgen.kernels.matmul_numba.matmul``, the cache-blocked Numba kernels
+  (read that module for how they are made fast).
 
-Layouts count too: the dot kernel needs rows of A and of Bᵀ, the other two rows of B and
-single numbers of A (any strides). Where the shape alone would pick the dot kernel but the
-operands would have to be copied for it and not for axpy — ``g @ W`` and ``gᵀ @ x`` in a
-linear layer's backward pass — the axpy kernel runs instead.
-
-Two thread pools: Numba's and OpenBLAS's (NumPy's) each keep their threads busy-waiting for a
-while after a call; alternating the two then made every call ~10x slower until
-``OPENBLAS_THREAD_TIMEOUT`` was set (``scratchgen/__init__.py`` does it before importing numpy;
-``python -m scratchgen.bench`` measures alternating calls).
-
-Timings of all three against NumPy: ``python -m scratchgen.bench``.
+Timings of the kernels against NumPy's BLAS: ``python -m scratchgen.bench``.
 """
-import math
-
 import numpy as np
-from numba import njit, prange
 
-from .backend import get_backend
-
-# NOTE: "reassoc" lets LLVM split a sum over k into several partial sums (that is what makes the
-# dot-product loop vectorise) and "contract" lets it fuse a*b + c into one FMA. Results then differ
-# from a left-to-right sum by rounding only; NaN and inf keep their meaning (no "fast" flag).
-FASTMATH = {"reassoc", "contract"}
-
-ROW_BLOCK = 64          # rows of A (and C) in one parallel task
-COL_BLOCK = 256         # rows of Bᵀ (columns of C) in one task: 256 rows of a K block stay in L2
-K_BLOCK_BYTES = 4096    # inner dimension handled per pass: 8 rows of it (a 4x4 tile) fit in L1
-AXPY_COL_BLOCK = 512    # columns of out in one axpy task: long rows amortise each strip's set-up
-AXPY_K_BLOCK = 128      # rows of b per pass: a 128 x 512 block of b stays in L2
-SMALL_WORK = 64 * 64 * 64      # n·k·m below this: a one-thread kernel is faster than waking threads
-AXPY_MAX_K = 256               # inner dimension below this: the axpy kernel, ...
-DOT_MAX_M = 32                 # ... unless out has fewer columns than this: then the dot kernel
-TRANSPOSE_MIN = 64 * 64        # elements; below this NumPy's transpose-copy is as fast
+from . import matmul_numba
+from .backend import implementation
+from .layouts import result_dtype
 
 
-# ---------------------------------------------------------------------------- definition
 def matmul_reference(a, b):
-    """C[..., i, j] = Σ_k A[..., i, k] · B[..., k, j], written as that sum (slow, for tests).
+    """C[..., i, j] = Σ_k A[..., i, k] · B[..., k, j], written as that sum.
 
-    Broadcasts batch dimensions like ``np.matmul``; both operands must be at least 2-D.
+    Both operands must be at least 2-D and of one dtype; batch dimensions broadcast as in
+    ``np.matmul``.
     """
-    a, b = np.asarray(a), np.asarray(b)
-    products = a[..., :, :, None] * b[..., None, :, :]      # (..., n, k, m): every A[i,k]·B[k,j]
-    return products.sum(axis=-2)
+    return np.einsum("...ik,...kj->...ij", a, b)
 
 
-# ---------------------------------------------------------------------------- Numba kernels
-@njit(fastmath=FASTMATH, cache=True)
-def _dot_tile_4x4(a, bt, c, i, j, k0, k1):
-    """c[i:i+4, j:j+4] += a[i:i+4, k0:k1] @ bt[j:j+4, k0:k1].T, sixteen dot products at once.
-
-        for k in range(k0, k1):
-            for r in 0..3: for s in 0..3:
-                acc[r, s] += a[i+r, k] * bt[j+s, k]
-
-    Optimisations:
-    - the 16 accumulators are scalar locals, so they stay in registers for the whole k loop
-      (a local array is written back to memory on every step: measured 20x slower);
-    - each step loads 8 numbers and does 16 multiply-adds (one dot product: 2 loads per 1);
-    - LLVM vectorises the loop over k, 8 float32 or 4 float64 per instruction, because the
-      "reassoc" flag lets it keep partial sums (it adds them up after the loop);
-    - rows are sliced before the loop, so every load is unit-stride from index 0.
-    """
-    a0 = a[i, k0:k1]
-    a1 = a[i + 1, k0:k1]
-    a2 = a[i + 2, k0:k1]
-    a3 = a[i + 3, k0:k1]
-    b0 = bt[j, k0:k1]
-    b1 = bt[j + 1, k0:k1]
-    b2 = bt[j + 2, k0:k1]
-    b3 = bt[j + 3, k0:k1]
-    # accumulators start from c, so consecutive K blocks add up (and take c's dtype)
-    c00, c01, c02, c03 = c[i, j], c[i, j + 1], c[i, j + 2], c[i, j + 3]
-    c10, c11, c12, c13 = c[i + 1, j], c[i + 1, j + 1], c[i + 1, j + 2], c[i + 1, j + 3]
-    c20, c21, c22, c23 = c[i + 2, j], c[i + 2, j + 1], c[i + 2, j + 2], c[i + 2, j + 3]
-    c30, c31, c32, c33 = c[i + 3, j], c[i + 3, j + 1], c[i + 3, j + 2], c[i + 3, j + 3]
-    for k in range(k1 - k0):
-        x0, x1, x2, x3 = a0[k], a1[k], a2[k], a3[k]
-        y0, y1, y2, y3 = b0[k], b1[k], b2[k], b3[k]
-        c00 += x0 * y0
-        c01 += x0 * y1
-        c02 += x0 * y2
-        c03 += x0 * y3
-        c10 += x1 * y0
-        c11 += x1 * y1
-        c12 += x1 * y2
-        c13 += x1 * y3
-        c20 += x2 * y0
-        c21 += x2 * y1
-        c22 += x2 * y2
-        c23 += x2 * y3
-        c30 += x3 * y0
-        c31 += x3 * y1
-        c32 += x3 * y2
-        c33 += x3 * y3
-    c[i, j], c[i, j + 1], c[i, j + 2], c[i, j + 3] = c00, c01, c02, c03
-    c[i + 1, j], c[i + 1, j + 1], c[i + 1, j + 2], c[i + 1, j + 3] = c10, c11, c12, c13
-    c[i + 2, j], c[i + 2, j + 1], c[i + 2, j + 2], c[i + 2, j + 3] = c20, c21, c22, c23
-    c[i + 3, j], c[i + 3, j + 1], c[i + 3, j + 2], c[i + 3, j + 3] = c30, c31, c32, c33
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _dot_edge(a, bt, c, i0, i1, j0, j1, k0, k1):
-    """c[i0:i1, j0:j1] += a[i0:i1, k0:k1] @ bt[j0:j1, k0:k1].T one dot product at a time (the
-    ragged border the 4x4 tiles do not cover)."""
-    for i in range(i0, i1):
-        arow = a[i, k0:k1]
-        for j in range(j0, j1):
-            brow = bt[j, k0:k1]
-            acc = c[i, j]
-            for k in range(k1 - k0):
-                acc += arow[k] * brow[k]
-            c[i, j] = acc
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _dot_block(a, bt, c, i0, i1, j0, j1):
-    """c[i0:i1, j0:j1] += a[i0:i1] @ bt[j0:j1].T, in slices of the inner dimension."""
-    kk = a.shape[1]
-    k_block = K_BLOCK_BYTES // a.itemsize
-    i_end = i0 + (i1 - i0) // 4 * 4
-    j_end = j0 + (j1 - j0) // 4 * 4
-    for k0 in range(0, kk, k_block):
-        k1 = min(k0 + k_block, kk)
-        for i in range(i0, i_end, 4):
-            for j in range(j0, j_end, 4):
-                _dot_tile_4x4(a, bt, c, i, j, k0, k1)
-            _dot_edge(a, bt, c, i, i + 4, j_end, j1, k0, k1)
-        _dot_edge(a, bt, c, i_end, i1, j0, j1, k0, k1)
-
-
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _matmul_dot(a, bt, out):
-    """out[b] = a[b] @ bt[b].T for C-contiguous a (B|1, n, k), bt (B|1, m, k), out (B, n, m).
-
-    ``out`` must be zero on entry. A batch size of 1 in ``a`` or ``bt`` is broadcast.
-
-        for each (batch, row block, column block) in parallel:
-            for k0 in range(0, k, k_block):
-                for i in row block, 4 at a time:
-                    for j in column block, 4 at a time:
-                        out[i:i+4, j:j+4] += a[i:i+4, k0:k1] @ bt[j:j+4, k0:k1].T
-
-    Optimisations:
-    - Bᵀ instead of B makes both operands of every dot product unit-stride (the caller
-      transposes once: O(k·m) work against O(n·k·m));
-    - 4x4 register tiles (``_dot_tile_4x4``);
-    - blocking: a K block of 4 rows of A stays in L1 while it meets every 4 rows of the Bᵀ
-      block, which stays in L2 (a longer K block means fewer horizontal sums per output);
-    - one parallel loop over independent output blocks: one pool wake-up per call, no two
-      threads write the same element, no locks.
-    """
-    nb, n, m = out.shape
-    row_blocks = (n + ROW_BLOCK - 1) // ROW_BLOCK
-    col_blocks = (m + COL_BLOCK - 1) // COL_BLOCK
-    per_batch = row_blocks * col_blocks
-    for task in prange(nb * per_batch):
-        b, r = task // per_batch, task % per_batch
-        i0 = (r // col_blocks) * ROW_BLOCK
-        j0 = (r % col_blocks) * COL_BLOCK
-        a_b = a[b if a.shape[0] > 1 else 0]
-        bt_b = bt[b if bt.shape[0] > 1 else 0]
-        _dot_block(a_b, bt_b, out[b], i0, min(i0 + ROW_BLOCK, n), j0, min(j0 + COL_BLOCK, m))
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _axpy_strip_4x4(a, b, c, i, k0, k1, j0, j1):
-    """c[i:i+4, j0:j1] += a[i:i+4, k0:k1] @ b[k0:k1, j0:j1], four rows of c and four k at a time.
-
-        for k in range(k0, k1, 4):
-            for j in range(j0, j1):
-                for r in 0..3:
-                    c[i+r, j] += a[i+r, k]·b[k, j] + ... + a[i+r, k+3]·b[k+3, j]
-
-    Optimisations:
-    - the loop over j is innermost and unit-stride in b and c, so LLVM vectorises it for any
-      k, with no horizontal sums at the end (the dot-product tile needs a long k for that);
-    - 4 rows x 4 k: each b value loaded feeds 4 multiply-adds, each c value loaded and stored
-      takes 4, so a vector step does 16 FMAs for 8 loads and 4 stores, and the 16 numbers
-      from a stay in registers for the whole j loop;
-    - rows are sliced before the loops (indexing ``c[i, j]`` inside compiled to scalar code);
-    - ``a`` is only read one number at a time, so it may be a strided view (e.g. a transpose).
-    """
-    c0, c1, c2, c3 = c[i, j0:j1], c[i + 1, j0:j1], c[i + 2, j0:j1], c[i + 3, j0:j1]
-    a0, a1, a2, a3 = a[i], a[i + 1], a[i + 2], a[i + 3]
-    k_end = k0 + (k1 - k0) // 4 * 4
-    for k in range(k0, k_end, 4):
-        b0, b1, b2, b3 = b[k, j0:j1], b[k + 1, j0:j1], b[k + 2, j0:j1], b[k + 3, j0:j1]
-        x00, x01, x02, x03 = a0[k], a0[k + 1], a0[k + 2], a0[k + 3]
-        x10, x11, x12, x13 = a1[k], a1[k + 1], a1[k + 2], a1[k + 3]
-        x20, x21, x22, x23 = a2[k], a2[k + 1], a2[k + 2], a2[k + 3]
-        x30, x31, x32, x33 = a3[k], a3[k + 1], a3[k + 2], a3[k + 3]
-        for j in range(j1 - j0):
-            y0, y1, y2, y3 = b0[j], b1[j], b2[j], b3[j]
-            c0[j] += x00 * y0 + x01 * y1 + x02 * y2 + x03 * y3
-            c1[j] += x10 * y0 + x11 * y1 + x12 * y2 + x13 * y3
-            c2[j] += x20 * y0 + x21 * y1 + x22 * y2 + x23 * y3
-            c3[j] += x30 * y0 + x31 * y1 + x32 * y2 + x33 * y3
-    for k in range(k_end, k1):           # the last k1 - k0 mod 4 steps, one k at a time
-        b0 = b[k, j0:j1]
-        x0, x1, x2, x3 = a0[k], a1[k], a2[k], a3[k]
-        for j in range(j1 - j0):
-            y = b0[j]
-            c0[j] += x0 * y
-            c1[j] += x1 * y
-            c2[j] += x2 * y
-            c3[j] += x3 * y
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _axpy_row(a, b, c, i, k0, k1, j0, j1):
-    """c[i, j0:j1] += a[i, k0:k1] @ b[k0:k1, j0:j1], one row (the rows left over by the strips)."""
-    c_row, a_row = c[i, j0:j1], a[i]
-    for k in range(k0, k1):
-        x, b_row = a_row[k], b[k, j0:j1]
-        for j in range(j1 - j0):
-            c_row[j] += x * b_row[j]
-
-
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _matmul_axpy(a, b, out):
-    """out[z] = a[z] @ b[z] for a (B|1, n, k) of any strides, C-contiguous b (B|1, k, m) and out
-    (B, n, m), zero on entry; a batch size of 1 in ``a`` or ``b`` is broadcast. For short inner
-    dimensions.
-
-        for each (batch, row block, column block) in parallel:
-            for k0 in range(0, k, AXPY_K_BLOCK):
-                for i in row block, 4 at a time:
-                    out[i:i+4, cols] += a[i:i+4, k0:k1] @ b[k0:k1, cols]    (_axpy_strip_4x4)
-
-    Optimisations:
-    - "axpy" order (out row += number x b row) vectorises along the output row, so a short k
-      costs nothing extra (see ``_axpy_strip_4x4`` for the 4x4 register use);
-    - a block of b (AXPY_K_BLOCK x AXPY_COL_BLOCK) stays in L2 while every 4-row strip of the row
-      block streams past it; 4 output rows of the column block stay in L1;
-    - long column blocks amortise each strip's set-up (slices, 16 scalar loads) over many
-      vector steps; tasks write disjoint blocks of ``out``.
-    """
-    nb, n, m = out.shape
-    kk = a.shape[2]
-    row_blocks = (n + ROW_BLOCK - 1) // ROW_BLOCK
-    col_blocks = (m + AXPY_COL_BLOCK - 1) // AXPY_COL_BLOCK
-    per_batch = row_blocks * col_blocks
-    for task in prange(nb * per_batch):
-        z, t = task // per_batch, task % per_batch
-        i0 = (t // col_blocks) * ROW_BLOCK
-        i1 = min(i0 + ROW_BLOCK, n)
-        j0 = (t % col_blocks) * AXPY_COL_BLOCK
-        j1 = min(j0 + AXPY_COL_BLOCK, m)
-        a_z, b_z, out_z = a[z if a.shape[0] > 1 else 0], b[z if b.shape[0] > 1 else 0], out[z]
-        i_end = i0 + (i1 - i0) // 4 * 4
-        for k0 in range(0, kk, AXPY_K_BLOCK):
-            k1 = min(k0 + AXPY_K_BLOCK, kk)
-            for i in range(i0, i_end, 4):
-                _axpy_strip_4x4(a_z, b_z, out_z, i, k0, k1, j0, j1)
-            for i in range(i_end, i1):
-                _axpy_row(a_z, b_z, out_z, i, k0, k1, j0, j1)
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _matmul_small(a, b, out):
-    """out[z] = a[z] @ b[z] on one thread, for problems too small to share out (arguments as
-    for ``_matmul_axpy``).
-
-        for z, i, k:
-            out[z, i, :] += a[z, i, k] * b[z, k, :]
-
-    Optimisations:
-    - the inner loop runs along rows of b and out (unit stride, vectorised);
-    - no thread pool is woken: for a few thousand multiply-adds that costs more than the product.
-    """
-    nb, n = out.shape[0], out.shape[1]
-    kk = a.shape[2]
-    for z in range(nb):
-        a_z = a[z if a.shape[0] > 1 else 0]
-        b_z = b[z if b.shape[0] > 1 else 0]
-        for i in range(n):
-            a_row = a_z[i]
-            out_row = out[z, i]
-            for k in range(kk):
-                aik = a_row[k]
-                b_row = b_z[k]
-                for j in range(out_row.shape[0]):
-                    out_row[j] += aik * b_row[j]
-
-
-@njit(parallel=True, cache=True)
-def _transpose_last2(x, out):
-    """out[z] = x[z].T for (B, r, c) -> (B, c, r).
-
-        for each (batch, 32-row tile) in parallel:
-            for 32-column tile: for c, r in the tile:
-                out[z, c, r] = x[z, r, c]
-
-    Optimisations:
-    - 32x32 tiles: a tile's rows and columns both stay in L1 (a plain double loop reads or
-      writes one element per 64-byte line, and NumPy's transpose-copy does just that);
-    - parallel over row tiles, which write disjoint columns of ``out``.
-    """
-    nb, rows, cols = x.shape
-    tile = 32
-    row_tiles = (rows + tile - 1) // tile
-    for task in prange(nb * row_tiles):
-        z, r0 = task // row_tiles, (task % row_tiles) * tile
-        r1 = min(r0 + tile, rows)
-        for c0 in range(0, cols, tile):
-            c1 = min(c0 + tile, cols)
-            for c in range(c0, c1):
-                for r in range(r0, r1):
-                    out[z, c, r] = x[z, r, c]
-
-
-# ---------------------------------------------------------------------------- dispatch
-def result_dtype(*arrays, op="matmul"):
-    """float32 if every operand is float32, float64 if any is float64; anything else is an error."""
-    for x in arrays:
-        if x.dtype not in (np.float32, np.float64):
-            raise TypeError(f"{op}: expected float32 or float64 arrays, got dtypes "
-                            f"{', '.join(str(y.dtype) for y in arrays)} (shapes "
-                            f"{', '.join(str(y.shape) for y in arrays)}); convert with "
-                            f".astype(np.float32)")
-    return np.result_type(*arrays)
-
-
-def _choose_kernel(n, k, m, batch, copies_for_dot=False):
-    """Which Numba kernel suits an (n, k) @ (k, m) product (measured: ``python -m scratchgen.bench``).
-
-    ``copies_for_dot``: the operands' layout would make the dot kernel copy one of them while the
-    axpy kernel could read both as they are; for outputs wide enough for axpy that copy decides it.
-    """
-    if batch * n * k * m < SMALL_WORK:
-        return "small"
-    if m < DOT_MAX_M:
-        return "dot"        # narrow output: axpy rows too short to vectorise
-    if k >= AXPY_MAX_K and not copies_for_dot:
-        return "dot"        # a long inner axis suits the dot product
-    return "axpy"
-
-
-def _is_rows(x):
-    return x.flags.c_contiguous and x.flags.writeable
-
-
-def _copies_for_dot(a, b):
-    """True if the dot kernel would need a copy of a or of bᵀ and the axpy kernel none."""
-    return not (_is_rows(a) and _is_rows(np.swapaxes(b, -1, -2))) and _is_rows(b)
-
-
-def contiguous(x, dtype):
-    """``x`` as a C-contiguous, writable array of ``dtype`` (copied only if needed).
-
-    NOTE: a read-only array (e.g. from ``np.broadcast_to``) has a different Numba type and would
-    compile every kernel once more, so it is copied.
-    """
-    x = np.ascontiguousarray(x, dtype=dtype)
-    return x if x.flags.writeable else x.copy()
-
-
-def transposed(x, dtype):
-    """A C-contiguous copy of ``x`` with its last two axes swapped, as a 3-D (B, c, r) array."""
-    x3 = x.reshape((-1,) + x.shape[-2:])
-    if x3.size < TRANSPOSE_MIN:
-        return contiguous(np.swapaxes(x3, -1, -2), dtype)
-    out = np.empty((x3.shape[0], x3.shape[2], x3.shape[1]), dtype=dtype)
-    _transpose_last2(contiguous(x3, dtype), out)
-    return out
-
-
-def rows_of(x, dtype):
-    """(B, r, c) ``x`` ready for a kernel: C-contiguous, writable, ``dtype``. A transposed view
-    (as autograd's ``aᵀ @ g`` passes) is copied by the tiled transpose, faster than NumPy's."""
-    if x.dtype == dtype and x.flags.c_contiguous and x.flags.writeable:
-        return x
-    xt = np.swapaxes(x, -1, -2)
-    if xt.flags.c_contiguous:
-        return transposed(xt, dtype)
-    return contiguous(x, dtype)
-
-
-def scalars_of(x, dtype):
-    """``x`` as the kernels' left operand when it is only read one number at a time (the axpy and
-    small kernels): any strides will do, so a transposed view such as ``gᵀ`` in ``gᵀ @ x`` is
-    passed as it is instead of being copied. Only the dtype and writability are fixed."""
-    if x.dtype == dtype and x.flags.writeable:
-        return x
-    return contiguous(x, dtype)
-
-
-def matmul_3d(a, b, out_batch, kernel=None):
-    """The Numba product of a (1|B, n, k) and b (1|B, k, m) into a new (out_batch, n, m) array.
-
-    Any layout and float dtype is accepted. ``kernel`` ("dot", "axpy" or "small") overrides the
-    choice by shape. No operand is copied when its layout already suits the kernel: the dot
-    kernel reads rows of A and of Bᵀ, so ``x @ wᵀ`` with a contiguous ``w`` is free; the axpy
-    and small kernels read rows of B and single numbers of A, so ``gᵀ @ x`` is free too.
-    """
-    dtype = np.result_type(a, b)
-    n, k, m = a.shape[1], a.shape[2], b.shape[2]
-    out = np.zeros((out_batch, n, m), dtype=dtype)
-    if out.size == 0 or k == 0:
-        return out
-    kernel = kernel or _choose_kernel(n, k, m, out_batch, copies_for_dot=_copies_for_dot(a, b))
-    if kernel == "dot":
-        _matmul_dot(rows_of(a, dtype), rows_of(np.swapaxes(b, -1, -2), dtype), out)
-    elif kernel == "axpy":
-        _matmul_axpy(scalars_of(a, dtype), rows_of(b, dtype), out)
-    else:
-        _matmul_small(scalars_of(a, dtype), rows_of(b, dtype), out)
-    return out
+IMPLEMENTATIONS = {"numpy": matmul_reference, "numba": matmul_numba.matmul}
 
 
 def _shape_error(a_shape, b_shape, why):
@@ -451,34 +55,12 @@ def matmul(a, b):
     if a.shape[-1] != b.shape[-2]:
         raise _shape_error(a_shape, b_shape, "inner dimensions differ")
     try:
-        batch = () if a.ndim == b.ndim == 2 else np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     except ValueError:
         raise _shape_error(a_shape, b_shape, "batch dimensions do not broadcast") from None
-
-    if get_backend() == "numpy":
-        out = np.matmul(a.astype(dtype, copy=False), b.astype(dtype, copy=False))
-    else:
-        out = _matmul_numba(a, b, batch, dtype)
+    out = implementation(IMPLEMENTATIONS)(a.astype(dtype, copy=False), b.astype(dtype, copy=False))
     if drop_row:
         out = out[..., 0, :]
     if drop_col:
         out = out[..., 0]
     return out
-
-
-def _matmul_numba(a, b, batch, dtype):
-    n, k, m = a.shape[-2], a.shape[-1], b.shape[-1]
-    nbatch = math.prod(batch)
-    if b.ndim == 2:
-        # (..., n, k) @ (k, m): the batch folds into the rows of one big product
-        rows = a.reshape(1, nbatch * n, k)
-        return matmul_3d(rows, b.astype(dtype, copy=False)[None], 1).reshape(batch + (n, m))
-
-    def as_3d(x):
-        # a batch of 1 stays 1 (the kernels broadcast it); a partial broadcast is materialised
-        if math.prod(x.shape[:-2]) == 1:
-            return x.reshape((1,) + x.shape[-2:])
-        return np.broadcast_to(x, batch + x.shape[-2:]).reshape((nbatch,) + x.shape[-2:])
-
-    return matmul_3d(as_3d(a.astype(dtype, copy=False)), as_3d(b.astype(dtype, copy=False)),
-                     nbatch).reshape(batch + (n, m))

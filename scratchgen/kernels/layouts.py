@@ -1,0 +1,98 @@
+"""Operands in the dtype and memory layout a kernel reads: the bookkeeping around the arithmetic.
+
+A Numba kernel is compiled for one dtype and reads its operands in one order. These helpers
+bring arrays into that form, copying only when they must:
+
+* ``result_dtype``  float32 if every operand is float32, float64 if any is (anything else: an error);
+* ``contiguous``    C-contiguous and writable (one copy if needed);
+* ``rows_of``       rows of a (B, r, c) array, contiguous; a transposed view is copied by the
+                    tiled ``transposed``, faster than NumPy's transpose-copy;
+* ``scalars_of``    any strides at all, for a left operand read one number at a time;
+* ``is_rows``       already C-contiguous and writable.
+"""
+import numpy as np
+from numba import njit, prange
+
+TRANSPOSE_MIN = 64 * 64        # elements; below this NumPy's transpose-copy is as fast
+
+
+def result_dtype(*arrays, op="matmul"):
+    """float32 if every operand is float32, float64 if any is float64; anything else is an error."""
+    for x in arrays:
+        if x.dtype not in (np.float32, np.float64):
+            raise TypeError(f"{op}: expected float32 or float64 arrays, got dtypes "
+                            f"{', '.join(str(y.dtype) for y in arrays)} (shapes "
+                            f"{', '.join(str(y.shape) for y in arrays)}); convert with "
+                            f".astype(np.float32)")
+    return np.result_type(*arrays)
+
+
+def is_rows(x):
+    """True if ``x`` is C-contiguous and writable: its rows can be handed to a kernel as they are."""
+    return x.flags.c_contiguous and x.flags.writeable
+
+
+def contiguous(x, dtype):
+    """``x`` as a C-contiguous, writable array of ``dtype`` (copied only if needed).
+
+    NOTE: a read-only array (e.g. from ``np.broadcast_to``) has a different Numba type and would
+    compile every kernel once more, so it is copied.
+    """
+    x = np.ascontiguousarray(x, dtype=dtype)
+    return x if x.flags.writeable else x.copy()
+
+
+@njit(parallel=True, cache=True)
+def _transpose_last2(x, out):
+    """out[z] = x[z].T for (B, r, c) -> (B, c, r).
+
+        for each (batch, 32-row tile) in parallel:
+            for 32-column tile: for c, r in the tile:
+                out[z, c, r] = x[z, r, c]
+
+    Optimisations:
+    - 32x32 tiles: a tile's rows and columns both stay in L1 (a plain double loop reads or
+      writes one element per 64-byte line, and NumPy's transpose-copy does just that);
+    - parallel over row tiles, which write disjoint columns of ``out``.
+    """
+    nb, rows, cols = x.shape
+    tile = 32
+    row_tiles = (rows + tile - 1) // tile
+    for task in prange(nb * row_tiles):
+        z, r0 = task // row_tiles, (task % row_tiles) * tile
+        r1 = min(r0 + tile, rows)
+        for c0 in range(0, cols, tile):
+            c1 = min(c0 + tile, cols)
+            for c in range(c0, c1):
+                for r in range(r0, r1):
+                    out[z, c, r] = x[z, r, c]
+
+
+def transposed(x, dtype):
+    """A C-contiguous copy of ``x`` with its last two axes swapped, as a 3-D (B, c, r) array."""
+    x3 = x.reshape((-1,) + x.shape[-2:])
+    if x3.size < TRANSPOSE_MIN:
+        return contiguous(np.swapaxes(x3, -1, -2), dtype)
+    out = np.empty((x3.shape[0], x3.shape[2], x3.shape[1]), dtype=dtype)
+    _transpose_last2(contiguous(x3, dtype), out)
+    return out
+
+
+def rows_of(x, dtype):
+    """(B, r, c) ``x`` ready for a kernel: C-contiguous, writable, ``dtype``. A transposed view
+    (as autograd's ``aᵀ @ g`` passes) is copied by the tiled transpose, faster than NumPy's."""
+    if x.dtype == dtype and is_rows(x):
+        return x
+    xt = np.swapaxes(x, -1, -2)
+    if xt.flags.c_contiguous:
+        return transposed(xt, dtype)
+    return contiguous(x, dtype)
+
+
+def scalars_of(x, dtype):
+    """``x`` as a kernel's left operand when it is only read one number at a time: any strides
+    will do, so a transposed view such as ``gᵀ`` in ``gᵀ @ x`` is passed as it is instead of
+    being copied. Only the dtype and writability are fixed."""
+    if x.dtype == dtype and x.flags.writeable:
+        return x
+    return contiguous(x, dtype)
