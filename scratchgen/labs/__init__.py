@@ -4,6 +4,18 @@
   saturating versus non-saturating generator loss, on 1-D densities known exactly.
 * :mod:`.dirac_gan` — the Dirac-GAN: simultaneous gradient steps spiral out, alternating ones circle,
   an R1 penalty or instance noise converges; the Jacobian's eigenvalues at the equilibrium.
+* :mod:`.f_divergences` — the f-divergence family (KL, reverse KL, JS): each one's variational lower
+  bound, maximised by a discriminator, rising to its value by quadrature.
+* :mod:`.estimators` — score function (with and without a baseline), reparameterisation,
+  straight-through and Gumbel-softmax gradients: bias and variance against an exact gradient.
 * :mod:`.mode_collapse` — samples of trained GAN runs on 2-D toy data side by side, with their
   mode coverage.
 """
+import argparse
+
+
+def lab_parser(module, doc, what="the PNG figures"):
+    """The command line every lab shares: ``python -m scratchgen.labs.NAME --out DIR [options]``."""
+    ap = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0])
+    ap.add_argument("--out", required=True, metavar="DIR", help=f"folder for {what}")
+    return ap

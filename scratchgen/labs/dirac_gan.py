@@ -35,7 +35,6 @@ discriminator ∂l/∂x = ψ at every x, so the R1 penalty is (γ/2)ψ² without
 
 Run ``python -m scratchgen.labs.dirac_gan --out DIR`` (the lecture's figures: ``--out lectures/figures``).
 """
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -44,6 +43,7 @@ import numpy as np
 
 from ..objectives import gan as objectives
 from ..tensor import Tensor
+from . import lab_parser
 
 METHODS = ("simultaneous", "alternating")
 
@@ -205,8 +205,7 @@ def plot_distance(h, steps, path, r1=0.3, noise=0.7, x0=(1.0, 1.0)):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m scratchgen.labs.dirac_gan", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG figures")
+    ap = lab_parser("scratchgen.labs.dirac_gan", __doc__)
     ap.add_argument("--h", type=float, default=0.1, help="step size (default 0.1)")
     ap.add_argument("--steps", type=int, default=1500, help="gradient steps per trajectory (default 1500)")
     ap.add_argument("--r1", type=float, default=0.3, help="R1 penalty weight gamma (default 0.3)")

@@ -33,7 +33,6 @@ so the gradient of the summed surrogate holds each sample's gradient in its own 
 
 Run ``python -m scratchgen.labs.estimators --out DIR`` (the lecture's figure: ``--out lectures/figures``).
 """
-import argparse
 import math
 import sys
 import zlib
@@ -45,6 +44,7 @@ from .. import functional as F
 from ..distributions import Categorical, Normal
 from ..models.vector_quantizer import straight_through
 from ..tensor import Tensor
+from . import lab_parser
 
 TEMPERATURES = (0.1, 0.3, 1.0, 3.0)
 
@@ -233,8 +233,7 @@ def plot(path, replicates=400, seed=0):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m scratchgen.labs.estimators", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG figure")
+    ap = lab_parser("scratchgen.labs.estimators", __doc__, "the PNG figure")
     ap.add_argument("--n", type=int, default=100_000, help="samples per estimator for the table (default 100000)")
     ap.add_argument("--replicates", type=int, default=400, help="estimates per M for the figure (default 400)")
     ap.add_argument("--seed", type=int, default=0)

@@ -29,7 +29,6 @@ tracks the bound of the current v by quadrature, which rises to D_f(p ‖ q) com
 
 Run ``python -m scratchgen.labs.f_divergences --out DIR`` (the lecture's figure: ``--out lectures/figures``).
 """
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -40,7 +39,7 @@ from .. import functional as F
 from .. import optim
 from ..random import manual_seed
 from ..tensor import Tensor, no_grad
-from . import js_lab
+from . import js_lab, lab_parser
 
 LOG2 = math.log(2.0)
 
@@ -154,8 +153,7 @@ def plot(histories, path):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m scratchgen.labs.f_divergences", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG figure")
+    ap = lab_parser("scratchgen.labs.f_divergences", __doc__, "the PNG figure")
     ap.add_argument("--steps", type=int, default=1500, help="discriminator steps per divergence (default 1500)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
