@@ -1,7 +1,7 @@
 """scratchgen: deep generative models from scratch in NumPy and Numba, written to be read.
 
-Start with :mod:`scratchgen.tensor` (the autograd engine), then :mod:`scratchgen.functional`
-(``F``), :mod:`scratchgen.nn` and :mod:`scratchgen.optim`.
+Start with :mod:`scratchgen.autograd` (the engine) and :mod:`scratchgen.ops` (the op catalogue),
+then :mod:`scratchgen.functional` (``F``), :mod:`scratchgen.nn` and :mod:`scratchgen.optim`.
 """
 import os
 
@@ -11,8 +11,10 @@ import os
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from .random import manual_seed, get_rng  # noqa: E402
-from .tensor import (Tensor, no_grad, is_grad_enabled, tensor, zeros, ones, randn, rand,  # noqa: E402
-                     zeros_like, ones_like, randn_like)
+from .autograd import Tensor, no_grad, is_grad_enabled  # noqa: E402
+# NOTE: importing ops attaches the op catalogue to Tensor (a + b, a.exp(), ...) before any other
+# module of the package uses a tensor
+from .ops import tensor, zeros, ones, randn, rand, zeros_like, ones_like, randn_like  # noqa: E402
 
 from .gradcheck import gradcheck  # noqa: E402  (the function; the module runs a demo)
 

@@ -15,7 +15,7 @@ log p(x, y) = log p(x | y) + log p(y), and this function turns it into a classif
 import numpy as np
 
 from . import functional as F
-from .tensor import Tensor
+from .autograd import Tensor
 
 
 def logsumexp(a, axis, keepdims=False):

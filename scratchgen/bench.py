@@ -265,10 +265,10 @@ def autograd_overhead(n_ops=10_000):
     """Microseconds per op to build, and to backpropagate through, a chain of ``n_ops`` tiny ops
     (``x = x * 1.0001 + 0.0`` on a one-element tensor): the engine's own cost, not the maths.
 
-    Returns None until ``scratchgen.tensor`` exists.
+    Returns None until ``scratchgen.autograd`` exists.
     """
     try:
-        from scratchgen.tensor import Tensor
+        from scratchgen.autograd import Tensor
     except ImportError:
         return None
     rows = []
@@ -348,7 +348,7 @@ def main(argv=None):
     if "autograd" in sections:
         rows = autograd_overhead()
         if rows is None:
-            lines.append("autograd overhead: scratchgen.tensor not available yet")
+            lines.append("autograd overhead: scratchgen.autograd not available yet")
         else:
             for gc_on, build, back in rows:
                 gc_note = "gc on" if gc_on else "gc off"

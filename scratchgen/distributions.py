@@ -1,6 +1,6 @@
 """Probability distributions on Tensors: Normal, Bernoulli, Categorical, and their closed-form KLs.
 
-Everything here works on :class:`~scratchgen.tensor.Tensor`, so log-densities, entropies and KL
+Everything here works on :class:`~scratchgen.autograd.Tensor`, so log-densities, entropies and KL
 divergences are differentiable with respect to the parameters, and ``Normal.rsample`` lets
 gradients flow through a sample (the reparameterisation trick of Kingma & Welling, 2014,
 "Auto-Encoding Variational Bayes", and Rezende et al., 2014).
@@ -23,7 +23,7 @@ import numpy as np
 
 from . import functional as F
 from . import random as _random
-from .tensor import Tensor, no_grad
+from .autograd import Tensor, no_grad
 
 LOG_2PI = float(np.log(2 * np.pi))
 

@@ -2,13 +2,13 @@
 
 Ops that need their own backward rule (for speed or numerical stability) are written with
 ``Tensor.from_op`` and keep forward and backward side by side; the rest are composed from the
-primitives in :mod:`scratchgen.tensor`, which then differentiate themselves.
+primitives in :mod:`scratchgen.ops`, which then differentiate themselves.
 """
 import numpy as np
 
 from .kernels import conv as _conv
 from .kernels.matmul import matmul
-from .tensor import Tensor
+from .autograd import Tensor
 
 
 def _pair(value, name):

@@ -14,7 +14,7 @@ Run ``python -m scratchgen.gradcheck`` for a demo table.
 """
 import numpy as np
 
-from .tensor import Tensor, no_grad
+from .autograd import Tensor, no_grad
 
 
 class GradcheckError(AssertionError):

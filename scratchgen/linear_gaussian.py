@@ -22,7 +22,7 @@ All computations are NumPy float64; :meth:`decoder` gives the same likelihood as
 import numpy as np
 
 from . import random as _random
-from .tensor import Tensor
+from .autograd import Tensor
 
 LOG_2PI = float(np.log(2 * np.pi))
 

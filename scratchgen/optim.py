@@ -29,7 +29,7 @@ import numpy as np
 
 from .kernels import adam as adam_kernel
 from .nn.module import StateDictError
-from .tensor import Tensor
+from .autograd import Tensor
 
 
 def _check(condition, message):

@@ -12,7 +12,7 @@ from scratchgen.evaluation import bayes_classifier as bc
 from scratchgen.evaluation.vae_metrics import iwae_log_likelihood
 from scratchgen.linear_gaussian import LinearGaussian
 from scratchgen.random import manual_seed
-from scratchgen.tensor import Tensor
+from scratchgen.autograd import Tensor
 
 PRIOR = np.array([0.5, 0.3, 0.2])
 

@@ -15,7 +15,7 @@ from scratchgen.data import DATASETS, DataLoader, load
 from scratchgen.evaluation import bayes_classifier
 from scratchgen.models.cvae import CVAE, one_hot
 from scratchgen.random import manual_seed
-from scratchgen.tensor import Tensor, no_grad
+from scratchgen.autograd import Tensor, no_grad
 from scratchgen.training.config import load_run, resolve_config
 
 REPO = Path(__file__).resolve().parent.parent

@@ -122,7 +122,7 @@ def test_option_errors_say_what_fits():
 
 def test_dcgan_shapes_for_28x28():
     from scratchgen.models.gan import build
-    from scratchgen.tensor import Tensor, no_grad
+    from scratchgen.autograd import Tensor, no_grad
     g, d = build("dcgan", (1, 28, 28), {"latent": 5, "g_channels": 4, "d_channels": 3}, "01")
     with no_grad():
         x = g(Tensor(np.zeros((2, 5), np.float32)))

@@ -189,10 +189,10 @@ def test_readme_indexes_every_chapter():
 # The checks above must themselves be able to fail: feed them known-bad input.
 def test_pointer_checks_catch_rot(tmp_path):
     with pytest.raises(AttributeError):
-        _resolve("scratchgen.tensor.no_such_function")
+        _resolve("scratchgen.autograd.no_such_function")
     with pytest.raises(ModuleNotFoundError):
         _resolve("scratchgen_missing.module")
-    assert _resolve("scratchgen.tensor.Tensor.backward") is not None
+    assert _resolve("scratchgen.autograd.Tensor.backward") is not None
     assert TEST_ID.findall("see `tests/test_a.py::test_b` and tests/test_c.py::TestD::test_e") == \
         [("test_a.py", "test_b", ""), ("test_c.py", "TestD", "test_e")]
     md = tmp_path / "x.md"

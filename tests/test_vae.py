@@ -14,7 +14,7 @@ from scratchgen import cli
 from scratchgen.data import DATASETS, ArrayDataset, DataLoader, load
 from scratchgen.models.vae import VAE
 from scratchgen.random import get_rng, manual_seed
-from scratchgen.tensor import Tensor
+from scratchgen.autograd import Tensor
 from scratchgen.training.config import load_run, resolve_config
 
 REPO = Path(__file__).resolve().parent.parent

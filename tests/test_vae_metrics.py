@@ -11,7 +11,7 @@ from scratchgen.evaluation import vae_metrics
 from scratchgen.models.vae import VAE
 from scratchgen.objectives import elbo
 from scratchgen.random import manual_seed
-from scratchgen.tensor import Tensor, no_grad
+from scratchgen.autograd import Tensor, no_grad
 from scratchgen.training.config import resolve_config
 
 

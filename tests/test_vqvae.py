@@ -15,7 +15,7 @@ from scratchgen.models import vector_quantizer as vq
 from scratchgen.models.code_prior import CodePrior, made_masks
 from scratchgen.models.vqvae import VQVAE, VQVAE2
 from scratchgen.random import get_state, manual_seed, set_state
-from scratchgen.tensor import Tensor
+from scratchgen.autograd import Tensor
 from scratchgen.training.config import load_run, resolve_config
 from strategies import quantizer_grids
 

@@ -28,7 +28,7 @@ import numpy as np
 from .. import functional as F
 from .. import nn, optim
 from ..data import DATASETS, DataLoader, default_cache_dir, load
-from ..tensor import Tensor, no_grad
+from ..autograd import Tensor, no_grad
 from ..training.checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from ..training.trainer import isolated_rng
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..objectives import elbo, iwae_bound
 from ..objectives.elbo import as_normal
-from ..tensor import Tensor, no_grad
+from ..autograd import Tensor, no_grad
 
 ACTIVE_THRESHOLD = 1e-2
 

@@ -15,7 +15,7 @@ live apart (as minitorch keeps ``tensor_ops`` apart from ``fast_ops``):
 * :mod:`.layouts`      — operands in the dtype and memory layout a kernel reads
 * :mod:`.adam`         — ``adam_update``: Adam's step as a NumPy reference and one fused Numba pass
 
-Plain NumPy arrays go in and come out; :mod:`scratchgen.tensor` adds the autograd on top.
+Plain NumPy arrays go in and come out; :mod:`scratchgen.ops` adds the autograd on top.
 ``python -m scratchgen.bench`` times them against NumPy (and PyTorch, if installed).
 """
 import os

@@ -32,7 +32,7 @@ from .. import functional as F
 from ..data.toy import GaussianMixture1D
 from ..objectives import gan as objectives
 from ..random import manual_seed
-from ..tensor import Tensor, no_grad
+from ..autograd import Tensor, no_grad
 
 LOG2 = math.log(2.0)
 

@@ -51,7 +51,7 @@ from ..data.datasets import TOY
 from ..evaluation import mode_coverage
 from ..objectives import gan as objectives
 from ..random import get_rng
-from ..tensor import Tensor, no_grad
+from ..autograd import Tensor, no_grad
 from ..training import plots
 from ..training.experiment import Experiment, Option, int_list
 from . import register

@@ -41,7 +41,7 @@ from .. import nn, optim
 from ..evaluation import vae_metrics
 from ..objectives import elbo
 from ..random import get_rng
-from ..tensor import Tensor, no_grad
+from ..autograd import Tensor, no_grad
 from ..training.experiment import Experiment, Option, int_list
 from . import register
 from .autoencoder import ACTIVATIONS, mlp

@@ -43,7 +43,7 @@ import numpy as np
 from .. import functional as F
 from .. import nn
 from ..random import get_rng
-from ..tensor import Tensor
+from ..autograd import Tensor
 
 UPDATES = ("loss", "ema")
 INITS = ("data", "uniform")

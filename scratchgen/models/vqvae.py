@@ -41,7 +41,7 @@ import numpy as np
 
 from .. import functional as F
 from .. import nn, optim
-from ..tensor import Tensor, no_grad
+from ..autograd import Tensor, no_grad
 from ..training import plots
 from ..training.experiment import Experiment, Option, int_list
 from . import register

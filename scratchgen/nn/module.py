@@ -17,7 +17,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from ..tensor import Tensor
+from ..autograd import Tensor
 
 
 class Parameter(Tensor):

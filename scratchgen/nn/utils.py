@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from ..tensor import Tensor
+from ..autograd import Tensor
 
 
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0):

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..distributions import Bernoulli, Categorical, Normal, kl_divergence
-from ..tensor import Tensor
+from ..autograd import Tensor
 
 
 @dataclass

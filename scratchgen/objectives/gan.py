@@ -22,7 +22,7 @@ Generator losses (functions of the fake logits l_f only):
 import numpy as np
 
 from .. import functional as F
-from ..tensor import Tensor
+from ..autograd import Tensor
 
 LOG2 = float(np.log(2.0))
 

@@ -16,7 +16,7 @@ processed in chunks and combined with a running logsumexp:
 import numpy as np
 
 from ..distributions import Normal
-from ..tensor import no_grad
+from ..autograd import no_grad
 from .elbo import _batch_size, as_normal, log_likelihood_samples
 
 
