@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from ..objectives import gan as objectives
-from ..tensor import Tensor
+from ..autograd import Tensor
 from . import lab_parser
 
 METHODS = ("simultaneous", "alternating")

@@ -43,7 +43,7 @@ import numpy as np
 from .. import functional as F
 from ..distributions import Categorical, Normal
 from ..models.vector_quantizer import straight_through
-from ..tensor import Tensor
+from ..autograd import Tensor
 from . import lab_parser
 
 TEMPERATURES = (0.1, 0.3, 1.0, 3.0)

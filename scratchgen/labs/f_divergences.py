@@ -38,7 +38,7 @@ import numpy as np
 from .. import functional as F
 from .. import optim
 from ..random import manual_seed
-from ..tensor import Tensor, no_grad
+from ..autograd import Tensor, no_grad
 from . import js_lab, lab_parser
 
 LOG2 = math.log(2.0)
