@@ -58,6 +58,23 @@ def kl(p, q):
     return _xlogy_ratio(p, q).sum(axis=-1)
 
 
+def entropy(p):
+    """H(p) = -Σ_x p(x) log p(x) over the last axis (0 log 0 = 0)."""
+    p = _check_probs(p, "p")
+    return -_xlogy_ratio(p, np.ones_like(p)).sum(axis=-1)
+
+
+def cross_entropy(p, q):
+    """-E_{x~p}[log q(x)] = -Σ_x p(x) log q(x): the negative expected log-likelihood of q under data p.
+
+    d_KL(p, q) = cross_entropy(p, q) - entropy(p), and entropy(p) does not depend on q: minimising
+    the KL over a model q is maximising the expected log-likelihood — maximum likelihood
+    (lecture 4, §4.2). +inf where q = 0 < p.
+    """
+    p, q = _check_pair(p, q)
+    return entropy(p) + _xlogy_ratio(p, q).sum(axis=-1)
+
+
 def js(p, q):
     """d_JS(p, q) = ½ d_KL(p, m) + ½ d_KL(q, m), m = (p + q) / 2.
 
@@ -67,6 +84,17 @@ def js(p, q):
     p, q = _check_pair(p, q)
     m = 0.5 * (p + q)
     return 0.5 * _xlogy_ratio(p, m).sum(axis=-1) + 0.5 * _xlogy_ratio(q, m).sum(axis=-1)
+
+
+def reverse_kl_minus_2js(p, q):
+    """d_KL(q, p) - 2 d_JS(p, q): what the non-saturating generator loss follows (Arjovsky & Bottou 2017).
+
+    With the optimal discriminator t* = p/(p+q) held fixed, the gradient of the non-saturating loss
+    -E_{x~q_θ}[log t*(x)] with respect to the model's parameters θ equals the gradient of this
+    function of q_θ (lecture 5, §5.5): Σ_x ∂q(x) log((p + q)/p) on both sides.
+    """
+    p, q = _check_pair(p, q)
+    return _xlogy_ratio(q, p).sum(axis=-1) - 2.0 * js(p, q)
 
 
 def optimal_discriminator(p, q):

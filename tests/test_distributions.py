@@ -302,3 +302,16 @@ def test_kl_gradients_and_standard_normal_special_case():
 def test_unsupported_pair_names_the_supported_ones():
     with pytest.raises(ValueError, match="Normal–Normal.*Bernoulli–Bernoulli.*Categorical–Categorical"):
         kl_divergence(Normal(np.zeros(2), log_var=np.zeros(2)), Bernoulli(logits=np.zeros(2)))
+
+
+@pytest.mark.parametrize("k", [2, 5, 32, 512])
+def test_kl_of_a_one_hot_posterior_from_a_uniform_prior_is_log_k(k):
+    """VQ-VAE's posterior puts all its mass on one code: KL(one-hot, uniform over K) = log K,
+    whichever code it is — a constant, so the ELBO's KL term does not train anything."""
+    from scratchgen.divergences import kl
+    for code in (0, k - 1):
+        one_hot = np.eye(k)[code]
+        assert abs(kl(one_hot, np.full(k, 1.0 / k)) - np.log(k)) < 1e-12
+        logits = np.where(np.arange(k) == code, 0.0, -1e3)    # one-hot up to e^-1000
+        value = kl_divergence(Categorical(logits=logits), Categorical(logits=np.zeros(k))).item()
+        assert abs(value - np.log(k)) < 1e-12

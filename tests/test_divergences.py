@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from scratchgen.divergences import js, js_variational, kl, optimal_discriminator, value
+import scratchgen.functional as F
+from scratchgen import Tensor
+from scratchgen.divergences import (cross_entropy, entropy, js, js_variational, kl, optimal_discriminator,
+                                    reverse_kl_minus_2js, value)
 from strategies import probability_vector_pairs, probability_vectors
 
 LOG2 = math.log(2)
@@ -35,6 +38,17 @@ def test_kl_matches_the_definition_and_is_nonnegative(pq):
         assert abs(got - expected) < 1e-12
     assert got >= -1e-15
     assert abs(kl(p, p)) < 1e-15
+
+
+@given(probability_vector_pairs())
+def test_kl_is_cross_entropy_minus_entropy_so_fitting_q_is_maximum_likelihood(pq):
+    """d_KL(p, q) = -E_p[log q] - H(p): only the first term depends on the model q."""
+    p, q = pq
+    support = p > 0
+    by_loop = math.inf if np.any(q[support] == 0) else -sum(p[support] * np.log(q[support]))
+    assert cross_entropy(p, q) == by_loop or abs(cross_entropy(p, q) - by_loop) < 1e-12
+    assert abs(entropy(p) + sum(p[support] * np.log(p[support]))) < 1e-12
+    assert kl(p, q) == math.inf if by_loop == math.inf else abs(kl(p, q) - (by_loop - entropy(p))) < 1e-12
 
 
 def test_kl_zero_conventions():
@@ -118,3 +132,34 @@ def test_js_variational_on_a_worked_example():
     # the constant discriminator t = ½ gives log 2 + ½ (-log 2) - ... = 0: no information
     assert abs(js_variational(p, q, np.full(3, 0.5))) < 1e-15
     assert optimal_discriminator([1.0, 0.0], [1.0, 0.0])[1] == 0.5  # p = q = 0 there: any t works
+
+
+@given(st.integers(2, 6), st.integers(0, 2**32 - 1))
+def test_the_nonsaturating_gradient_at_the_optimal_discriminator_is_that_of_reverse_kl_minus_2js(k, seed):
+    """Arjovsky & Bottou (2017): with t* = p/(p + q_θ) held fixed, the gradient in θ of the
+    non-saturating loss -E_{q_θ}[log t*] equals the gradient of d_KL(q_θ, p) - 2 d_JS(p, q_θ).
+    Here q_θ = softmax(θ) over k outcomes; autograd on one side, central differences on the other."""
+    rng = np.random.default_rng(seed)
+    p, theta0 = rng.dirichlet(np.ones(k)) * 0.98 + 0.02 / k, rng.standard_normal(k)
+    q0 = _softmax(theta0)
+    log_t_star = np.log(optimal_discriminator(p, q0))              # the discriminator, frozen at θ0
+    theta = Tensor(theta0.copy(), requires_grad=True)
+    (-(F.softmax(theta, dim=0) * Tensor(log_t_star)).sum()).backward()
+
+    def objective(th):
+        return reverse_kl_minus_2js(p, _softmax(th))
+
+    h, numeric = 1e-6, np.empty(k)
+    for i in range(k):
+        e = np.zeros(k); e[i] = h
+        numeric[i] = (objective(theta0 + e) - objective(theta0 - e)) / (2 * h)
+    np.testing.assert_allclose(theta.grad, numeric, rtol=1e-6, atol=1e-8)
+    # and it is not the gradient of the JS itself (the minimax generator's direction)
+    js_grad = np.array([(js(p, _softmax(theta0 + h * np.eye(k)[i])) - js(p, _softmax(theta0 - h * np.eye(k)[i])))
+                        / (2 * h) for i in range(k)])
+    assert not np.allclose(theta.grad, 2 * js_grad, rtol=1e-3, atol=1e-6)
+
+
+def _softmax(th):
+    q = np.exp(th - th.max())
+    return q / q.sum()

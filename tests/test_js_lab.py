@@ -72,3 +72,22 @@ def test_lab_command_writes_its_figures(tmp_path, capsys):
     names = {"js-bound.png", "js-discriminator.png", "gan-generator-gradients.png", "gan-1d-saturation.png"}
     assert names <= {p.name for p in tmp_path.iterdir()}
     assert "exact JS (quadrature)" in capsys.readouterr().out
+
+
+def test_expectations_under_the_pushforward_are_averages_over_noise():
+    """E_{x~q_θ}[f(x)] = E_{ω~p_ω}[f(g_θ(ω))] (lecture 5, §5.1), for the generator whose pushforward
+    is known, q_θ = N(μ, s²): with f(x) = exp(x/2) both sides equal exp(μ/2 + s²/8), and the gradient
+    in μ of the noise average, by autograd, is half of that. Tolerances: 4 standard errors."""
+    mu, s, n = 1.0, 0.5, 200_000
+    g = js_lab.GaussianGenerator(mu=mu, s=s)
+    omega = np.random.default_rng(0).standard_normal(n)
+    exact = math.exp(mu / 2 + s * s / 8)
+    xs = np.linspace(mu - 12 * s, mu + 12 * s, 40001)
+    by_density = np.sum(np.exp(xs / 2) * g.density().pdf(xs)) * (xs[1] - xs[0])
+    assert abs(by_density - exact) < 1e-9                          # the density side, by quadrature
+    samples = g(omega)
+    average = (samples * 0.5).exp().mean()                         # the noise side
+    se = float(np.exp(samples.data / 2).std()) / math.sqrt(n)
+    assert abs(average.item() - exact) < 4 * se
+    average.backward()                                             # and its gradient, through g_θ
+    assert abs(g.mu.grad[0] - exact / 2) < 4 * se / 2

@@ -179,6 +179,22 @@ def test_the_outside_pointer_check_catches_each_kind_of_path(tmp_path):
                                   "http://host/tmp/x; 1/work", tmp_path) == []
 
 
+FIGURE_ROW = re.compile(r"^\| `([\w.-]+\.png)` \|[^|]*\| ([^|]*`(?:scratchgen|python) [^`]+`[^|]*|the same run[^|]*)\|",
+                        re.M)
+
+
+def test_every_figure_names_the_command_that_redraws_it():
+    readme = (LECTURES / "README.md").read_text(encoding="utf-8")
+    rows = dict(FIGURE_ROW.findall(readme))
+    figures = sorted(p.name for p in (LECTURES / "figures").glob("*.png"))
+    assert figures, "no figures found"
+    missing = [f for f in figures if f not in rows]
+    assert not missing, (f"lectures/README.md's figure table has no row (figure | chapter | command | file) for "
+                         f"{missing}; name the command that redraws each one")
+    stale = [f for f in rows if f not in figures]
+    assert not stale, f"lectures/README.md's figure table lists figures that do not exist: {stale}"
+
+
 def test_readme_indexes_every_chapter():
     readme = (LECTURES / "README.md").read_text(encoding="utf-8")
     linked = set(LINK.findall(readme))

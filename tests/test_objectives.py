@@ -225,6 +225,21 @@ def test_gan_value_of_an_ignorant_discriminator_and_shapes():
     assert gradcheck(generator_loss_nonsaturating, [fake])
 
 
+@given(st.integers(1, 6).flatmap(lambda n: logit_arrays((n,), bound=8.0)))
+def test_discriminator_loss_is_twice_the_pooled_binary_cross_entropy(logits):
+    """V is a sum of two per-class means, so on a balanced batch -V is twice the mean binary
+    cross-entropy of the 2N pooled answers (real = 1, fake = 0) — the factor behind
+    js_lower_bound = log 2 - loss / 2."""
+    real, fake = logits, logits[::-1] - 0.5
+    labels = np.concatenate([np.ones_like(real), np.zeros_like(fake)])
+    both = np.concatenate([real, fake])
+    # -[y log σ(l) + (1 - y) log(1 - σ(l))] = softplus(-l) for y = 1, softplus(l) for y = 0
+    pooled = np.mean(labels * softplus(-both) + (1 - labels) * softplus(both))
+    loss = discriminator_loss(real, fake).item()
+    assert abs(loss - 2 * pooled) < 1e-12 * max(1.0, loss)
+    assert abs(js_lower_bound(real, fake).item() - (math.log(2) - loss / 2)) < 1e-12 * max(1.0, loss)
+
+
 @st.composite
 def count_pairs(draw):
     """Integer counts of each outcome for the real and the fake sample (zeros allowed)."""

@@ -204,6 +204,15 @@ def test_presets_are_the_published_recipes():
     assert (b["data"], b["binarize"]) == ("mnist", "dynamic")
     assert (b["options"]["hidden"], b["options"]["latent"], b["options"]["activation"]) == ([200, 200], 50, "tanh")
     assert b["options"]["iwae_k"] == 5000
+    # Burda et al. 2016, section 5: Adam with beta = (0.9, 0.999), epsilon = 1e-4, batches of 20
+    assert (b["batch_size"], b["lr"], b["options"]["lr_schedule"], b["options"]["adam_eps"]) == \
+        (20, 1e-3, "burda", 1e-4)
+    assert pe["options"]["adam_eps"] == 1e-8                 # PyTorch's default, as pytorch/examples
+
+
+def test_the_adam_epsilon_option_reaches_the_optimiser():
+    assert make(adam_eps=1e-4).optimizer.eps == 1e-4
+    assert make().optimizer.eps == 1e-8
 
 
 def test_sampling_and_reconstruction_from_a_checkpoint_in_a_fresh_process(tmp_path):

@@ -176,6 +176,8 @@ VAE_OPTIONS = (
     Option("lr_schedule", str, "constant", "constant, or burda: Burda et al.'s Adam schedule, learning rate "
                                           "lr·10^(-i/7) for the 3^i epochs of stage i = 0, 1, 2, ...",
            ("constant", "burda")),
+    Option("adam_eps", float, 1e-8, "Adam's epsilon, added to the root of the second-moment estimate "
+                                    "(Burda et al. 2016 used 1e-4)"),
     Option("iwae_k", int, 1000, "evaluation: importance samples of the IWAE log-likelihood estimate"),
     Option("iwae_examples", int, 1000, "evaluation: test images the IWAE estimate uses (0 = all)"),
 )
@@ -196,10 +198,11 @@ class VAE(Experiment):
                                  lr=1e-3, hidden=[400], latent=20, activation="relu", iwae_k=1000,
                                  iwae_examples=1000),
         "burda-1layer": dict(help="Burda et al. 2016 one-layer VAE: 784-200-200-50 tanh MLPs, dynamically "
-                                  "binarized MNIST, batch 20, Adam 1e-3 with their schedule (1e-3·10^(-i/7) "
-                                  "for 3^i epochs); IWAE k=5000 at evaluation",
+                                  "binarized MNIST, batch 20, Adam 1e-3 (epsilon 1e-4) with their schedule "
+                                  "(1e-3·10^(-i/7) for 3^i epochs); IWAE k=5000 at evaluation",
                              data="mnist", binarize="dynamic", epochs=100, batch_size=20, lr=1e-3,
-                             lr_schedule="burda", hidden=[200, 200], latent=50, activation="tanh", iwae_k=5000,
+                             lr_schedule="burda", adam_eps=1e-4, hidden=[200, 200], latent=50,
+                             activation="tanh", iwae_k=5000,
                              iwae_examples=1000),
     }
 
@@ -211,7 +214,7 @@ class VAE(Experiment):
         self.likelihood = o["likelihood"]
         self._check_setup(info, config)
         self.net = self.make_net(info)
-        self.optimizer = optim.Adam(self.net.parameters(), lr=config["lr"])
+        self.optimizer = optim.Adam(self.net.parameters(), lr=config["lr"], eps=o["adam_eps"])
         self.base_lr = config["lr"]
         n_train = info.splits.get(config.get("train_split", "train"), 1)
         self.steps_per_epoch = max(1, math.ceil(n_train / config.get("batch_size", 1)))

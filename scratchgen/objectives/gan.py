@@ -57,7 +57,10 @@ def discriminator_value(real_logits, fake_logits):
 
 
 def discriminator_loss(real_logits, fake_logits):
-    """-V, the loss a discriminator step minimises (binary cross-entropy, real = 1, fake = 0)."""
+    """-V, the loss a discriminator step minimises: the mean binary cross-entropy of the real
+    batch (label 1) plus that of the fake batch (label 0). V is a sum of two means, so on a
+    balanced batch this is *twice* the cross-entropy of the pooled 2N examples — the factor behind
+    js_lower_bound = log 2 - loss / 2."""
     return -discriminator_value(real_logits, fake_logits)
 
 
