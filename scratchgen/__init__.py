@@ -16,6 +16,6 @@ from .autograd import Tensor, no_grad, is_grad_enabled  # noqa: E402
 # module of the package uses a tensor
 from .ops import tensor, zeros, ones, randn, rand, zeros_like, ones_like, randn_like  # noqa: E402
 
-from .gradcheck import gradcheck  # noqa: E402  (the function; the module runs a demo)
+from .finite_differences import gradcheck  # noqa: E402  (the function, from the module of finite-difference checks)
 
 __version__ = "0.1.0"

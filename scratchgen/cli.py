@@ -356,8 +356,8 @@ def cmd_eval(args, argv):
 
 
 def cmd_gradcheck(args, argv):
-    from .gradcheck import _demo
-    _demo()
+    from .finite_differences import demo
+    demo()
     return 0
 
 

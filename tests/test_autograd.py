@@ -1,6 +1,6 @@
 """The autograd engine (scratchgen.autograd) and its op catalogue (scratchgen.ops): every op's gradient, and the engine's rules.
 
-Gradients are proven with float64 central differences (scratchgen.gradcheck, random upstream
+Gradients are proven with float64 central differences (scratchgen.finite_differences, random upstream
 gradient); forward values against NumPy written out directly; the rules in autograd.py's
 docstring (order, reuse, accumulation, broadcasting, dtypes, no_grad) each by a test below.
 """
@@ -10,7 +10,7 @@ from hypothesis import given, strategies as st
 
 import scratchgen as sg
 from scratchgen import Tensor, no_grad
-from scratchgen.gradcheck import gradcheck
+from scratchgen.finite_differences import gradcheck
 from scratchgen.autograd import is_grad_enabled, unbroadcast
 from strategies import (away_from, away_from_zero, bounded_floats, broadcastable_pairs,
                         distinct_arrays, laid_out_arrays, positive_floats, shapes, with_layout)

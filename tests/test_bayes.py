@@ -7,7 +7,7 @@ from hypothesis import given
 
 from scratchgen import Tensor
 from scratchgen.bayes import logsumexp, posterior_from_joint
-from scratchgen.gradcheck import gradcheck
+from scratchgen.finite_differences import gradcheck
 from strategies import bounded_floats, log_joints
 
 

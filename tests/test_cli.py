@@ -287,12 +287,12 @@ def test_bench_and_gradcheck_delegate(monkeypatch, capsys):
     import importlib
     import types
 
-    gradcheck_module = importlib.import_module("scratchgen.gradcheck")  # (scratchgen.gradcheck is the function)
+    gradcheck_module = importlib.import_module("scratchgen.finite_differences")
     calls = []
     fake_bench = types.ModuleType("scratchgen.bench")
     fake_bench.main = lambda argv: calls.append(("bench", argv)) or 0
     monkeypatch.setitem(sys.modules, "scratchgen.bench", fake_bench)
-    monkeypatch.setattr(gradcheck_module, "_demo", lambda: calls.append(("gradcheck",)))
+    monkeypatch.setattr(gradcheck_module, "demo", lambda: calls.append(("gradcheck",)))
     assert cli.main(["bench", "--quick"]) == 0
     assert cli.main(["gradcheck"]) == 0
     assert calls == [("bench", ["--quick"]), ("gradcheck",)]

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 import scratchgen as sg
 from scratchgen import Tensor
 from scratchgen.distributions import Bernoulli, Categorical, Normal, kl_divergence
-from scratchgen.gradcheck import gradcheck
+from scratchgen.finite_differences import gradcheck
 from strategies import bounded_floats, log_variances, logit_arrays, normal_params
 
 Z = 5.0  # tolerance in standard errors

@@ -10,7 +10,7 @@ from hypothesis import given, strategies as st
 
 import scratchgen.functional as F
 from scratchgen import Tensor, is_grad_enabled
-from scratchgen.gradcheck import gradcheck
+from scratchgen.finite_differences import gradcheck
 from scratchgen.kernels.backend import use_backend
 from strategies import (away_from_zero, bounded_floats, conv2d_cases, conv_transpose2d_cases,
                         laid_out_arrays, seeded_arrays, shapes)

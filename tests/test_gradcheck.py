@@ -15,7 +15,7 @@ from hypothesis import given
 
 import scratchgen as sg
 from scratchgen import Tensor
-from scratchgen.gradcheck import GradcheckError, gradcheck, numerical_gradient
+from scratchgen.finite_differences import GradcheckError, gradcheck, numerical_gradient
 from strategies import laid_out_arrays, shapes, with_layout
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,7 +158,7 @@ def test_is_exported_at_the_top_level():
 
 
 def test_demo_runs_and_every_row_is_ok():
-    result = subprocess.run([sys.executable, "-m", "scratchgen.gradcheck"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "scratchgen.finite_differences"], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()

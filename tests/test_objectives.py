@@ -14,7 +14,7 @@ import scratchgen.functional as F
 from scratchgen import Tensor
 from scratchgen.distributions import Normal
 from scratchgen.divergences import js, optimal_discriminator
-from scratchgen.gradcheck import gradcheck
+from scratchgen.finite_differences import gradcheck
 from scratchgen.objectives import (discriminator_loss, discriminator_value, elbo,
                                    generator_gradient_curves, generator_loss_nonsaturating,
                                    generator_loss_saturating, iwae_bound, js_lower_bound,

@@ -10,7 +10,7 @@ from hypothesis import given
 from scratchgen import cli, optim
 from scratchgen import functional as F
 from scratchgen.data import DATASETS, DataLoader, load
-from scratchgen.gradcheck import numerical_gradient
+from scratchgen.finite_differences import numerical_gradient
 from scratchgen.models import vector_quantizer as vq
 from scratchgen.models.code_prior import CodePrior, made_masks
 from scratchgen.models.vqvae import VQVAE, VQVAE2

@@ -3,7 +3,7 @@
 ==================  ========================================================================
 file                what it measures
 ==================  ========================================================================
-mode_coverage.py    2-D mixtures: modes covered, fraction of high-quality samples (VEEGAN)
+mixture_modes.py    2-D mixtures: modes covered, fraction of high-quality samples (VEEGAN)
 classifier.py       a scratchgen-trained classifier: class histogram, KL to uniform, features
 frechet.py          Fréchet distance of Gaussian fits of classifier features (small FID analogue)
 parzen.py           the Parzen-window log-likelihood of Goodfellow et al. 2014 (and its caveat)
@@ -12,7 +12,7 @@ bayes_classifier.py p(y|x) ∝ p(x|y) p(y) from a CVAE; conditional-sample and d
 ==================  ========================================================================
 """
 from .frechet import frechet_distance, frechet_distance_of_features, gaussian_fit, sqrtm_psd
-from .mode_coverage import expected_high_quality_fraction, mode_coverage
+from .mixture_modes import expected_high_quality_fraction, mode_coverage
 from .parzen import parzen_log_density, parzen_log_likelihood, select_bandwidth
 
 __all__ = ["frechet_distance", "frechet_distance_of_features", "gaussian_fit", "sqrtm_psd",

@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from ..objectives import elbo, iwae_bound
-from ..objectives.elbo import as_normal
+from ..objectives.evidence_lower_bound import as_normal
 from ..autograd import Tensor, no_grad
 
 ACTIVE_THRESHOLD = 1e-2

@@ -1,11 +1,11 @@
 """Training and evaluation objectives: the VAE's ELBO, the IWAE bound, the GAN game.
 
-* :mod:`.elbo` — ``elbo(x, posterior, decoder, ...)`` with β and free bits.
+* :mod:`.evidence_lower_bound` — ``elbo(x, posterior, decoder, ...)`` with β and free bits.
 * :mod:`.iwae` — ``iwae_bound(x, posterior, decoder, k, chunk_size=...)`` (Burda et al. 2016).
 * :mod:`.gan` — the minimax value, both generator losses and the JS lower bound, from logits.
 * :mod:`.hand_gradients` — the same maths differentiated by hand in NumPy, for checking.
 """
-from .elbo import ELBOResult, elbo
+from .evidence_lower_bound import ELBOResult, elbo
 from .iwae import iwae_bound, log_importance_weights
 from .gan import (discriminator_loss, discriminator_value, generator_gradient_curves,
                   generator_loss_nonsaturating, generator_loss_saturating, js_lower_bound,

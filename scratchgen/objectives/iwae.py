@@ -17,7 +17,7 @@ import numpy as np
 
 from ..distributions import Normal
 from ..autograd import no_grad
-from .elbo import _batch_size, as_normal, log_likelihood_samples
+from .evidence_lower_bound import _batch_size, as_normal, log_likelihood_samples
 
 
 def log_importance_weights(x, posterior, decoder, k, prior=None, likelihood="bernoulli", eps=None):

@@ -10,7 +10,7 @@ where ``u`` is a random upstream gradient (all ones would hide errors that cance
 for a scalar output u = 1). The check runs in float64: in float32 the rounding error of the
 difference quotient (~1e-7 / eps) swamps the truncation error (~eps²).
 
-Run ``python -m scratchgen.gradcheck`` for a demo table.
+Run ``python -m scratchgen.finite_differences`` for a demo table.
 """
 import numpy as np
 
@@ -82,7 +82,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, seed=0):
     return True
 
 
-def _demo():
+def demo():
     """Check a handful of ops and print one table row each."""
     from . import functional as F
 
@@ -121,4 +121,4 @@ def _demo():
 
 
 if __name__ == "__main__":
-    _demo()
+    demo()
