@@ -18,21 +18,7 @@ from ..autograd import Tensor, no_grad
 from ..training import plots
 from ..training.experiment import Experiment, Option, int_list
 from . import register
-
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "leaky_relu": lambda: nn.LeakyReLU(0.2)}
-
-
-def mlp(sizes, activation="relu", final_activation=False):
-    """``Linear(sizes[0], sizes[1]), act, ..., Linear(sizes[-2], sizes[-1])`` as a Sequential."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2 or final_activation:
-            layers.append(ACTIVATIONS[activation]())
-    return nn.Sequential(*layers)
-
+from .blocks import ACTIVATIONS, mlp
 
 def check_unit_interval(info, config, model):
     """A Bernoulli decoder needs targets in [0, 1]: refuse other scalings with a clear message."""
@@ -64,7 +50,7 @@ class AutoEncoder(Experiment):
     options = (
         Option("latent", int, 8, "size of the code z"),
         Option("hidden", int_list, [128], "hidden layer sizes, comma-separated, e.g. 400 or 200,200"),
-        Option("activation", str, "relu", "hidden activation", ("relu", "tanh", "leaky_relu")),
+        Option("activation", str, "relu", "hidden activation", tuple(ACTIVATIONS)),
     )
     presets = {
         "tiny": dict(help="a seconds-long smoke run", latent=2, hidden=[16], epochs=2),

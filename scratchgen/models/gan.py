@@ -55,19 +55,10 @@ from ..autograd import Tensor, no_grad
 from ..training import plots
 from ..training.experiment import Experiment, Option, int_list
 from . import register
+from .blocks import LEAKY_SLOPE, mlp_layers
 
-LEAK = 0.2
 GAN_LOSSES = {"minimax": objectives.generator_loss_saturating,
               "non-saturating": objectives.generator_loss_nonsaturating}
-
-
-def _mlp(sizes, act):
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(act())
-    return layers
 
 
 def _output(scale):
@@ -80,7 +71,7 @@ class MLPGenerator(nn.Module):
 
     def __init__(self, shape, latent, hidden, scale):
         super().__init__()
-        self.net = nn.Sequential(*_mlp([latent, *hidden, int(np.prod(shape))], nn.ReLU), *_output(scale),
+        self.net = nn.Sequential(*mlp_layers([latent, *hidden, int(np.prod(shape))], "relu"), *_output(scale),
                                  nn.Unflatten(1, tuple(shape)))
 
     def forward(self, z):
@@ -92,7 +83,7 @@ class MLPDiscriminator(nn.Module):
 
     def __init__(self, shape, hidden):
         super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), *_mlp([int(np.prod(shape)), *hidden, 1], lambda: nn.LeakyReLU(LEAK)))
+        self.net = nn.Sequential(nn.Flatten(), *mlp_layers([int(np.prod(shape)), *hidden, 1], "leaky_relu"))
 
     def forward(self, x):
         return self.net(x)
@@ -123,8 +114,8 @@ class DCGANDiscriminator(nn.Module):
         c, h, _ = shape
         s, w = h // 4, channels
         self.net = nn.Sequential(
-            nn.Conv2d(c, w, 4, stride=2, padding=1), nn.LeakyReLU(LEAK),
-            nn.Conv2d(w, 2 * w, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * w), nn.LeakyReLU(LEAK),
+            nn.Conv2d(c, w, 4, stride=2, padding=1), nn.LeakyReLU(LEAKY_SLOPE),
+            nn.Conv2d(w, 2 * w, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * w), nn.LeakyReLU(LEAKY_SLOPE),
             nn.Flatten(), nn.Linear(2 * w * s * s, 1))
 
     def forward(self, x):

@@ -44,7 +44,7 @@ from ..random import get_rng
 from ..autograd import Tensor, no_grad
 from ..training.experiment import Experiment, Option, int_list
 from . import register
-from .autoencoder import ACTIVATIONS, mlp
+from .blocks import ACTIVATIONS, mlp
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
