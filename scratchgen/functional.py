@@ -7,15 +7,9 @@ primitives in :mod:`scratchgen.ops`, which then differentiate themselves.
 import numpy as np
 
 from .kernels import conv as _conv
+from .kernels.conv import pair
 from .kernels.matmul import matmul
 from .autograd import Tensor
-
-
-def _pair(value, name):
-    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) for v in pair):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return tuple(int(v) for v in pair)
 
 
 def _reduce(loss, reduction):
@@ -177,7 +171,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
 
     out[n, o, i, j] = bias[o] + Σ_{c, u, v} x_pad[n, c, i·sh + u, j·sw + v] · weight[o, c, u, v]
     """
-    stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
+    stride, padding = pair(stride, "stride"), pair(padding, "padding")
     xd, wd = x.data, weight.data
     out = _conv.conv2d_forward(xd, wd, stride, padding)
 
@@ -194,8 +188,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     It is the adjoint of conv2d: its forward is conv2d's input gradient, so
     H_out = (H - 1)·sh - 2·ph + kH + output_padding_h.
     """
-    stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
-    out_pad = _pair(output_padding, "output_padding")
+    stride, padding = pair(stride, "stride"), pair(padding, "padding")
+    out_pad = pair(output_padding, "output_padding")
     xd, wd = x.data, weight.data
     if xd.ndim != 4 or wd.ndim != 4:
         raise ValueError(f"conv_transpose2d expects a 4-D input (N, C, H, W) and a 4-D weight "
@@ -225,56 +219,41 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5):
-    """Batch normalisation over every axis but the channel axis 1, as ``torch.nn.functional.batch_norm``.
+    """Batch normalisation over every axis but the channel axis 1, as ``torch.nn.functional.batch_norm``:
 
-    In training mode the batch statistics normalise x (biased variance) and the running
-    statistics (ndarrays, updated in place) move towards them with the *unbiased* variance,
-    as PyTorch does. In eval mode the running statistics normalise x.
+        y = γ x̂ + β,   x̂ = (x − μ) / √(σ² + eps)   per channel.
+
+    In training mode μ and σ² are the batch's mean and biased variance over the M values of each
+    channel, and the running statistics (ndarrays, updated in place) move towards them with the
+    *unbiased* variance, as PyTorch does. In eval mode μ and σ² are the running statistics.
+
+    One op in both modes, so that γ and β are applied in one place and the backward pass is the
+    closed form (a handful of passes over x, where composing it from + − × ÷ made about twenty):
+
+        dβ = Σ g        dγ = Σ g x̂        dx = γ/σ · (g − dβ/M − x̂ · dγ/M)   (training)
+                                           dx = γ/σ · g                       (eval: μ, σ constants)
     """
     if x.ndim < 2:
         raise ValueError(f"batch_norm expects input (N, C, ...), got shape {x.shape}")
-    axes = (0,) + tuple(range(2, x.ndim))
     shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    a = x.data
+    count = a.size // x.shape[1]
     if training:
-        count = x.data.size // x.shape[1]
         if count < 2:
             raise ValueError(f"batch_norm in training mode needs more than one value per channel, "
                              f"got input shape {x.shape}")
-        return _batch_norm_training(x, weight, bias, shape, count, running_mean, running_var, momentum, eps)
+        mean = _channel_sum(a) / count
+        centred = a - mean.reshape(shape)
+        var = _channel_sum(centred, centred) / count
+        if running_mean is not None:
+            running_mean *= 1 - momentum
+            running_mean += momentum * mean
+        if running_var is not None:
+            running_var *= 1 - momentum
+            running_var += momentum * var * count / (count - 1)
     else:
-        mean = Tensor(np.asarray(running_mean, dtype=x.dtype).reshape(shape))
-        std = np.sqrt(np.asarray(running_var, dtype=x.dtype).reshape(shape) + eps)
-        out = (x - mean) / Tensor(std)
-    if weight is not None:
-        out = out * weight.reshape(shape)
-    if bias is not None:
-        out = out + bias.reshape(shape)
-    return out
-
-
-def _channel_sum(a, b=None):
-    """Σ a (or Σ a·b) over every axis but the channel axis 1, as a (C,) array."""
-    a3 = a.reshape(a.shape[0], a.shape[1], -1)
-    return np.einsum("ncl->c", a3) if b is None else np.einsum("ncl,ncl->c", a3, b.reshape(a3.shape))
-
-
-def _batch_norm_training(x, weight, bias, shape, count, running_mean, running_var, momentum, eps):
-    """y = γ x̂ + β with x̂ = (x − μ) / σ, μ and σ² the batch mean and biased variance of each
-    channel over its M = ``count`` values. One op, so that the backward pass is the closed form
-
-        dβ = Σ g        dγ = Σ g x̂        dx = γ/σ · (g − dβ/M − x̂ · dγ/M)
-
-    (a handful of passes over x, where composing it from + − × ÷ made about twenty)."""
-    a = x.data
-    mean = _channel_sum(a) / count
-    centred = a - mean.reshape(shape)
-    var = _channel_sum(centred, centred) / count
-    if running_mean is not None:
-        running_mean *= 1 - momentum
-        running_mean += momentum * mean
-    if running_var is not None:
-        running_var *= 1 - momentum
-        running_var += momentum * var * count / (count - 1)
+        centred = a - np.asarray(running_mean, dtype=x.dtype).reshape(shape)
+        var = np.asarray(running_var, dtype=x.dtype)
     inv_std = 1 / np.sqrt(var + eps)
     x_hat = centred * inv_std.reshape(shape)
     gamma = weight.data if weight is not None else np.ones_like(inv_std)
@@ -284,11 +263,17 @@ def _batch_norm_training(x, weight, bias, shape, count, running_mean, running_va
 
     def backward(g):
         d_beta, d_gamma = _channel_sum(g), _channel_sum(g, x_hat)
-        dx = (g - (d_beta / count).reshape(shape) - x_hat * (d_gamma / count).reshape(shape))
-        dx *= (gamma * inv_std).reshape(shape)
+        dx = (g - (d_beta / count).reshape(shape) - x_hat * (d_gamma / count).reshape(shape)) if training else g
+        dx = dx * (gamma * inv_std).reshape(shape)
         return (dx,) + ((d_gamma,) if weight is not None else ()) + ((d_beta,) if bias is not None else ())
     parents = (x,) + ((weight,) if weight is not None else ()) + ((bias,) if bias is not None else ())
     return Tensor.from_op(out, parents, backward, "batch_norm")
+
+
+def _channel_sum(a, b=None):
+    """Σ a (or Σ a·b) over every axis but the channel axis 1, as a (C,) array."""
+    a3 = a.reshape(a.shape[0], a.shape[1], -1)
+    return np.einsum("ncl->c", a3) if b is None else np.einsum("ncl,ncl->c", a3, b.reshape(a3.shape))
 
 
 # ---------------------------------------------------------------------- joining

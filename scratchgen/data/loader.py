@@ -21,10 +21,10 @@ class DataLoader:
     a NumPy array (yields arrays) or a tuple of equally long arrays (yields tuples).
 
     ``seed=None`` draws a seed from scratchgen's global generator; the value used is kept in
-    ``loader.seed``. Iterating the loader serves epoch ``loader.epoch`` from batch
-    ``loader.batch`` on, counting as it goes; when the epoch is used up it moves to the next.
-    :meth:`state_dict` (seed, epoch, batch) in a checkpoint is therefore all a resumed run
-    needs to continue with exactly the batches it would have seen.
+    ``loader.seed``. ``for batch in loader`` serves epoch ``loader.epoch`` and then counts it, so
+    the next loop gets the next epoch's order. A resumed run asks for the rest of an epoch by
+    number: ``loader.iter_epoch(epoch, start=batch)`` (the trainer keeps epoch and batch in its
+    checkpoint), and gets exactly the batches it would have seen.
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, seed=None, drop_last=False):
@@ -42,7 +42,7 @@ class DataLoader:
             raise ValueError(f"seed must be a non-negative integer or None; got {seed!r}")
         self.dataset, self.batch_size, self.shuffle = dataset, int(batch_size), shuffle
         self.seed, self.drop_last = int(seed), drop_last
-        self.epoch, self.batch = 0, 0
+        self.epoch = 0
 
     @property
     def n(self):
@@ -52,10 +52,6 @@ class DataLoader:
         """Number of batches per epoch."""
         full, rest = divmod(self.n, self.batch_size)
         return full if self.drop_last or rest == 0 else full + 1
-
-    def set_epoch(self, epoch):
-        """Make the next iteration serve ``epoch`` from its first batch."""
-        self.epoch, self.batch = int(epoch), 0
 
     def order(self, epoch):
         """The example indices of ``epoch`` in the order they are served."""
@@ -79,14 +75,5 @@ class DataLoader:
             yield self._take(order[b * self.batch_size:(b + 1) * self.batch_size], epoch, b)
 
     def __iter__(self):
-        epoch = self.epoch
-        for b, batch in enumerate(self.iter_epoch(epoch, self.batch), self.batch):
-            self.batch = b + 1  # counted as served once handed out
-            yield batch
-        self.epoch, self.batch = epoch + 1, 0
-
-    def state_dict(self):
-        return {"seed": self.seed, "epoch": self.epoch, "batch": self.batch}
-
-    def load_state_dict(self, state):
-        self.seed, self.epoch, self.batch = int(state["seed"]), int(state["epoch"]), int(state.get("batch", 0))
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        yield from self.iter_epoch(epoch)

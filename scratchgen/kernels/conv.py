@@ -35,19 +35,18 @@ from .layouts import result_dtype
 
 
 # ---------------------------------------------------------------------------- arguments
-def _pair(value, name):
-    if isinstance(value, (int, np.integer)):
-        return int(value), int(value)
-    try:
-        first, second = value
-        return int(first), int(second)
-    except (TypeError, ValueError):
-        raise ValueError(f"conv2d: {name} must be an int or a pair of ints, got {value!r}") from None
+def pair(value, name):
+    """``3`` -> ``(3, 3)``, ``(1, 2)`` -> ``(1, 2)``: a size, stride or padding given for both spatial
+    axes; ``name`` (e.g. ``"conv2d stride"``) goes into the error for anything else."""
+    p = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(p) != 2 or not all(isinstance(v, (int, np.integer)) for v in p):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return tuple(int(v) for v in p)
 
 
 def _output_size(op, x_shape, w_shape, stride, padding):
     """Validated (stride, padding, (Ho, Wo)) for input shape x_shape and weight shape w_shape."""
-    stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
+    stride, padding = pair(stride, f"{op}: stride"), pair(padding, f"{op}: padding")
     if len(x_shape) != 4:
         raise ValueError(f"{op}: input must be 4-D (N, C, H, W), got shape {tuple(x_shape)}")
     if len(w_shape) != 4:

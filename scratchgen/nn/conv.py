@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from .. import functional as F
+from ..kernels.conv import pair
 from . import init
 from .linear import _check_size, init_bias_
 from .module import Module, Parameter, float_dtype
@@ -25,9 +26,9 @@ class _ConvNd(Module):
         super().__init__()
         self.in_channels = _check_size(in_channels, "in_channels", name)
         self.out_channels = _check_size(out_channels, "out_channels", name)
-        self.kernel_size = F._pair(kernel_size, f"{name} kernel_size")
-        self.stride = F._pair(stride, f"{name} stride")
-        self.padding = F._pair(padding, f"{name} padding")
+        self.kernel_size = pair(kernel_size, f"{name} kernel_size")
+        self.stride = pair(stride, f"{name} stride")
+        self.padding = pair(padding, f"{name} padding")
         if min(self.kernel_size) <= 0 or min(self.stride) <= 0 or min(self.padding) < 0:
             raise ValueError(f"{name}: kernel_size and stride must be positive and padding "
                              f"non-negative, got kernel_size={self.kernel_size}, "
@@ -96,8 +97,8 @@ class ConvTranspose2d(_ConvNd):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  output_padding=0, bias=True, dtype=np.float32):
-        out_pad = F._pair(output_padding, "ConvTranspose2d output_padding")
-        strides = F._pair(stride, "ConvTranspose2d stride")
+        out_pad = pair(output_padding, "ConvTranspose2d output_padding")
+        strides = pair(stride, "ConvTranspose2d stride")
         if any(op < 0 or op >= s for op, s in zip(out_pad, strides)):
             raise ValueError(f"ConvTranspose2d: output_padding {out_pad} must be non-negative and "
                              f"smaller than stride {strides}")
