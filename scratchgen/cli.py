@@ -8,6 +8,7 @@
     scratchgen data fetch NAME | list    download / list datasets
     scratchgen bench                     time the compute kernels
     scratchgen gradcheck                 check gradients of a few ops numerically
+    scratchgen exercise list | start NAME | check NAME | hint NAME   graded exercises
 
 The command only parses arguments and calls: the run configuration (settings, presets, loading a
 run back) lives in :mod:`scratchgen.training.config`, the training loop in
@@ -29,12 +30,13 @@ EXAMPLES = """\
 examples:
   scratchgen train vae --epochs 20                        a VAE on the bundled 8x8 digits (offline)
   scratchgen train vae --out runs/my-vae --resume         continue a run from its latest checkpoint
-  scratchgen data fetch mnist                             download and verify MNIST (once)
   scratchgen train vae --preset pytorch-examples          the pytorch/examples VAE on MNIST
   scratchgen sample runs/vae-digits8-seed0 --n 64 --out samples.png
   scratchgen sample runs/vae-digits8-seed0 --n 1000 --out samples.npy
   scratchgen eval runs/vae-digits8-seed0 --json
-  scratchgen data fetch mnist
+  scratchgen data fetch mnist                             download and verify MNIST (once)
+  scratchgen exercise start js-divergence                 an exercise: write a library function, then
+  scratchgen exercise check js-divergence                 grade it with the library's own tests
 
 Run `scratchgen COMMAND --help` (or `scratchgen train MODEL --help`) for the options of each.
 """
@@ -148,6 +150,8 @@ def build_parser():
     # delegated commands: main() hands their arguments over before this parser sees them
     sub.add_parser("data", help="download (`data fetch NAME`) or list (`data list`) datasets", add_help=False)
     sub.add_parser("bench", help="time the compute kernels against NumPy", add_help=False)
+    sub.add_parser("exercise", help="graded exercises: `exercise list`, then start, check or hint NAME",
+                   add_help=False)
     g = sub.add_parser("gradcheck", help="check the gradients of a few ops against finite differences",
                        description="Central-difference gradient checks of a handful of ops, as a table.")
     g.set_defaults(func=cmd_gradcheck)
@@ -371,6 +375,9 @@ def main(argv=None):
     if argv and argv[0] == "bench":
         from .bench import main as bench_main
         return bench_main(argv[1:]) or 0
+    if argv and argv[0] == "exercise":
+        from .exercises.__main__ import main as exercise_main
+        return exercise_main(argv[1:], prog="scratchgen exercise")
 
     from .data import CorruptDataError
     from .training import CheckpointError, NonFiniteLossError, RunFolderError, TrainingInterrupted
