@@ -35,6 +35,18 @@ WRONG = {
             out = np.maximum(a, 0) + np.log1p(np.exp(-np.abs(a)))
             return Tensor.from_op(out, (x,), lambda g: (g * Tensor(-a).sigmoid().data,), "softplus")   # σ(-x)
         """,
+    "conv2d-forward": """
+        import numpy as np
+        from scratchgen.kernels.conv import _output_size, _pad, _window
+        def conv2d_forward_reference(x, w, stride, padding):
+            stride, padding, out_hw = _output_size("conv2d", x.shape, w.shape, stride, padding)
+            xp, w = _pad(x, padding), w[:, :, ::-1, ::-1]                   # a flipped kernel: true convolution
+            out = np.zeros((x.shape[0], w.shape[0]) + out_hw, dtype=np.result_type(x, w))
+            for i in range(w.shape[2]):
+                for j in range(w.shape[3]):
+                    out += np.einsum("nchw,oc->nohw", _window(xp, i, j, stride, out_hw), w[:, :, i, j])
+            return out
+        """,
     "general-gaussian-kl": """
         import numpy as np
         def kl_normal_normal(mu_p, log_var_p, mu_q, log_var_q):
@@ -156,6 +168,27 @@ WRONG = {
 }
 
 
+# Correct answers written as a student would (their own file, their own imports).
+RIGHT = {
+    "js-divergence": """
+        import numpy as np
+        def js(p, q):
+            p, q = np.asarray(p, dtype=float), np.asarray(q, dtype=float)
+            m = (p + q) / 2
+            with np.errstate(divide="ignore", invalid="ignore"):
+                to_m = lambda a: np.where(a > 0, a * np.log(a / m), 0.0).sum(axis=-1)
+            return 0.5 * to_m(p) + 0.5 * to_m(q)
+        """,
+    "tanh-backward": """
+        import numpy as np
+        from scratchgen import Tensor
+        def tanh(a):
+            y = np.tanh(a.data)
+            return Tensor.from_op(y, (a,), lambda g: (g * (1.0 - y ** 2),), "tanh")
+        """,
+}
+
+
 def test_the_catalogue_points_at_functions_tests_and_sections_that_exist():
     assert len(EXERCISES) >= 12 and len({e.name for e in EXERCISES}) == len(EXERCISES)
     for e in EXERCISES:
@@ -187,8 +220,13 @@ def graded(tmp_path_factory):
         pairs += [(e.name, stub), (e.name, grader.LIBRARY), (e.name, wrong / e.file_name)]
     broken = wrong / "broken.py"
     broken.write_text("def kl_std_normal(mu, log_var):\n    return mu +\n")
-    rounds = grader.grade(pairs + [("gaussian-kl", broken)])
-    kinds = ["stub", "library", "wrong"] * len(EXERCISES) + ["broken"]
+    extra, kinds = [("gaussian-kl", broken)], ["stub", "library", "wrong"] * len(EXERCISES) + ["broken"]
+    for name, source in RIGHT.items():
+        right = tmp_path_factory.mktemp("right") / get(name).file_name
+        right.write_text(textwrap.dedent(source), encoding="utf-8")
+        extra.append((name, right))
+        kinds.append("right")
+    rounds = grader.grade(pairs + extra)
     return {(r["exercise"], kind): r for r, kind in zip(rounds, kinds)}
 
 
@@ -233,6 +271,13 @@ def test_start_check_and_hint_from_the_command_line(tmp_path, capsys):
     assert progress == {"hints": {"gaussian-kl": 3}}
     assert run("check", "no-such-exercise") == 1 and "exercise list" in capsys.readouterr().err
     assert hashlib.sha256(installed.read_bytes()).hexdigest() == before
+
+
+@pytest.mark.parametrize("name", sorted(RIGHT))
+def test_a_correct_answer_written_by_a_student_passes(graded, name):
+    result = graded[name, "right"]
+    assert exercise_cli.passed(result), exercise_cli.format_result(get(name), result)
+    assert f"{name} is done" in exercise_cli.format_result(get(name), result)
 
 
 def test_a_file_that_does_not_load_is_reported_as_such(graded):

@@ -195,6 +195,14 @@ def test_every_figure_names_the_command_that_redraws_it():
     assert not stale, f"lectures/README.md's figure table lists figures that do not exist: {stale}"
 
 
+def test_lectures_never_refer_to_the_project_s_issues():
+    """A reader has never seen the project's issue tracker: state the number and where it comes from."""
+    pattern = re.compile(r"\b(?:the|this|that) issue\b|\bissue #?\d+", re.I)
+    found = [f"{p.name}:{n}: {line.strip()}" for p, text in _all_text().items()
+             for n, line in enumerate(text.splitlines(), 1) if pattern.search(line)]
+    assert not found, "lectures that point at the project's issues:\n" + "\n".join(found)
+
+
 def test_readme_indexes_every_chapter():
     readme = (LECTURES / "README.md").read_text(encoding="utf-8")
     linked = set(LINK.findall(readme))

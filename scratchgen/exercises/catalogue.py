@@ -76,6 +76,17 @@ EXERCISES = (
          "Return Tensor.from_op(out, (x,), lambda g: (g * sigmoid_of_input,), 'softplus'); compute the "
          "sigmoid stably too: Tensor(a).sigmoid().data does."),
         imports=("import numpy as np", "from scratchgen import Tensor")),
+    Exercise(
+        "conv2d-forward", "scratchgen.kernels.conv:conv2d_forward_reference", "01-autograd-and-kernels.md", "§1.9",
+        "conv2d as a sum over kernel offsets: the NumPy reference the fast kernels are checked against",
+        ("tests/test_kernels.py::test_conv2d_forward_matches_definitions[numpy]",),
+        ("out[n, o, y, x] = Σ_{c, i, j} x_pad[n, c, y·sh + i, x·sw + j] · w[o, c, i, j]: a cross-correlation, "
+         "as PyTorch defines conv2d — the kernel is not flipped.",
+         "stride, padding, out_hw = _output_size('conv2d', x.shape, w.shape, stride, padding) validates the "
+         "arguments and gives (Ho, Wo); _pad(x, padding) zero-pads H and W.",
+         "Loop over the kernel offsets (i, j) only: _window(xp, i, j, stride, out_hw) is the (N, C, Ho, Wo) view "
+         "that w[:, :, i, j] multiplies; np.einsum('nchw,oc->nohw', window, w[:, :, i, j]) sums over c."),
+        helpers=("_output_size", "_pad", "_window"), imports=NUMPY),
     # ---------------------------------------------------------------- chapter 2
     Exercise(
         "bayes-log-space", "scratchgen.bayes:posterior_from_joint", "02-generative-vs-discriminative.md", "§2.4",
