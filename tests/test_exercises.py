@@ -148,7 +148,7 @@ WRONG = {
         """,
     "elbo": """
         import numpy as np
-        from scratchgen.objectives.elbo import ELBOResult, Normal, as_normal, _batch_size, log_likelihood_samples
+        from scratchgen.objectives.evidence_lower_bound import ELBOResult, Normal, as_normal, _batch_size, log_likelihood_samples
         from scratchgen.distributions import kl_divergence
         def elbo(x, posterior, decoder, prior=None, likelihood="bernoulli", n_samples=1, kl_weight=1.0,
                  free_bits=0.0, eps=None):

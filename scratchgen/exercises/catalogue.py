@@ -161,7 +161,7 @@ EXERCISES = (
          "d/dμ gives μ; d/ds gives ½(e^s - 1). Return the pair (dKL/dμ, dKL/d log σ²)."),
         imports=NUMPY, example=lambda: (np.array([0.0, 1.0, -2.0]), np.array([0.0, 0.5, -1.0]),)),
     Exercise(
-        "elbo", "scratchgen.objectives.elbo:elbo", "04-elbo.md", "§4.4–4.7",
+        "elbo", "scratchgen.objectives.evidence_lower_bound:elbo", "04-elbo.md", "§4.4–4.7",
         "the ELBO: reconstruction by reparameterised samples, minus the closed-form KL; β and free bits",
         (TO + "test_elbo_terms_match_direct_computation", TO + "test_kl_weight_scales_only_the_kl_in_the_loss",
          TO + "test_free_bits_floor_each_dimensions_batch_mean_kl",
