@@ -309,3 +309,16 @@ def test_substitution_reaches_every_holder_and_is_undone():
 
 
 from scratchgen.objectives.gan import generator_loss_nonsaturating  # noqa: E402  (held by this module)
+
+
+def test_check_explains_what_is_missing_without_the_repository_s_tests(tmp_path, monkeypatch):
+    monkeypatch.setattr(grader, "ROOT", tmp_path)              # an installation without tests/ beside it
+    with pytest.raises(FileNotFoundError, match="Clone the scratchgen repository"):
+        grader.grade([("gaussian-kl", grader.LIBRARY)])
+
+
+def test_a_check_that_never_finishes_is_stopped_with_a_message(tmp_path):
+    e = get("gaussian-kl")
+    (tmp_path / e.file_name).write_text("def kl_std_normal(mu, log_var):\n    while True:\n        pass\n")
+    with pytest.raises(RuntimeError, match="did not finish within 1 s"):
+        grader.grade([(e.name, tmp_path / e.file_name)], timeout=1)

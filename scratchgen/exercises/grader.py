@@ -195,7 +195,11 @@ def grade(pairs, timeout=600):
         args = [sys.executable, "-m", "scratchgen.exercises.grader", str(report),
                 *(f"{name}={solution if solution == LIBRARY else Path(solution).resolve()}"
                   for name, solution in pairs)]
-        done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        try:
+            done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"the tests did not finish within {timeout} s — does your function loop forever, "
+                               f"or build something huge? Try it by hand on a small input first.") from None
         if not report.exists():
             raise RuntimeError("the grading process stopped before writing its report:\n"
                                + (done.stdout + done.stderr)[-3000:])
