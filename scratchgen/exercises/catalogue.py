@@ -144,7 +144,8 @@ EXERCISES = (
          "self.loc + self.std * Tensor(eps.astype(self.loc.dtype))."),
         imports=TENSORS + ("from scratchgen.random import get_rng",),
         note="rsample is a method of scratchgen.distributions.Normal: `self` is the Normal, with\n"
-             "self.loc (μ), self.std (σ), self.log_var (log σ²) and self.batch_shape."),
+             "self.loc (μ), self.std (σ), self.log_var (log σ²) and self.batch_shape. A given eps of\n"
+             "the wrong shape must raise a ValueError whose message starts \"Normal.rsample: eps has shape\"."),
     Exercise(
         "gaussian-kl", "scratchgen.objectives.hand_gradients:kl_std_normal", "04-elbo.md", "§4.7",
         "KL(N(μ, σ²) || N(0, 1)) in closed form",

@@ -130,18 +130,22 @@ class Grader:
         return True
 
 
-def _message(report):
+def _message(report, width=160):
     """The lines of a failure a student needs: the failing statement of the test, and pytest's E
-    lines (the values compared, Hypothesis's failing inputs, the exception)."""
+    lines (the values compared, Hypothesis's failing inputs, the exception), each cut to ``width``."""
     lines = report.longreprtext.splitlines()
     first_e = next((i for i, ln in enumerate(lines) if ln.startswith("E ")), None)
     if first_e is None:
-        return "\n".join(ln.rstrip() for ln in lines[-15:])
-    statement = next((ln.strip() for ln in reversed(lines[:first_e]) if ln.strip()), "")
-    details = [ln[1:].rstrip() for ln in lines[first_e:] if ln.startswith("E ")]
+        return "\n".join(_cut(ln.rstrip(), width) for ln in lines[-15:])
+    code = [ln.strip() for ln in lines[:first_e] if ln.strip() and set(ln.strip()) - set("^~ ")]
+    details = [_cut(ln[1:].rstrip(), width) for ln in lines[first_e:] if ln.startswith("E ")]
     if len(details) > 24:
         details = details[:20] + ["    ..."] + details[-3:]
-    return "\n".join(["> " + statement] + details)
+    return "\n".join(["> " + (code[-1] if code else "")] + details)
+
+
+def _cut(line, width):
+    return line if len(line) <= width else line[:width - 4] + " ..."
 
 
 def _example(exercise, student):
@@ -160,9 +164,12 @@ def _show(value):
     import numpy as np
     if hasattr(value, "data") and hasattr(value, "grad"):  # a Tensor
         value = value.data
-    if isinstance(value, (tuple, list)):
+    if isinstance(value, tuple):
         return "(" + ", ".join(_show(v) for v in value) + ")"
-    return np.array2string(np.asarray(value), precision=6, suppress_small=True, separator=", ")
+    if isinstance(value, list):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    text = np.array2string(np.asarray(value), precision=6, suppress_small=True, separator=", ", max_line_width=10**6)
+    return " ".join(text.split())
 
 
 def run_rounds(report_path, pairs):
