@@ -234,7 +234,10 @@ def graded(tmp_path_factory):
 def test_the_stub_fails_the_library_passes_and_a_wrong_answer_fails_naming_the_property(graded, name):
     e = get(name)
     stub, library, wrong = graded[name, "stub"], graded[name, "library"], graded[name, "wrong"]
-    assert stub["load_error"] is None and not exercise_cli.passed(stub)
+    assert stub["load_error"] is None and len(stub["results"]) >= len(e.tests)
+    # every listed test must really call the student's function: each one fails on the stub
+    assert all(not r["passed"] and "NotImplementedError" in r["message"] for r in stub["results"]), \
+        [r["test"] for r in stub["results"] if r["passed"] or "NotImplementedError" not in r["message"]]
     assert "is not written yet" in exercise_cli.format_result(e, stub)
     assert len(library["results"]) >= len(e.tests) and exercise_cli.passed(library), \
         exercise_cli.format_result(e, library)
@@ -268,7 +271,8 @@ def test_start_check_and_hint_from_the_command_line(tmp_path, capsys):
     out = capsys.readouterr().out
     assert shown == [0] * 4 and "Hint 1 of 3" in out and "Hint 3 of 3" in out and out.count("Hint 3 of 3") == 2
     progress = json.loads((Path(folder) / workspace.PROGRESS_FILE).read_text())
-    assert progress == {"hints": {"gaussian-kl": 3}}
+    assert progress == {"checked": {"gaussian-kl": "failed"}, "hints": {"gaussian-kl": 3}}
+    assert run("list") == 0 and re.search(r"gaussian-kl +04-elbo §4.7 +failed", capsys.readouterr().out)
     assert run("check", "no-such-exercise") == 1 and "exercise list" in capsys.readouterr().err
     assert hashlib.sha256(installed.read_bytes()).hexdigest() == before
 
@@ -298,13 +302,17 @@ def test_substitution_reaches_every_holder_and_is_undone():
     original = gan.generator_loss_nonsaturating
     holders = [(gan_model.GAN_LOSSES, "non-saturating")]
     assert all(h[k] is original for h, k in holders) and generator_loss_nonsaturating is original
+    table = {"pair": (original, 1)}                  # a tuple inside a module-level table
+    globals()["_TABLE"] = table
     with pytest.raises(ZeroDivisionError):
         with grader.substituted("scratchgen.objectives.gan:generator_loss_nonsaturating", fake):
             assert gan.generator_loss_nonsaturating is fake
             assert all(h[k] is fake for h, k in holders)
             assert globals()["generator_loss_nonsaturating"] is fake       # a test module's import
+            assert table["pair"] == (fake, 1)
             1 / 0
     assert gan.generator_loss_nonsaturating is original and generator_loss_nonsaturating is original
+    assert table["pair"] == (original, 1)
     assert all(h[k] is original for h, k in holders)
 
 

@@ -12,6 +12,7 @@ examples:
   scratchgen exercise start js-divergence       write exercises/js_divergence.py (a stub to fill in)
   scratchgen exercise check js-divergence       grade it with the library's own tests
   scratchgen exercise hint js-divergence        one more hint (remembered in the folder)
+  scratchgen exercise check --all               grade every exercise in the folder (a teacher's summary)
 
 The folder is ./exercises unless --dir or SCRATCHGEN_EXERCISES names another.
 """
@@ -27,6 +28,7 @@ def build_parser(prog="scratchgen exercise"):
     parser.add_argument("--dir", metavar="DIR", help="your exercises folder (default: $SCRATCHGEN_EXERCISES "
                                                      f"or ./{workspace.DEFAULT_FOLDER})")
     parser.add_argument("--force", action="store_true", help="start: replace an existing file by a fresh stub")
+    parser.add_argument("--all", action="store_true", help="check: every exercise that has a file in the folder")
     return parser
 
 
@@ -36,6 +38,8 @@ def main(argv=None, prog="scratchgen exercise"):
     folder = Path(args.dir or os.environ.get("SCRATCHGEN_EXERCISES") or workspace.DEFAULT_FOLDER)
     if args.action == "list":
         return cmd_list(folder)
+    if args.action == "check" and args.all:
+        return cmd_check_all(folder)
     if not args.name:
         parser.error(f"`{args.action}` needs the NAME of an exercise; `{prog} list` shows them")
     try:
@@ -54,7 +58,7 @@ def cmd_list(folder):
     print(f"{'exercise':30s} {'lecture':44s} status")
     for e in catalogue.EXERCISES:
         path = folder / e.file_name
-        status = "started" if path.exists() else ""
+        status = workspace.status(folder, e.name) or ("started" if path.exists() else "")
         print(f"{e.name:30s} {e.lecture[:-3] + ' ' + e.section:44s} {status}")
         print(f"    {e.summary}")
     print(f"\nStart one with `scratchgen exercise start NAME` (files go to {folder}/).")
@@ -85,7 +89,28 @@ def cmd_check(exercise, folder):
     print(f"Checking {path} against the library's tests of {exercise.module}.{exercise.qualname} ...", flush=True)
     [result] = grader.grade([(exercise.name, path)])
     print(format_result(exercise, result))
+    workspace.record_check(folder, exercise.name, passed(result))
     return 0 if passed(result) else 1
+
+
+def cmd_check_all(folder):
+    """Grade every exercise that has a file in ``folder``, in one grading process; one line each."""
+    started = [e for e in catalogue.EXERCISES if (folder / e.file_name).exists()]
+    if not started:
+        raise FileNotFoundError(f"no exercise files in {folder}/; `scratchgen exercise start NAME` writes one")
+    print(f"Checking {len(started)} exercise(s) in {folder}/ ...", flush=True)
+    results = grader.grade([(e.name, folder / e.file_name) for e in started])
+    done = 0
+    for e, result in zip(started, results):
+        ok = passed(result)
+        done += ok
+        workspace.record_check(folder, e.name, ok)
+        held = sum(r["passed"] for r in result["results"])
+        state = ("could not be loaded" if result["load_error"] else
+                 f"{held} of {len(result['results'])} properties hold")
+        print(f"  {'passed' if ok else 'FAILED':7s} {e.name:30s} {state}")
+    print(f"\n{done} of {len(started)} passed; `scratchgen exercise check NAME` shows what failed and why.")
+    return 0 if done == len(started) else 1
 
 
 def passed(result):

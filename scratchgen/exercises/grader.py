@@ -55,11 +55,15 @@ def substituted(target, replacement):
             if value is original:
                 undo.append((module, key, value))
                 setattr(module, key, replacement)
-            elif type(value) is dict:                       # a table of functions
+            elif type(value) is dict:                       # a table of functions, or of tuples of them
                 for k, v in list(value.items()):
-                    if v is original:
+                    swapped = _swapped(v, original, replacement)
+                    if swapped is not v:
                         undo.append((value, k, v))
-                        value[k] = replacement
+                        value[k] = swapped
+            elif type(value) in (tuple, list) and _swapped(value, original, replacement) is not value:
+                undo.append((module, key, value))
+                setattr(module, key, _swapped(value, original, replacement))
             elif isinstance(value, type) and value.__module__ == name:   # Tensor.tanh = tanh
                 for k, v in list(vars(value).items()):
                     if v is original and (value, k) != (owner, attr):
@@ -73,6 +77,16 @@ def substituted(target, replacement):
                 holder[key] = value
             else:
                 setattr(holder, key, value)
+
+
+def _swapped(value, original, replacement):
+    """``value`` with ``original`` replaced (itself, or an element of a tuple or list); the same
+    object when there is nothing to replace."""
+    if value is original:
+        return replacement
+    if type(value) in (tuple, list) and any(v is original for v in value):
+        return type(value)(replacement if v is original else v for v in value)
+    return value
 
 
 def _is_ours(name, module):

@@ -105,6 +105,18 @@ def next_hint(exercise, folder):
     return number, len(exercise.hints), exercise.hints[number - 1]
 
 
+def record_check(folder, name, passed):
+    """Remember the last check's verdict, for `scratchgen exercise list`."""
+    progress = _read_progress(folder)
+    progress.setdefault("checked", {})[name] = "passed" if passed else "failed"
+    _write_atomically(Path(folder) / PROGRESS_FILE, json.dumps(progress, indent=1, sort_keys=True) + "\n")
+
+
+def status(folder, name):
+    """"passed" or "failed" (the last check), or None if never checked."""
+    return _read_progress(folder).get("checked", {}).get(name)
+
+
 def _read_progress(folder):
     path = Path(folder) / PROGRESS_FILE
     if not path.exists():
