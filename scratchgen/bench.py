@@ -1,15 +1,20 @@
-"""Time scratchgen's compute kernels against NumPy (and PyTorch, if it happens to be installed).
+"""Time scratchgen against numpy's BLAS and PyTorch, on the machine at hand; ratios first.
 
-    python -m scratchgen.bench            # or: scratchgen bench
-    python -m scratchgen.bench --quick    # fewer repeats
-    python -m scratchgen.bench --only steps   # whole training steps of two presets (bench_steps.py)
-    OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python -m scratchgen.bench --cpu-time
-                                          # one core each, timed by CPU time: steady on a busy machine
+    python -m scratchgen.bench                  # or: scratchgen bench (all sections)
+    python -m scratchgen.bench --only matmul    # every product the presets compute, vs np.matmul
+    python -m scratchgen.bench --only conv      # every conv layer of DCGAN and VQ-VAE, vs PyTorch
+    python -m scratchgen.bench --only steps     # whole training steps, vs PyTorch
+    python -m scratchgen.bench --only memory    # resident memory over 1,000 steps
+    python -m scratchgen.bench --only coldstart # Numba compile time from an empty cache, then again
 
-Everything is compared *in the same run*, because a shared machine can be 1.5x slower from one
-minute to the next: each row interleaves the contenders and keeps the best of several repeats,
-and the ratio column is what to read. Kernels are called once before timing, so compilation
-(or loading Numba's on-disk cache) is not counted; the first-call times are printed separately.
+Every comparison is made *in the same run*, because a shared machine can be 1.5x slower from one
+minute to the next, and each library (and each thread count) runs in a process of its own,
+because two thread pools in one process disturb each other. ``--threads 1,2`` (the default: 1
+and all cores) sets how many threads each side gets. On one thread, times are the CPU time of
+the thread (steady on a busy machine); on more, wall time — check the load (``uptime``) first.
+PyTorch is looked for in this interpreter, then in ``$SCRATCHGEN_TORCH_PYTHON``; it is never a
+dependency. Kernels are called once before timing, so compilation is not counted; the
+``coldstart`` section measures it.
 """
 import os
 
@@ -30,30 +35,14 @@ from .kernels import layouts as _layouts  # noqa: E402
 from .kernels import matmul as _matmul  # noqa: E402
 from .kernels import matmul_numba as _matmul_numba  # noqa: E402
 
-MATMUL_SHAPES = [  # (n, k, m, dtype): an (n, k) @ (k, m) product
-    (128, 128, 128, "float32"), (512, 512, 512, "float32"), (1024, 1024, 1024, "float32"),
-    (128, 128, 128, "float64"), (512, 512, 512, "float64"), (1024, 1024, 1024, "float64"),
-    # the MLP VAE 784-400-20 at batch 128: layers forward, and the small latent layers
-    (128, 784, 400, "float32"), (128, 400, 784, "float32"),
-    (128, 400, 20, "float32"), (128, 20, 400, "float32"),
-    # its backward products: dW = xᵀ g (long inner dimension = batch) and dx = g Wᵀ
-    (784, 128, 400, "float32"), (128, 400, 784, "float32"),
-]
-SECTIONS = ("matmul", "conv", "autograd", "steps")
-CONV_LAYERS = [  # (name, x shape, w shape, stride, padding, transposed)
-    ("conv 32->64 4x4 s2 p1 14x14", (64, 32, 14, 14), (64, 32, 4, 4), 2, 1, False),
-    ("convT 128->64 4x4 s2 p1 7x7", (64, 128, 7, 7), (128, 64, 4, 4), 2, 1, True),
-]
+SECTIONS = ("matmul", "conv", "autograd", "steps", "memory", "coldstart")
 
 
 # ---------------------------------------------------------------------------- timing
-_timer = time.perf_counter      # --cpu-time switches to time.thread_time
-
-
 def _clock(fn):
-    start = _timer()
+    start = time.perf_counter()
     fn()
-    return _timer() - start
+    return time.perf_counter() - start
 
 
 def best_times(fns, repeats, budget=None):
@@ -67,59 +56,6 @@ def best_times(fns, repeats, budget=None):
         if budget is not None and r >= 2 and time.perf_counter() - started > budget:
             break
     return best
-
-
-def _torch():
-    try:
-        import torch
-        return torch
-    except Exception:  # noqa: BLE001 (not installed, or broken: either way, skip it)
-        return None
-
-
-# ---------------------------------------------------------------------------- the baseline
-def im2col_numpy(x, kh, kw, stride, padding):
-    """Patch matrix (N·Ho·Wo, C·kh·kw) by NumPy: a strided window view, then one copy."""
-    sh, sw = stride
-    ph, pw = padding
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
-    n, c, ho, wo = win.shape[:4]
-    return win.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * kh * kw), (ho, wo)
-
-
-class NumpyConv:
-    """conv2d lowered onto numpy's BLAS matmul (im2col + matmul + col2im): the yardstick.
-
-    Forward keeps its patch matrix for the weight gradient, as a framework would.
-    """
-
-    def __init__(self, x, w, stride, padding):
-        self.x, self.w, self.stride, self.padding = x, w, (stride, stride), (padding, padding)
-
-    def forward(self):
-        n, o = self.x.shape[0], self.w.shape[0]
-        self.cols, (ho, wo) = im2col_numpy(self.x, *self.w.shape[2:], self.stride, self.padding)
-        out = self.cols @ self.w.reshape(o, -1).T                     # (N·L, O)
-        return np.ascontiguousarray(out.reshape(n, ho, wo, o).transpose(0, 3, 1, 2))
-
-    def grad_weight(self, g):
-        g_mat = g.transpose(0, 2, 3, 1).reshape(-1, g.shape[1])       # (N·L, O)
-        return (g_mat.T @ self.cols).reshape(self.w.shape)
-
-    def grad_input(self, g):
-        n, c, h, wd = self.x.shape
-        kh, kw = self.w.shape[2:]
-        (sh, sw), (ph, pw) = self.stride, self.padding
-        ho, wo = g.shape[2:]
-        g_mat = g.transpose(0, 2, 3, 1).reshape(-1, g.shape[1])
-        d_cols = (g_mat @ self.w.reshape(self.w.shape[0], -1)).reshape(n, ho, wo, c, kh, kw)
-        dxp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=g.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                dxp[:, :, i: i + sh * (ho - 1) + 1: sh, j: j + sw * (wo - 1) + 1: sw] += \
-                    d_cols[:, :, :, :, i, j].transpose(0, 3, 1, 2)
-        return dxp[:, :, ph: ph + h, pw: pw + wd]
 
 
 # ---------------------------------------------------------------------------- sections
@@ -142,24 +78,6 @@ def first_calls():
             _conv.conv2d_grad_input(y, w, x.shape, 2, 1)
             _conv.conv2d_grad_weight(x, y, w.shape, 2, 1)
         rows.append((f"conv2d fwd+bwd (im2col x2, col2im) {dtype}", _clock(conv_all)))
-    return rows
-
-
-def bench_matmul(repeats, torch=None):
-    rng = np.random.default_rng(0)
-    rows = []
-    for n, k, m, dtype in MATMUL_SHAPES:
-        a, b = rng.standard_normal((n, k)).astype(dtype), rng.standard_normal((k, m)).astype(dtype)
-        fns = [lambda: np.matmul(a, b), lambda: _matmul.matmul(a, b)]
-        if torch is not None:
-            ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-            fns.append(lambda: torch.matmul(ta, tb))
-        for fn in fns:
-            fn()
-        times = best_times(fns, repeats if n * k * m >= 2**24 else 4 * repeats, budget=10)
-        gflops = [2 * n * k * m / t / 1e9 for t in times]
-        kernel = _matmul_numba.choose_kernel(n, k, m, 1)
-        rows.append((f"{n}x{k} @ {k}x{m}", dtype, kernel, gflops))
     return rows
 
 
@@ -186,79 +104,6 @@ def bench_alternating(repeats):
 
     times = best_times([numpy_only, numba_only, alternating], repeats)
     return [t / calls * 1e3 for t in times]
-
-
-def bench_conv(repeats, torch=None):
-    rng = np.random.default_rng(2)
-    rows = []
-    for name, x_shape, w_shape, stride, padding, transposed in CONV_LAYERS:
-        x = rng.standard_normal(x_shape).astype(np.float32)
-        w = (rng.standard_normal(w_shape) * 0.05).astype(np.float32)
-        if transposed:
-            # conv_transpose2d(x, w) is conv2d's input gradient: the conv2d maps the (bigger)
-            # output back to x, so the roles of forward and grad_input swap
-            h = (x_shape[2] - 1) * stride - 2 * padding + w_shape[2]
-            big_shape = (x_shape[0], w_shape[1], h, h)
-            base = NumpyConv(np.zeros(big_shape, np.float32), w, stride, padding)
-
-            def ours_fwd():
-                return _conv.conv2d_grad_input(x, w, big_shape, stride, padding)
-
-            def ours_all():
-                y = ours_fwd()
-                _conv.conv2d_forward(y, w, stride, padding)
-                _conv.conv2d_grad_weight(y, x, w.shape, stride, padding)
-
-            def base_fwd():
-                return base.grad_input(x)
-
-            def base_all():
-                y = base_fwd()
-                base.x = y
-                base.forward()              # d x = conv2d(g)
-                base.grad_weight(x)         # d w from the patch matrix of g
-        else:
-            base = NumpyConv(x, w, stride, padding)
-
-            def ours_fwd():
-                return _conv.conv2d_forward(x, w, stride, padding)
-
-            def ours_all():
-                y = ours_fwd()
-                _conv.conv2d_grad_input(y, w, x.shape, stride, padding)
-                _conv.conv2d_grad_weight(x, y, w.shape, stride, padding)
-
-            def base_fwd():
-                return base.forward()
-
-            def base_all():
-                y = base.forward()
-                base.grad_input(y)
-                base.grad_weight(y)
-        assert np.allclose(ours_fwd(), base_fwd(), rtol=1e-3, atol=1e-3), name
-        fns = [base_fwd, ours_fwd, base_all, ours_all]
-        if torch is not None:
-            fns += _torch_conv(torch, x, w, stride, padding, transposed)
-        for fn in fns:
-            fn()
-        times = best_times(fns, repeats, budget=15)
-        rows.append((name, [t * 1e3 for t in times]))
-    return rows
-
-
-def _torch_conv(torch, x, w, stride, padding, transposed):
-    fn = torch.nn.functional.conv_transpose2d if transposed else torch.nn.functional.conv2d
-    tx = torch.from_numpy(x).requires_grad_(True)
-    tw = torch.from_numpy(w).requires_grad_(True)
-
-    def fwd():
-        with torch.no_grad():
-            fn(tx, tw, stride=stride, padding=padding)
-
-    def both():
-        y = fn(tx, tw, stride=stride, padding=padding)
-        y.backward(torch.ones_like(y))
-    return [fwd, both]
 
 
 def autograd_overhead(n_ops=10_000):
@@ -289,85 +134,159 @@ def autograd_overhead(n_ops=10_000):
     return rows
 
 
+def coldstart(argv=("train", "vae", "--data", "digits8", "--epochs", "1")):
+    """Run ``scratchgen ARGV`` twice in fresh processes sharing one empty Numba cache folder:
+    [(wall s, Numba compile s, signatures compiled)] for the first and the second run, read from
+    the line the command prints (``scratchgen.kernels.compile_time.compile_note``)."""
+    import re
+    import subprocess
+    import sys
+    import tempfile
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, NUMBA_CACHE_DIR=os.path.join(tmp, "numba-cache"))
+        for i in range(2):
+            start = time.perf_counter()
+            done = subprocess.run([sys.executable, "-m", "scratchgen", *argv, "--out", os.path.join(tmp, f"run{i}")],
+                                  capture_output=True, text=True, env=env, timeout=3600)
+            wall = time.perf_counter() - start
+            if done.returncode != 0:
+                raise RuntimeError(f"coldstart run failed: {done.stderr.strip().splitlines()[-1:]}")
+            found = re.search(r"Numba compiled (\d+) kernel signatures in ([\d.]+) s", done.stdout)
+            runs.append((wall, float(found.group(2)), int(found.group(1))) if found else (wall, 0.0, 0))
+    return runs
+
+
 # ---------------------------------------------------------------------------- report
-def _row(name, unit, baseline, ours, higher_is_better, torch_value=None, torch=False):
-    """One line of the table; ratio > 1 means scratchgen is faster than the baseline."""
-    def fmt(v):
-        return "" if v is None else f"{v:.3g}" if v < 10 else f"{v:.1f}"
-    ratio = "" if baseline is None else f"{ours / baseline if higher_is_better else baseline / ours:.2f}"
-    extra = f"  {fmt(torch_value):>7}" if torch else ""
-    return f"{name:<48} {unit:<8} {fmt(baseline):>8}  {fmt(ours):>10}  {ratio:>5}{extra}"
+def _threads(text):
+    try:
+        values = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected thread counts such as 1,2; got {text!r}")
+    return values
+
+
+def _ratio_line(name, cells):
+    return f"{name:<40} " + "  ".join(f"{c:>18}" for c in cells)
+
+
+def matmul_lines(threads, verbose):
+    from .bench_presets import bench_products
+    results = bench_products(threads)
+    head = [f"{t} thread{'s' if t > 1 else ''}: numpy / ours" for t in threads]
+    lines = ["matmul, float32: GFLOP/s of np.matmul (OpenBLAS) / scratchgen, and scratchgen's speed as a "
+             "fraction of numpy's (target >= 0.8)", _ratio_line("products (n, k, m) x batch", head)]
+    for name, rows in results.items():
+        totals = {t: [0.0, 0.0] for t in threads}
+        worst = {t: (float("inf"), None) for t in threads}
+        for (n, k, m, batch), by_t in rows:
+            flops = 2 * n * k * m * batch
+            cells = []
+            for t in threads:
+                numpy_s, ours_s = by_t[t]
+                totals[t][0] += numpy_s
+                totals[t][1] += ours_s
+                worst[t] = min(worst[t], (numpy_s / ours_s, (n, k, m, batch)))
+                cells.append(f"{flops / numpy_s / 1e9:.0f}/{flops / ours_s / 1e9:.0f} {numpy_s / ours_s:.2f}")
+            if verbose or name == "square":
+                lines.append(_ratio_line(f"  {name}: {n}x{k} @ {k}x{m}" + (f" x{batch}" if batch > 1 else ""),
+                                         cells))
+        if name != "square":
+            lines.append(_ratio_line(f"  {name}: all {len(rows)} products, total time",
+                                     [f"{totals[t][0] / totals[t][1]:.2f}" for t in threads]))
+            lines.append(_ratio_line(f"  {name}: slowest product",
+                                     [f"{worst[t][0]:.2f} {'x'.join(map(str, worst[t][1]))}" for t in threads]))
+    return lines
+
+
+def conv_lines(threads, torch_python):
+    from .bench_presets import bench_conv_layers
+    results = bench_conv_layers(threads, torch_python)
+    lines = ["conv forward + both gradients, ms: PyTorch / scratchgen and scratchgen's time as a multiple of "
+             "PyTorch's (target <= 1.0); last column: scratchgen's time on " + str(max(threads)) +
+             " threads / on 1 (target <= 0.6)",
+             _ratio_line("layer", [f"{t} thread{'s' if t > 1 else ''}" for t in threads] + ["threads gain"])]
+    for name, rows in results.items():
+        for layer, by_t in rows:
+            cells = []
+            for t in threads:
+                ours, theirs = by_t[t]["scratchgen"], by_t[t]["torch"]
+                cells.append(f"{theirs * 1e3:.1f}/{ours * 1e3:.1f} {ours / theirs:.2f}" if theirs
+                             else f"-/{ours * 1e3:.1f}")
+            if 1 in threads and max(threads) > 1:
+                cells.append(f"{by_t[max(threads)]['scratchgen'] / by_t[1]['scratchgen']:.2f}")
+            c_in, c_out = (layer["w"][0], layer["w"][1]) if layer["kind"] == "conv_transpose2d" \
+                else (layer["w"][1], layer["w"][0])
+            label = (f"  {name} {'convT' if layer['kind'] == 'conv_transpose2d' else 'conv'} {c_in}->{c_out} "
+                     f"{layer['w'][2]}x{layer['w'][3]} s{layer['stride'][0]} {layer['x'][2]}x{layer['x'][3]}")
+            lines.append(_ratio_line(label, cells))
+    return lines
+
+
+def _load():
+    try:
+        return "load average " + " ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "load average unknown"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="scratchgen bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="3 repeats instead of 7")
-    parser.add_argument("--repeats", type=int, help="repeats per measurement (best is kept)")
-    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     parser.add_argument("--only", choices=SECTIONS, help="one section")
-    parser.add_argument("--cpu-time", action="store_true",
-                        help="time by the calling thread's CPU time, which other processes do not "
-                             "inflate; only meaningful with OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1")
+    parser.add_argument("--threads", type=_threads, default=(1, os.cpu_count() or 1),
+                        help="thread counts to compare, e.g. 1,2 (default: 1 and all cores)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="processes per library and setting, alternating (default 2)")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per process")
+    parser.add_argument("--memory-steps", type=int, default=1000,
+                        help="steps over which the memory section measures growth")
+    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    parser.add_argument("--verbose", action="store_true", help="every matmul shape, not only summaries")
     args = parser.parse_args(argv)
-    global _timer
-    _timer = time.thread_time if args.cpu_time else time.perf_counter
-    repeats = args.repeats or (3 if args.quick else 7)
-    torch = None if args.no_torch else _torch()
-    if torch is not None:
-        torch.set_num_threads(os.cpu_count() or 1)
+    threads = tuple(sorted(set(args.threads)))
     import numba
-    if args.cpu_time and (numba.get_num_threads() != 1 or os.environ.get("OPENBLAS_NUM_THREADS") != "1"):
-        print("warning: --cpu-time counts only the calling thread; run with OPENBLAS_NUM_THREADS=1 "
-              "NUMBA_NUM_THREADS=1 or the numbers are meaningless")
-    first = first_calls()
-    sections = {args.only} if args.only else set(SECTIONS)
-    has_torch = torch is not None
 
-    lines = [f"numpy {np.__version__}, numba {numba.__version__} ({numba.get_num_threads()} threads), "
-             f"torch {torch.__version__ if has_torch else 'not installed'}; best of {repeats}, "
-             f"contenders interleaved in one run; {'CPU' if args.cpu_time else 'wall'} time",
-             "ratio = scratchgen's speed / the baseline's (> 1: scratchgen faster). Baselines: "
-             "np.matmul (OpenBLAS); for conv2d an im2col + np.matmul lowering (bench.py); for train steps "
-             "the same step in PyTorch (bench_steps.py)", "",
-             f"{'benchmark':<48} {'unit':<8} {'baseline':>8}  {'scratchgen':>10}  {'ratio':>5}"
-             + (f"  {'torch':>7}" if has_torch else "")]
+    from .bench_steps import torch_python
+    python = None if args.no_torch else torch_python()
+    sections = [args.only] if args.only else list(SECTIONS)
+
+    def say(*lines):
+        print("\n".join(lines), flush=True)
+
+    say(f"numpy {np.__version__}, numba {numba.__version__}, PyTorch: {python or 'not found'}; "
+        f"{os.cpu_count()} cores; threads compared: {', '.join(map(str, threads))}; {_load()}")
     if "matmul" in sections:
-        for shape, dtype, kernel, g in bench_matmul(repeats, torch):
-            lines.append(_row(f"matmul {shape} {dtype} [{kernel}]", "GFLOP/s", g[0], g[1], True,
-                              g[2] if has_torch else None, has_torch))
-        np_ms, nb_ms, alt_ms = bench_alternating(repeats)
-        lines.append(_row("numpy, Numba matmul alternating: each alone", "ms/call", np_ms, nb_ms, False))
-        lines.append(_row("  in turn (baseline: mean alone; ratio ~1 = ok)", "ms/call",
-                          (np_ms + nb_ms) / 2, alt_ms, False))
+        say("", *matmul_lines(threads, args.verbose))
+        np_ms, nb_ms, alt_ms = bench_alternating(5)
+        say(f"numpy and Numba matmul called in turn in one process ({numba.get_num_threads()} threads): "
+            f"{alt_ms:.3f} ms/call against {np_ms:.3f} / {nb_ms:.3f} alone (about their mean = no fight)")
     if "conv" in sections:
-        for name, ms in bench_conv(repeats, torch):
-            lines.append(_row(f"{name} fwd", "ms", ms[0], ms[1], False,
-                              ms[4] if has_torch else None, has_torch))
-            lines.append(_row(f"{name} fwd+bwd", "ms", ms[2], ms[3], False,
-                              ms[5] if has_torch else None, has_torch))
+        say("", *conv_lines(threads, python), _load())
     if "autograd" in sections:
-        rows = autograd_overhead()
-        if rows is None:
-            lines.append("autograd overhead: scratchgen.autograd not available yet")
-        else:
-            for gc_on, build, back in rows:
-                gc_note = "gc on" if gc_on else "gc off"
-                for what, us in (("build", build), ("backward", back)):
-                    lines.append(_row(f"autograd 10,000-op chain, {what} ({gc_note})", "µs/op",
-                                      None, us, True))
+        say("", "autograd overhead, µs per op (10,000-op chain): build / backward")
+        for gc_on, build, back in autograd_overhead() or []:
+            say(f"  gc {'on' if gc_on else 'off'}: {build:.1f} / {back:.1f}")
     if "steps" in sections:
-        from .bench_steps import bench_steps
-        for name, ours, theirs in bench_steps(repeats, torch):
-            lines.append(_row(f"train step: {name}", "ms (med)", theirs, ours, False))
-        if not has_torch:
-            lines.append("  (train steps: install PyTorch to get its time as the baseline)")
-    lines.append("")
-    lines.append("first call of each kernel in this process, s (JIT compile on a cold cache, "
-                 "cache load on a warm one):")
-    lines += [f"  {name:<46} {t:6.2f}" for name, t in first]
-    lines.append("matmul shapes: 128x784 @ 784x400 etc. are the MLP VAE's layers at batch 128; "
-                 "fwd+bwd = forward, input gradient, weight gradient")
-    print("\n".join(lines))
+        from .bench_steps import bench_steps, format_rows
+        say("", f"training steps ({args.steps} per process, {args.rounds} alternating rounds)",
+            *format_rows(bench_steps(args.rounds, threads, steps=args.steps, torch=python is not None)),
+            _load())
+    if "memory" in sections:
+        from .bench_steps import bench_steps, format_rows
+        say("", f"memory: peak resident set, and growth over {args.memory_steps} further steps (1 thread)",
+            *format_rows(bench_steps(1, (1,), steps=5, memory_steps=args.memory_steps,
+                                     torch=python is not None)))
+    if "coldstart" in sections:
+        (wall1, comp1, n1), (wall2, comp2, n2) = coldstart()
+        say("", "cold start: `scratchgen train vae --data digits8 --epochs 1` twice, empty Numba cache",
+            f"  first run:  {wall1:.1f} s, of which compiling {n1} kernel signatures {comp1:.1f} s",
+            f"  second run: {wall2:.1f} s, {n2} signatures compiled ({comp2:.1f} s)"
+            + ("  (ok: all loaded from the cache)" if n2 == 0 else "  (NOT ok: compiled again)"))
+    if "matmul" in sections or not args.only:
+        say("", "first call of each kernel in this process, s (compile on a cold cache, load on a warm one):",
+            *[f"  {name:<46} {t:6.2f}" for name, t in first_calls()])
     return 0
 
 

@@ -1,24 +1,53 @@
-"""Whole training steps of two presets, timed beside the same step in PyTorch (if it is installed).
+"""Whole training steps of three presets, each library timed in a process of its own.
 
-    python -m scratchgen.bench --only steps
+    python -m scratchgen.bench --only steps       # the table; --threads 1,2 by default
 
-* ``vae pytorch-examples``: one step of the 784-400-20 MLP VAE at batch 128 (encode, sample,
-  decode, summed BCE + KL, backward, Adam), as github.com/pytorch/examples' vae/main.py does it;
-* ``gan dcgan-mnist``: one iteration of the DCGAN at batch 64 (a discriminator step on real and
-  fake images, then a non-saturating generator step on the same fakes, Adam β = (0.5, 0.999)).
+* ``vae``: one step of ``scratchgen train vae --preset pytorch-examples`` (784-400-20 MLP VAE,
+  batch 128: encode, sample, decode, summed BCE + KL, backward, Adam), as github.com/pytorch/examples'
+  vae/main.py does it;
+* ``dcgan``: one iteration of ``scratchgen train gan --preset dcgan-mnist`` (batch 64: a
+  discriminator step on real and fake images, then a non-saturating generator step on the same
+  fakes, Adam β = (0.5, 0.999));
+* ``vqvae``: one autoencoder step of ``scratchgen train vqvae --preset mnist``.
 
-Both run on a fixed random batch (the data loader is not timed) after a few warm-up steps. The
-PyTorch networks below are written to match scratchgen's presets layer for layer (same shapes,
-same losses, same optimizer settings); they exist only for this comparison, and PyTorch is never
-imported unless it is installed and ``--no-torch`` is not given.
+Each (library, step, thread count) runs in a fresh Python process (``measure_step`` behind
+``python -m scratchgen.bench_steps --worker ...``), because two libraries' thread pools in one
+process disturb each other: PyTorch's VAE step took 29 ms there against 9.3 ms in a process of
+its own. Rounds alternate the libraries (scratchgen, PyTorch, scratchgen, ...) so a slow spell of
+a shared machine hits both; the table gives the median of the rounds and their spread.
+
+Thread settings, the same budget for both: T threads means ``NUMBA_NUM_THREADS``,
+``OPENBLAS_NUM_THREADS`` and ``OMP_NUM_THREADS`` = T for scratchgen, and ``torch.set_num_threads(T)``
+with ``OMP_NUM_THREADS`` = T for PyTorch (its defaults otherwise).
+
+The PyTorch networks below are written to match scratchgen's presets layer for layer; each twin
+is checked to have the same number of parameters as the preset's network, and a preset whose
+architecture has changed since is reported as having no twin rather than compared with the
+wrong network. PyTorch is never imported unless it is installed.
 """
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
 
+# (name, scratchgen model, preset, batch size); the PyTorch twins are in TWINS below
+STEPS = [
+    ("vae", "vae", "pytorch-examples", 128),
+    ("dcgan", "gan", "dcgan-mnist", 64),
+    ("vqvae", "vqvae", "mnist", 128),
+]
+TITLES = {"vae": "VAE pytorch-examples, batch 128", "dcgan": "DCGAN D + G step, batch 64",
+          "vqvae": "VQ-VAE mnist, batch 128"}
 
-def _scratchgen_step(model, preset, batch_size):
-    """A function that runs one training step of ``scratchgen train MODEL --preset PRESET``."""
+
+# ---------------------------------------------------------------------------- the steps
+def scratchgen_step(model, preset, batch_size):
+    """(one training step of ``scratchgen train MODEL --preset PRESET``, number of parameters)."""
     from .data import DATASETS
     from .models import get
     from .random import manual_seed
@@ -30,10 +59,10 @@ def _scratchgen_step(model, preset, batch_size):
     experiment = cls(config, DATASETS[config["data"]])
     x = np.random.default_rng(0).random((batch_size, 1, 28, 28), dtype=np.float32)
     y = np.zeros(batch_size, dtype=np.int64)
-    return lambda: experiment.train_step((x, y))
+    return (lambda: experiment.train_step((x, y))), experiment.net.num_parameters()
 
 
-def _torch_vae_step(torch):
+def _torch_vae(torch):
     nn, F = torch.nn, torch.nn.functional
     enc = nn.Linear(784, 400)
     mu_head, log_var_head = nn.Linear(400, 20), nn.Linear(400, 20)
@@ -51,10 +80,10 @@ def _torch_vae_step(torch):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return step
+    return step, params
 
 
-def _torch_dcgan_step(torch):
+def _torch_dcgan(torch):
     nn, F = torch.nn, torch.nn.functional
     latent, w, dw = 100, 64, 32
     G = nn.Sequential(nn.Linear(latent, 2 * w * 49, bias=False), nn.BatchNorm1d(2 * w * 49), nn.ReLU(),
@@ -80,40 +109,199 @@ def _torch_dcgan_step(torch):
         opt_g.zero_grad()
         loss_g.backward()
         opt_g.step()
-    return step
+    return step, [*G.parameters(), *D.parameters()]
 
 
-STEPS = [  # (name, scratchgen model, preset, batch size, PyTorch twin)
-    ("vae pytorch-examples (batch 128)", "vae", "pytorch-examples", 128, _torch_vae_step),
-    ("gan dcgan-mnist (D + G step, batch 64)", "gan", "dcgan-mnist", 64, _torch_dcgan_step),
-]
+def _torch_vqvae(torch):
+    """The mnist preset's autoencoder (channels 64, K = 64 codewords of size 16, 28 -> 7x7 codes)."""
+    nn, F = torch.nn, torch.nn.functional
+    C, D, K = 64, 16, 64
+    enc = nn.Sequential(nn.Conv2d(1, C, 3, 2, 1), nn.ReLU(), nn.Conv2d(C, C, 3, 2, 1), nn.ReLU(),
+                        nn.Conv2d(C, C, 3, padding=1), nn.ReLU(), nn.Conv2d(C, D, 1))
+    dec = nn.Sequential(nn.Conv2d(D, C, 3, padding=1), nn.ReLU(),
+                        nn.ConvTranspose2d(C, C, 3, 2, 1, output_padding=1), nn.ReLU(),
+                        nn.ConvTranspose2d(C, 1, 3, 2, 1, output_padding=1))
+    codebook = nn.Parameter(torch.rand(K, D) * 2 / K - 1 / K)
+    params = [*enc.parameters(), *dec.parameters(), codebook]
+    opt = torch.optim.Adam(params, lr=1e-3)
+    x = torch.rand(128, 1, 28, 28)
+
+    def step():
+        z_e = enc(x)                                                   # (N, D, 7, 7)
+        flat = z_e.permute(0, 2, 3, 1).reshape(-1, D)
+        k = torch.cdist(flat.detach(), codebook.detach()).argmin(1)
+        e = codebook[k].reshape(z_e.shape[0], 7, 7, D).permute(0, 3, 1, 2)
+        z_q = z_e + (e - z_e).detach()                                 # straight-through
+        loss = (F.mse_loss(dec(z_q), x) + F.mse_loss(e, z_e.detach())
+                + 0.25 * F.mse_loss(z_e, e.detach()))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return step, params
 
 
-def _median_ms(fn, n):
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
+TWINS = {"vae": _torch_vae, "dcgan": _torch_dcgan, "vqvae": _torch_vqvae}
 
 
-def bench_steps(repeats, torch=None, warmup=3, per_block=5):
-    """``[(name, scratchgen ms, torch ms or None)]``: medians over ``repeats`` interleaved blocks of
-    ``per_block`` steps each (scratchgen's block, then PyTorch's, and again), after ``warmup`` steps."""
+# ---------------------------------------------------------------------------- one process
+def _rss_mb():
+    """Resident memory now (Linux /proc), else the peak so far."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return _peak_rss_mb()
+
+
+def _peak_rss_mb():
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024   # bytes on macOS, KiB on Linux
+
+
+def measure_step(library, name, threads, steps=20, warmup=3, memory_steps=0):
+    """Time ``steps`` training steps of ``name`` with ``library`` in *this* process.
+
+    Returns ``{"ms": [per-step wall ms], "cpu_ms": [...], "peak_rss_mb", "params",
+    "growth_kb_per_step"}``; growth is measured only if ``memory_steps`` > 0, as the change in
+    resident memory over that many further steps divided by their number.
+    """
+    _, model, preset, batch_size = next(s for s in STEPS if s[0] == name)
+    if library == "torch":
+        import torch
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        step, params = TWINS[name](torch)
+        n_params = sum(p.numel() for p in params)
+    else:
+        step, n_params = scratchgen_step(model, preset, batch_size)
+    for _ in range(warmup):
+        step()
+    wall, cpu = [], []
+    for _ in range(steps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        step()
+        wall.append(1e3 * (time.perf_counter() - t0))
+        cpu.append(1e3 * (time.process_time() - c0))
+    result = {"ms": wall, "cpu_ms": cpu, "params": int(n_params)}
+    if memory_steps:
+        before = _rss_mb()
+        for _ in range(memory_steps):
+            step()
+        result["growth_kb_per_step"] = (_rss_mb() - before) * 1024 / memory_steps
+    result["peak_rss_mb"] = _peak_rss_mb()
+    return result
+
+
+def thread_env(threads):
+    """Environment for a process of either library limited to ``threads`` threads."""
+    env = dict(os.environ)
+    for var in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    return env
+
+
+def run_in_process(library, name, threads, steps=20, warmup=3, memory_steps=0, python=None):
+    """``measure_step`` in a fresh process (``python``: the interpreter, e.g. one with PyTorch)."""
+    # PyTorch's process runs this file as a script, so it never imports scratchgen (nor Numba)
+    # (-P: without its folder on sys.path, where scratchgen/random.py would hide the standard one)
+    where = ["-P", os.path.abspath(__file__)] if library == "torch" else ["-m", "scratchgen.bench_steps"]
+    cmd = [python or sys.executable, *where, "--worker", library, name, "--threads", str(threads),
+           "--steps", str(steps), "--warmup", str(warmup), "--memory-steps", str(memory_steps)]
+    env = thread_env(threads)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["(no message)"]
+        raise RuntimeError(f"benchmark worker {library} {name} ({threads} threads) failed: {tail[0]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def torch_python():
+    """An interpreter that can import torch: this one, or $SCRATCHGEN_TORCH_PYTHON; None if neither."""
+    for python in (sys.executable, os.environ.get("SCRATCHGEN_TORCH_PYTHON")):
+        if python and subprocess.run([python, "-c", "import torch"], capture_output=True).returncode == 0:
+            return python
+    return None
+
+
+# ---------------------------------------------------------------------------- the comparison
+def bench_steps(rounds=2, threads=(1, 2), names=None, steps=20, warmup=3, memory_steps=0, torch=True):
+    """Rows ``{"name", "threads", "scratchgen": [...], "torch": [...] or None, ...}``.
+
+    For each step and thread count, ``rounds`` rounds alternate the libraries, each round a
+    fresh process per library; each library's list holds one median per round (ms).
+    """
+    python = torch_python() if torch else None
     rows = []
-    for name, model, preset, batch_size, torch_twin in STEPS:
-        contenders = [_scratchgen_step(model, preset, batch_size)]
-        if torch is not None:
-            torch.manual_seed(0)
-            contenders.append(torch_twin(torch))
-        for fn in contenders:
-            for _ in range(warmup):
-                fn()
-        block_medians = [[] for _ in contenders]
-        for _ in range(repeats):
-            for i, fn in enumerate(contenders):
-                block_medians[i].append(_median_ms(fn, per_block))
-        ms = [float(np.median(b)) for b in block_medians]
-        rows.append((name, ms[0], ms[1] if torch is not None else None))
+    for name, *_ in STEPS:
+        if names and name not in names:
+            continue
+        for t in threads:
+            libs = ["scratchgen"] + (["torch"] if python else [])
+            medians = {lib: [] for lib in libs}
+            cpu = {lib: [] for lib in libs}
+            info = {}
+            for r in range(rounds):
+                for lib in (libs if r % 2 == 0 else libs[::-1]):
+                    res = run_in_process(lib, name, t, steps, warmup, memory_steps if r == 0 else 0,
+                                         python if lib == "torch" else None)
+                    medians[lib].append(statistics.median(res["ms"]))
+                    cpu[lib].append(statistics.median(res["cpu_ms"]))
+                    info.setdefault(lib, res)
+            twin_ok = python is not None and info["torch"]["params"] == info["scratchgen"]["params"]
+            rows.append({"name": name, "threads": t, "scratchgen": medians["scratchgen"],
+                         "torch": medians["torch"] if twin_ok else None,
+                         "cpu": {lib: cpu[lib] for lib in libs},
+                         "params": {lib: info[lib]["params"] for lib in libs},
+                         "peak_rss_mb": {lib: info[lib]["peak_rss_mb"] for lib in libs},
+                         "growth_kb_per_step": {lib: info[lib].get("growth_kb_per_step") for lib in libs}})
     return rows
+
+
+def _spread(values):
+    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+
+
+def format_rows(rows):
+    """The issue's table: per step and thread count, PyTorch and scratchgen ms and the time ratio."""
+    lines = [f"{'training step':<34} {'threads':>7}  {'PyTorch ms (range)':>20}  {'scratchgen ms (range)':>22}"
+             f"  {'time ratio':>10}  {'CPU ratio':>9}  {'peak RSS MB (torch / ours)':>26}"]
+    for row in rows:
+        ours = row["scratchgen"]
+        theirs = row["torch"]
+        ratio = f"{statistics.median(ours) / statistics.median(theirs):.2f}" if theirs else "-"
+        cpu_ratio = (f"{statistics.median(row['cpu']['scratchgen']) / statistics.median(row['cpu']['torch']):.2f}"
+                     if theirs else "-")
+        if theirs is None and "torch" in row["params"]:
+            note = f"no PyTorch twin ({row['params']['torch']:,} vs {row['params']['scratchgen']:,} parameters)"
+        else:
+            note = _spread(theirs) if theirs else "PyTorch not found"
+        rss = row["peak_rss_mb"]
+        rss_text = f"{rss.get('torch', float('nan')):.0f} / {rss['scratchgen']:.0f}"
+        lines.append(f"{TITLES[row['name']]:<34} {row['threads']:>7}  {note:>20}  {_spread(ours):>22}"
+                     f"  {ratio:>10}  {cpu_ratio:>9}  {rss_text:>26}")
+        growth = row["growth_kb_per_step"]
+        if growth.get("scratchgen") is not None:
+            lines.append(f"{'':<34} {'':>7}  memory growth, KiB per step: PyTorch "
+                         f"{growth.get('torch', float('nan')):.2f}, scratchgen {growth['scratchgen']:.2f}")
+    lines.append("time ratio = scratchgen's median wall time / PyTorch's (<= 1.0: scratchgen as fast or faster), "
+                 "medians of per-round medians, range over rounds, each library in its own process; CPU ratio = "
+                 "the same for process CPU time per step (steadier on a busy machine; at 1 thread it is the work)")
+    return lines
+
+
+def _main(argv=None):
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m scratchgen.bench_steps")
+    parser.add_argument("--worker", nargs=2, metavar=("LIBRARY", "STEP"), required=True)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--memory-steps", type=int, default=0)
+    args = parser.parse_args(argv)
+    library, name = args.worker
+    print(json.dumps(measure_step(library, name, args.threads, args.steps, args.warmup, args.memory_steps)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -242,7 +242,9 @@ def cmd_train(args, argv):
 
     best = (f" Best validation {family.monitor} {result['best']:.4f} at epoch {result['best_epoch']}."
             if family.monitor and result["best"] is not None else "")
+    from .kernels.compile_time import compile_note
     lines = [f"Done: {result['epochs']} epochs ({result['step']} steps) in {result['seconds']:.1f} s.{best}",
+             compile_note(),
              f"Run folder: {run.path}"]
     for i, path in enumerate(result["figures"]):
         lines.append(f"  {'figures:' if i == 0 else '':12s} {path}")

@@ -1,19 +1,64 @@
-"""The benchmark's training-step section runs the presets' real steps (timings are not asserted)."""
-from scratchgen import bench
-from scratchgen.bench_steps import STEPS, bench_steps
+"""The benchmark runs the presets' real steps and records their real shapes (timings are not asserted)."""
+import numpy as np
+from numba import njit
+
+from scratchgen import bench, bench_presets
+from scratchgen.bench_steps import STEPS, format_rows, measure_step, run_in_process
+from scratchgen.kernels.compile_time import compile_stats
 
 
-def test_bench_steps_run_each_preset_without_torch():
-    rows = bench_steps(repeats=1, torch=None, warmup=1, per_block=1)
-    assert [r[0] for r in rows] == [s[0] for s in STEPS]
-    assert all(ours > 0 and theirs is None for _, ours, theirs in rows)
+def test_a_step_is_measured_in_this_process_with_its_memory():
+    result = measure_step("scratchgen", "vae", threads=1, steps=2, warmup=1, memory_steps=2)
+    assert len(result["ms"]) == len(result["cpu_ms"]) == 2 and min(result["ms"]) > 0
+    assert result["params"] == 784 * 400 + 400 + 2 * (400 * 20 + 20) + 20 * 400 + 400 + 400 * 784 + 784
+    assert result["peak_rss_mb"] > 10 and np.isfinite(result["growth_kb_per_step"])
 
 
-def test_bench_only_steps_prints_a_row_per_preset(capsys, monkeypatch):
-    monkeypatch.setattr("scratchgen.bench_steps.bench_steps",
-                        lambda repeats, torch: [(name, 12.0, None) for name, *_ in STEPS])
-    assert bench.main(["--only", "steps", "--repeats", "1", "--no-torch"]) == 0
+def test_a_step_is_measured_in_a_process_of_its_own():
+    result = run_in_process("scratchgen", "vae", threads=1, steps=1, warmup=0)
+    assert len(result["ms"]) == 1 and result["params"] > 600_000
+
+
+def test_the_table_names_each_step_threads_and_the_time_ratio():
+    rows = [{"name": name, "threads": t, "scratchgen": [12.0, 14.0], "torch": [10.0, 10.0],
+             "cpu": {"scratchgen": [12.0], "torch": [6.0]}, "params": {"scratchgen": 5, "torch": 5},
+             "peak_rss_mb": {"scratchgen": 100.0, "torch": 500.0},
+             "growth_kb_per_step": {"scratchgen": 0.0, "torch": 0.5}} for name, *_ in STEPS for t in (1, 2)]
+    rows[0]["torch"], rows[0]["params"]["torch"] = None, 6     # a preset whose twin no longer matches
+    text = "\n".join(format_rows(rows))
+    assert "13.0 (12.0-14.0)" in text and " 1.30 " in text and " 2.00 " in text
+    assert "no PyTorch twin (6 vs 5 parameters)" in text
+    assert "memory growth, KiB per step: PyTorch 0.50, scratchgen 0.00" in text
+
+
+def test_bench_only_steps_prints_a_row_per_step_and_thread_count(capsys, monkeypatch):
+    def fake(rounds, threads, steps, torch):
+        return [{"name": name, "threads": t, "scratchgen": [12.0], "torch": None, "cpu": {"scratchgen": [1.0]},
+                 "params": {"scratchgen": 5}, "peak_rss_mb": {"scratchgen": 100.0},
+                 "growth_kb_per_step": {"scratchgen": None}} for name, *_ in STEPS for t in threads]
+    monkeypatch.setattr("scratchgen.bench_steps.bench_steps", fake)
+    assert bench.main(["--only", "steps", "--threads", "1,2", "--no-torch"]) == 0
     out = capsys.readouterr().out
-    for name, *_ in STEPS:
-        assert f"train step: {name}" in out
-    assert "install PyTorch" in out
+    assert out.count("PyTorch not found") == 2 * len(STEPS) and "load average" in out
+
+
+def test_the_presets_products_and_conv_layers_are_recorded_from_real_steps():
+    recorded = bench_presets.record(["vae", "dcgan"])
+    assert (128, 784, 400, 1) in recorded["matmul"]["vae"]          # the encoder's first layer
+    kinds = {layer["kind"] for layer in recorded["conv"]["dcgan"]}
+    assert kinds == {"conv2d", "conv_transpose2d"} and "vae" not in recorded["conv"]
+    times = bench_presets.time_products([(3, 5, 7, 2)], threads=1, repeats=1)
+    assert len(times) == 1 and min(times[0]) > 0
+    assert len(bench_presets.time_convs(recorded["conv"]["dcgan"][:1], 1, "scratchgen", repeats=1)) == 1
+
+
+def test_compile_stats_count_a_new_compilation_and_not_a_second_call():
+    @njit
+    def twice(x):
+        return 2 * x
+    before = compile_stats()
+    twice(1.0)
+    middle = compile_stats()
+    twice(2.0)
+    assert middle["signatures"] == before["signatures"] + 1 and middle["seconds"] > before["seconds"]
+    assert compile_stats() == middle

@@ -14,6 +14,7 @@ live apart (as minitorch keeps ``tensor_ops`` apart from ``fast_ops``):
 * :mod:`.conv_numba`   — im2col / col2im kernels, conv2d lowered onto the matmul kernels
 * :mod:`.layouts`      — operands in the dtype and memory layout a kernel reads
 * :mod:`.adam`         — ``adam_update``: Adam's step as a NumPy reference and one fused Numba pass
+* :mod:`.compile_time` — how long Numba spent compiling in this process
 
 Plain NumPy arrays go in and come out; :mod:`scratchgen.ops` adds the autograd on top.
 ``python -m scratchgen.bench`` times them against NumPy (and PyTorch, if installed).
@@ -52,6 +53,7 @@ def _allow_512_bit_vectors():
 
 _allow_512_bit_vectors()
 
+from . import compile_time  # noqa: E402,F401  (counts compilations from here on)
 from .backend import BACKENDS, get_backend, set_backend, use_backend  # noqa: E402
 from .conv import conv2d_forward, conv2d_grad_input, conv2d_grad_weight  # noqa: E402
 from . import matmul  # noqa: E402

@@ -1,0 +1,214 @@
+"""The products and convolutions the presets really compute, timed at 1 and at all threads.
+
+    python -m scratchgen.bench --only matmul       # every matmul shape of the presets, vs numpy's BLAS
+    python -m scratchgen.bench --only conv         # every conv layer of DCGAN and VQ-VAE, vs PyTorch
+
+The shapes are not a list kept by hand: ``record`` runs one training step of each preset and
+writes down every call to the Numba matmul (n, k, m, batch) and every ``F.conv2d`` /
+``F.conv_transpose2d`` layer, so the benchmark follows the models when they change.
+
+Each thread count runs in a process of its own (``NUMBA_NUM_THREADS`` = ``OPENBLAS_NUM_THREADS`` =
+T). Matmul: numpy's ``np.matmul`` (OpenBLAS) and scratchgen's kernel in that process, called in
+turn; on one thread the time is the thread's CPU time, which other processes on a busy machine do
+not inflate, on more it is wall time. Conv: scratchgen and PyTorch each in a process of its own
+(their thread pools would disturb each other), forward + both gradients of each layer.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+PRESETS = [("vae", "vae", "pytorch-examples", 128), ("cvae", "cvae", "mnist", 128),
+           ("dcgan", "gan", "dcgan-mnist", 64), ("vqvae", "vqvae", "mnist", 128)]
+CONV_PRESETS = ("dcgan", "vqvae")
+
+
+# ---------------------------------------------------------------------------- recording
+def record(names=None):
+    """``{"matmul": {preset: [(n, k, m, batch), ...]}, "conv": {preset: [layer dict, ...]}}``,
+    from one training step of each preset (duplicates removed, first-seen order)."""
+    from . import functional as F
+    from .bench_steps import scratchgen_step
+    from .kernels import conv_numba, matmul_numba
+
+    products, layers = {}, {}
+    current = []
+    original = (matmul_numba.matmul_3d, conv_numba.matmul_3d, F.conv2d, F.conv_transpose2d)
+
+    def note(store, item):
+        store.setdefault(current[0], [])
+        if item not in store[current[0]]:
+            store[current[0]].append(item)
+
+    def matmul_3d(a, b, out_batch, kernel=None):
+        note(products, (a.shape[1], a.shape[2], b.shape[2], out_batch))
+        return original[0](a, b, out_batch, kernel)
+
+    def conv2d(x, weight, bias=None, stride=1, padding=0):
+        note(layers, dict(kind="conv2d", x=x.shape, w=weight.shape, stride=stride, padding=padding,
+                          output_padding=0))
+        return original[2](x, weight, bias, stride, padding)
+
+    def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0):
+        note(layers, dict(kind="conv_transpose2d", x=x.shape, w=weight.shape, stride=stride,
+                          padding=padding, output_padding=output_padding))
+        return original[3](x, weight, bias, stride, padding, output_padding)
+
+    matmul_numba.matmul_3d = conv_numba.matmul_3d = matmul_3d
+    F.conv2d, F.conv_transpose2d = conv2d, conv_transpose2d
+    try:
+        for name, model, preset, batch in PRESETS:
+            if names and name not in names:
+                continue
+            current[:] = [name]
+            step, _ = scratchgen_step(model, preset, batch)
+            step()
+    finally:
+        matmul_numba.matmul_3d, conv_numba.matmul_3d, F.conv2d, F.conv_transpose2d = original
+    return {"matmul": products, "conv": {k: v for k, v in layers.items() if k in CONV_PRESETS}}
+
+
+# ---------------------------------------------------------------------------- in one process
+def _clock(threads):
+    return time.thread_time if threads == 1 else time.perf_counter
+
+
+def best_of(fns, timer, repeats, budget=5.0):
+    """Best time of each function, calling them in turn (a slow spell hits all alike)."""
+    best = [float("inf")] * len(fns)
+    started = time.perf_counter()
+    for r in range(repeats):
+        for i, fn in enumerate(fns):
+            t = timer()
+            fn()
+            best[i] = min(best[i], timer() - t)
+        if r >= 2 and time.perf_counter() - started > budget:
+            break
+    return best
+
+
+def time_products(shapes, threads, repeats=7):
+    """[(numpy s, scratchgen s)] per (n, k, m, batch) float32 shape, in this process."""
+    from .kernels import matmul_numba
+    rng = np.random.default_rng(0)
+    timer = _clock(threads)
+    out = []
+    for n, k, m, batch in shapes:
+        a = rng.standard_normal((batch, n, k)).astype(np.float32)
+        b = rng.standard_normal((batch, k, m)).astype(np.float32)
+        fns = [lambda: np.matmul(a, b), lambda: matmul_numba.matmul_3d(a, b, batch)]
+        for fn in fns:
+            fn()
+        reps = repeats if n * k * m * batch >= 2**24 else 4 * repeats
+        out.append(best_of(fns, timer, reps))
+    return out
+
+
+def time_convs(layers, threads, library, repeats=7):
+    """[s] forward + input and weight gradients per layer, with ``library`` in this process."""
+    timer = _clock(threads)
+    rng = np.random.default_rng(0)
+    fns = []
+    for layer in layers:
+        x = rng.standard_normal(layer["x"]).astype(np.float32)
+        w = (0.05 * rng.standard_normal(layer["w"])).astype(np.float32)
+        args = dict(stride=layer["stride"], padding=layer["padding"])
+        if layer["kind"] == "conv_transpose2d":
+            args["output_padding"] = layer["output_padding"]
+        if library == "torch":
+            import torch
+            torch.set_num_threads(threads)
+            fn = getattr(torch.nn.functional, layer["kind"])
+            tx = torch.from_numpy(x).requires_grad_(True)
+            tw = torch.from_numpy(w).requires_grad_(True)
+
+            def run(fn=fn, tx=tx, tw=tw, args=args):
+                y = fn(tx, tw, **args)
+                y.backward(torch.ones_like(y))
+        else:
+            from . import functional as F
+            from .tensor import Tensor
+            fn = getattr(F, layer["kind"])
+            sx, sw = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
+
+            def run(fn=fn, sx=sx, sw=sw, args=args):
+                sx.grad = sw.grad = None
+                y = fn(sx, sw, **args)
+                y.backward(np.ones(y.shape, np.float32))
+        run()
+        fns.append(run)
+    return best_of(fns, timer, repeats, budget=20)
+
+
+# ---------------------------------------------------------------------------- across processes
+def _env(threads):
+    env = dict(os.environ)
+    for var in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    return env
+
+
+def _worker(payload, python=None, script=False):
+    """Run ``_main`` with a JSON payload in a fresh process; its JSON answer."""
+    where = ["-P", os.path.abspath(__file__)] if script else ["-m", "scratchgen.bench_presets"]
+    done = subprocess.run([python or sys.executable, *where, json.dumps(payload)], capture_output=True,
+                          text=True, env=_env(payload["threads"]), timeout=3600)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["(no message)"]
+        raise RuntimeError(f"benchmark worker failed ({payload['what']}, {payload['threads']} threads): {tail[0]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_products(threads=(1, 2), extra=((1024, 1024, 1024, 1),), recorded=None):
+    """``{preset: [(shape, {T: (numpy s, ours s)})]}`` for every recorded product (+ ``extra``)."""
+    recorded = recorded if recorded is not None else record()["matmul"]
+    shapes = {"square": [tuple(s) for s in extra], **recorded}
+    flat = [s for group in shapes.values() for s in group]
+    times = {t: _worker({"what": "products", "threads": t, "shapes": flat}) for t in threads}
+    out, i = {}, 0
+    for name, group in shapes.items():
+        out[name] = [(shape, {t: times[t][i + j] for t in threads}) for j, shape in enumerate(group)]
+        i += len(group)
+    return out
+
+
+def bench_conv_layers(threads=(1, 2), torch_python=None, rounds=2, recorded=None):
+    """``{preset: [(layer, {T: {"scratchgen": s, "torch": s or None}})]}``, the best of ``rounds``
+    alternating processes per library."""
+    recorded = recorded if recorded is not None else record()["conv"]
+    flat = [layer for group in recorded.values() for layer in group]
+    best = {}
+    for t in threads:
+        for r in range(rounds):
+            libs = ["scratchgen"] + (["torch"] if torch_python else [])
+            for lib in (libs if r % 2 == 0 else libs[::-1]):
+                got = _worker({"what": "convs", "threads": t, "library": lib, "layers": flat},
+                              torch_python if lib == "torch" else None, script=lib == "torch")
+                old = best.get((t, lib), [float("inf")] * len(flat))
+                best[(t, lib)] = [min(a, b) for a, b in zip(old, got)]
+    out, i = {}, 0
+    for name, group in recorded.items():
+        out[name] = [(layer, {t: {lib: best.get((t, lib), [None] * len(flat))[i + j]
+                                  for lib in ("scratchgen", "torch")} for t in threads})
+                     for j, layer in enumerate(group)]
+        i += len(group)
+    return out
+
+
+def _main(argv=None):
+    payload = json.loads((argv or sys.argv[1:])[0])
+    if payload["what"] == "products":
+        result = time_products([tuple(s) for s in payload["shapes"]], payload["threads"])
+    else:
+        layers = [{k: tuple(v) if isinstance(v, list) else v for k, v in layer.items()}
+                  for layer in payload["layers"]]
+        result = time_convs(layers, payload["threads"], payload["library"])
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
