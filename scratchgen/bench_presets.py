@@ -130,7 +130,7 @@ def time_convs(layers, threads, library, repeats=7):
                 y.backward(torch.ones_like(y))
         else:
             from . import functional as F
-            from .tensor import Tensor
+            from .autograd import Tensor
             fn = getattr(F, layer["kind"])
             sx, sw = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
 

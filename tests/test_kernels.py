@@ -11,11 +11,13 @@ import subprocess
 import sys
 import textwrap
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
 from scratchgen.kernels import conv, conv_numba, layouts, matmul as mm, matmul_numba as mmn
+from scratchgen.kernels import threads as mm_threads
 from scratchgen.kernels.backend import BACKENDS, get_backend, set_backend, use_backend
 from strategies import (FLOAT_DTYPES, conv2d_cases, conv2d_grad_input_shapes, matmul_operands,
                         matrix_triples, seeded_arrays, with_layout)
@@ -120,7 +122,7 @@ def test_matmul_matches_numpy(backend, operands):
         assert_close(out, reference, a.shape[-1])
 
 
-@pytest.mark.parametrize("kernel", ["dot", "axpy", "small"])
+@pytest.mark.parametrize("kernel", ["dot", "axpy"])
 @given(sizes=matrix_triples(), dtype=FLOAT_DTYPES, layout_pair=st.tuples(*[st.sampled_from(
     ["contiguous", "transposed", "strided"])] * 2), broadcast=st.sampled_from(["none", "a", "b"]),
     seed=st.integers(0, 2**16))
@@ -140,6 +142,38 @@ def test_numba_kernels_across_block_edges(kernel, n, k, m):
     a, b = rng_array((1, n, k), np.float32, 3), rng_array((1, k, m), np.float32, 4)
     out = mmn.matmul_3d(a, b, 1, kernel=kernel)
     assert_close(out, np.matmul(a, b), k)
+
+
+@pytest.mark.parametrize("kernel", ["dot", "axpy"])
+@given(sizes=matrix_triples(max_n=70, max_k=40, max_m=70), dtype=FLOAT_DTYPES, seed=st.integers(0, 2**16))
+def test_the_number_of_threads_never_changes_a_result(kernel, sizes, dtype, seed):
+    # every output element is computed by one task in one order, however many threads share them
+    batch, n, k, m = sizes
+    a, b = rng_array((batch, n, k), dtype, seed), rng_array((batch, k, m), dtype, seed + 1)
+    threads = numba.get_num_threads()
+    with mm_threads.sized_for(0):                  # no work: the calling thread alone
+        assert numba.get_num_threads() == 1
+        alone = mmn.matmul_3d(a, b, batch, kernel=kernel)
+    assert numba.get_num_threads() == threads
+    shared = np.zeros_like(alone)                     # the kernel itself, on every thread
+    if kernel == "dot":
+        mmn._matmul_dot(layouts.rows_of(a, dtype), layouts.rows_of(np.swapaxes(b, 1, 2), dtype), shared)
+    else:
+        mmn._matmul_axpy(a, b, shared)
+    np.testing.assert_array_equal(alone, shared)
+
+
+def test_only_work_that_pays_for_the_wake_ups_wakes_the_pool():
+    cost = mm_threads.calibrate()
+    assert 0 < cost["madd"] < 1e-8 and 0 < cost["wake"] < 1.0
+    break_even = mm_threads.WAKEUPS_SAVED * cost["wake"] / cost["madd"]
+    all_threads = numba.get_num_threads()
+    assert mm_threads.threads_for(1) == 1
+    assert mm_threads.threads_for(100 * break_even) == all_threads
+    with pytest.raises(RuntimeError):
+        with mm_threads.sized_for(1):
+            raise RuntimeError("boom")
+    assert numba.get_num_threads() == all_threads      # restored after an error
 
 
 def test_large_operand_goes_through_the_numba_transpose():
@@ -353,7 +387,7 @@ def test_kernels_run_as_plain_python_with_jit_disabled():
         from scratchgen.kernels import conv, layouts, matmul_numba as mmn
         rng = np.random.default_rng(0)
         a, b = rng.standard_normal((2, 5, 6)), rng.standard_normal((2, 6, 7))
-        for kernel in ("dot", "axpy", "small"):
+        for kernel in ("dot", "axpy"):
             assert np.allclose(mmn.matmul_3d(a, b, 2, kernel=kernel), a @ b), kernel
         big = rng.standard_normal((70, 70))
         assert np.array_equal(layouts.transposed(big, np.float64)[0], big.T)

@@ -14,6 +14,7 @@ import numpy as np
 from numba import njit, prange
 
 from .matmul_numba import choose_kernel, matmul_3d
+from .threads import sized_for
 
 
 def _out_hw(x_shape, w_shape, stride, padding):
@@ -133,11 +134,13 @@ def _im2col(x, kh, kw, stride, padding, out_hw, layout, dtype):
     xp = _padded(x, padding, dtype)
     if layout == "rows":
         out = np.empty((n, positions, features), dtype=dtype)
-        _im2col_rows(xp, base, off, out)
+        with sized_for(out.size):
+            _im2col_rows(xp, base, off, out)
     else:
         out = np.empty((features, n * positions), dtype=dtype)
         starts = (np.arange(n)[:, None] * xp.shape[1] + base[None, :]).reshape(-1)
-        _im2col_columns(xp, starts, off, out)
+        with sized_for(out.size):
+            _im2col_columns(xp, starts, off, out)
     return out
 
 
@@ -146,7 +149,8 @@ def _col2im(rows, x_shape, kh, kw, stride, padding, out_hw, dtype):
     n, c, h, w = x_shape
     base, off = _offsets(c, h, w, kh, kw, stride, padding, out_hw)
     dx = np.empty(x_shape, dtype=dtype)
-    _col2im_rows(rows, base, off, (c, h + 2 * padding[0], w + 2 * padding[1]), padding, dx)
+    with sized_for(rows.size):
+        _col2im_rows(rows, base, off, (c, h + 2 * padding[0], w + 2 * padding[1]), padding, dx)
     return dx
 
 

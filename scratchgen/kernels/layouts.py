@@ -13,6 +13,8 @@ bring arrays into that form, copying only when they must:
 import numpy as np
 from numba import njit, prange
 
+from .threads import sized_for
+
 TRANSPOSE_MIN = 64 * 64        # elements; below this NumPy's transpose-copy is as fast
 
 
@@ -74,7 +76,8 @@ def transposed(x, dtype):
     if x3.size < TRANSPOSE_MIN:
         return contiguous(np.swapaxes(x3, -1, -2), dtype)
     out = np.empty((x3.shape[0], x3.shape[2], x3.shape[1]), dtype=dtype)
-    _transpose_last2(contiguous(x3, dtype), out)
+    with sized_for(x3.size):
+        _transpose_last2(contiguous(x3, dtype), out)
     return out
 
 

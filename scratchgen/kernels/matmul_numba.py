@@ -10,8 +10,6 @@ arguments and holds the definition). It picks one of three kernels by shape (``c
 * ``_matmul_axpy``  C rows are sums of scaled B rows ("a x plus y"), four rows by four k at a
                     time. Its vector loop runs along the output row, so a short k (the 20-d
                     latent again, or a conv's 64 channels in the input gradient) costs no more.
-* ``_matmul_small`` tiny problems: one thread, because waking the thread pool costs more than
-                    the multiplication.
 
 Layouts count too: the dot kernel needs rows of A and of Bᵀ, the other two rows of B and
 single numbers of A (any strides). Where the shape alone would pick the dot kernel but the
@@ -30,6 +28,7 @@ import numpy as np
 from numba import njit, prange
 
 from .layouts import is_rows, rows_of, scalars_of
+from .threads import sized_for
 
 # NOTE: "reassoc" lets LLVM split a sum over k into several partial sums (that is what makes the
 # dot-product loop vectorise) and "contract" lets it fuse a*b + c into one FMA. Results then differ
@@ -41,7 +40,6 @@ COL_BLOCK = 256         # rows of Bᵀ (columns of C) in one task: 256 rows of a
 K_BLOCK_BYTES = 4096    # inner dimension handled per pass: 8 rows of it (a 4x4 tile) fit in L1
 AXPY_COL_BLOCK = 512    # columns of out in one axpy task: long rows amortise each strip's set-up
 AXPY_K_BLOCK = 128      # rows of b per pass: a 128 x 512 block of b stays in L2
-SMALL_WORK = 64 * 64 * 64      # n·k·m below this: a one-thread kernel is faster than waking threads
 AXPY_MAX_K = 256               # inner dimension below this: the axpy kernel, ...
 DOT_MAX_M = 32                 # ... unless out has fewer columns than this: then the dot kernel
 
@@ -259,42 +257,14 @@ def _matmul_axpy(a, b, out):
                 _axpy_row(a_z, b_z, out_z, i, k0, k1, j0, j1)
 
 
-@njit(fastmath=FASTMATH, cache=True)
-def _matmul_small(a, b, out):
-    """out[z] = a[z] @ b[z] on one thread, for problems too small to share out (arguments as
-    for ``_matmul_axpy``).
-
-        for z, i, k:
-            out[z, i, :] += a[z, i, k] * b[z, k, :]
-
-    Optimisations:
-    - the inner loop runs along rows of b and out (unit stride, vectorised);
-    - no thread pool is woken: for a few thousand multiply-adds that costs more than the product.
-    """
-    nb, n = out.shape[0], out.shape[1]
-    kk = a.shape[2]
-    for z in range(nb):
-        a_z = a[z if a.shape[0] > 1 else 0]
-        b_z = b[z if b.shape[0] > 1 else 0]
-        for i in range(n):
-            a_row = a_z[i]
-            out_row = out[z, i]
-            for k in range(kk):
-                aik = a_row[k]
-                b_row = b_z[k]
-                for j in range(out_row.shape[0]):
-                    out_row[j] += aik * b_row[j]
-
-
 # ---------------------------------------------------------------------------- choice and entry
 def choose_kernel(n, k, m, batch, copies_for_dot=False):
     """Which Numba kernel suits an (n, k) @ (k, m) product (measured: ``python -m scratchgen.bench``).
 
     ``copies_for_dot``: the operands' layout would make the dot kernel copy one of them while the
     axpy kernel could read both as they are; for outputs wide enough for axpy that copy decides it.
+    (How many threads it runs on is decided by the work, ``threads.sized_for``.)
     """
-    if batch * n * k * m < SMALL_WORK:
-        return "small"
     if m < DOT_MAX_M:
         return "dot"        # narrow output: axpy rows too short to vectorise
     if k >= AXPY_MAX_K and not copies_for_dot:
@@ -310,10 +280,11 @@ def copies_for_dot(a, b):
 def matmul_3d(a, b, out_batch, kernel=None):
     """The Numba product of a (1|B, n, k) and b (1|B, k, m) into a new (out_batch, n, m) array.
 
-    Any layout and float dtype is accepted. ``kernel`` ("dot", "axpy" or "small") overrides the
-    choice by shape. No operand is copied when its layout already suits the kernel: the dot
-    kernel reads rows of A and of Bᵀ, so ``x @ wᵀ`` with a contiguous ``w`` is free; the axpy
-    and small kernels read rows of B and single numbers of A, so ``gᵀ @ x`` is free too.
+    Any layout and float dtype is accepted. ``kernel`` ("dot" or "axpy") overrides the choice by
+    shape. No operand is copied when its layout already suits the kernel: the dot kernel reads
+    rows of A and of Bᵀ, so ``x @ wᵀ`` with a contiguous ``w`` is free; the axpy kernel reads rows
+    of B and single numbers of A, so ``gᵀ @ x`` is free too. A product too small to pay for
+    waking the thread pool runs on the calling thread alone (``threads.sized_for``).
     """
     dtype = np.result_type(a, b)
     n, k, m = a.shape[1], a.shape[2], b.shape[2]
@@ -321,12 +292,11 @@ def matmul_3d(a, b, out_batch, kernel=None):
     if out.size == 0 or k == 0:
         return out
     kernel = kernel or choose_kernel(n, k, m, out_batch, copies_for_dot=copies_for_dot(a, b))
-    if kernel == "dot":
-        _matmul_dot(rows_of(a, dtype), rows_of(np.swapaxes(b, -1, -2), dtype), out)
-    elif kernel == "axpy":
-        _matmul_axpy(scalars_of(a, dtype), rows_of(b, dtype), out)
-    else:
-        _matmul_small(scalars_of(a, dtype), rows_of(b, dtype), out)
+    with sized_for(out_batch * n * k * m):
+        if kernel == "dot":
+            _matmul_dot(rows_of(a, dtype), rows_of(np.swapaxes(b, -1, -2), dtype), out)
+        else:
+            _matmul_axpy(scalars_of(a, dtype), rows_of(b, dtype), out)
     return out
 
 
