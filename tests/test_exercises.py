@@ -148,7 +148,8 @@ WRONG = {
         """,
     "elbo": """
         import numpy as np
-        from scratchgen.objectives.evidence_lower_bound import ELBOResult, Normal, as_normal, _batch_size, log_likelihood_samples
+        from scratchgen.objectives.evidence_lower_bound import (ELBOResult, Normal, as_normal, _batch_size,
+                                                                log_likelihood_samples)
         from scratchgen.distributions import kl_divergence
         def elbo(x, posterior, decoder, prior=None, likelihood="bernoulli", n_samples=1, kl_weight=1.0,
                  free_bits=0.0, eps=None):
@@ -193,11 +194,12 @@ def test_the_catalogue_points_at_functions_tests_and_sections_that_exist():
     assert len(EXERCISES) >= 12 and len({e.name for e in EXERCISES}) == len(EXERCISES)
     for e in EXERCISES:
         workspace.resolve(e.target)                          # imports, and is a plain function
-        lecture = (ROOT / "lectures" / e.lecture).read_text(encoding="utf-8")
-        number = re.match(r"§(\d+\.\d+)", e.section).group(1)
-        assert re.search(rf"^## {re.escape(number)} ", lecture, re.M), f"{e.name}: no section {number} in {e.lecture}"
+        file, section = workspace.lecture_reference(e)
+        assert file.startswith("lectures/") and section.startswith("§"), \
+            f"{e.name}: no lecture *-{e.lecture}.md with a section titled {e.section!r}; fix its catalogue row"
+        lecture = (ROOT / file).read_text(encoding="utf-8")
         assert f"scratchgen exercise start {e.name}" in lecture, \
-            f"{e.name}: {e.lecture} does not end with the command that starts it"
+            f"{e.name}: {file} does not end with the command that starts it"
         assert e.hints and e.tests
         for node in e.tests:
             file, name = node.split("::")

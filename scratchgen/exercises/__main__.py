@@ -59,7 +59,8 @@ def cmd_list(folder):
     for e in catalogue.EXERCISES:
         path = folder / e.file_name
         status = workspace.status(folder, e.name) or ("started" if path.exists() else "")
-        print(f"{e.name:30s} {e.lecture[:-3] + ' ' + e.section:44s} {status}")
+        lecture, section = workspace.lecture_reference(e)
+        print(f"{e.name:30s} {Path(lecture).stem + ' ' + section:44s} {status}")
         print(f"    {e.summary}")
     print(f"\nStart one with `scratchgen exercise start NAME` (files go to {folder}/).")
     return 0
@@ -68,7 +69,7 @@ def cmd_list(folder):
 def cmd_start(exercise, folder, force):
     path = workspace.write_stub(exercise, folder, overwrite=force)
     print(f"Wrote {path}: the signature and docstring of {exercise.module}.{exercise.qualname}, and a body to "
-          f"write.\nRead lectures/{exercise.lecture}, {exercise.section}; then run\n"
+          f"write.\nRead {', '.join(workspace.lecture_reference(exercise))}; then run\n"
           f"    scratchgen exercise check {exercise.name}")
     return 0
 
@@ -132,7 +133,7 @@ def format_result(exercise, result):
     lines, failed = [], [r for r in result["results"] if not r["passed"]]
     if failed and all("NotImplementedError" in r["message"] for r in failed):
         return (f"{exercise.function_name} is not written yet (it still raises NotImplementedError). Read "
-                f"lectures/{exercise.lecture}, {exercise.section}, write it, and check again.")
+                f"{', '.join(workspace.lecture_reference(exercise))}, write it, and check again.")
     for r in result["results"]:
         mark = "ok  " if r["passed"] else "FAIL"
         lines.append(f"  {mark} {property_name(r['test'])}    ({r['test']})")

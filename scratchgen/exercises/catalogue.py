@@ -20,8 +20,8 @@ import numpy as np
 class Exercise:
     name: str                 # what the student types: scratchgen exercise start NAME
     target: str               # "module:qualname" of the library function the student writes
-    lecture: str              # the lecture file (in lectures/)
-    section: str              # the section that explains it, e.g. "§3.4"
+    lecture: str              # the lecture, by the name its file has after the number: "vq-vae" for 08-vq-vae.md
+    section: str              # the title of the section that explains it (its number is looked up)
     summary: str              # one line for `scratchgen exercise list`
     tests: tuple              # node ids of the library's tests that grade it
     hints: tuple              # shown one at a time by `scratchgen exercise hint NAME`
@@ -54,7 +54,8 @@ TENSORS = ("import numpy as np", "import scratchgen.functional as F", "from scra
 EXERCISES = (
     # ---------------------------------------------------------------- chapter 1
     Exercise(
-        "tanh-backward", "scratchgen.ops:tanh", "01-autograd-and-kernels.md", "§1.2",
+        "tanh-backward", "scratchgen.ops:tanh",
+        "autograd-and-kernels", "The chain rule, one vector–Jacobian product at a time",
         "an op with its backward rule: tanh, and the vector–Jacobian product g·(1 - tanh²)",
         ("tests/test_autograd.py::test_unary_values_and_gradients[tanh]",
          "tests/test_functional.py::test_activation_values_and_gradients[tanh]"),
@@ -66,7 +67,8 @@ EXERCISES = (
         imports=("import numpy as np", "from scratchgen import Tensor"),
         note="tanh(a) is the op behind Tensor.tanh and F.tanh: `a` is a Tensor, a.data its array."),
     Exercise(
-        "softplus-backward", "scratchgen.functional:softplus", "01-autograd-and-kernels.md", "§1.2",
+        "softplus-backward", "scratchgen.functional:softplus",
+        "autograd-and-kernels", "The chain rule, one vector–Jacobian product at a time",
         "softplus log(1 + e^x) without overflow, and its backward rule σ(x)",
         ("tests/test_functional.py::test_activation_values_and_gradients[softplus]",
          "tests/test_functional.py::test_softplus_is_stable_for_large_magnitudes"),
@@ -77,7 +79,8 @@ EXERCISES = (
          "sigmoid stably too: Tensor(a).sigmoid().data does."),
         imports=("import numpy as np", "from scratchgen import Tensor")),
     Exercise(
-        "conv2d-forward", "scratchgen.kernels.conv:conv2d_forward_reference", "01-autograd-and-kernels.md", "§1.9",
+        "conv2d-forward", "scratchgen.kernels.conv:conv2d_forward_reference",
+        "autograd-and-kernels", "Transposed convolution is the adjoint of convolution",
         "conv2d as a sum over kernel offsets: the NumPy reference the fast kernels are checked against",
         ("tests/test_kernels.py::test_conv2d_forward_matches_definitions[numpy]",),
         ("out[n, o, y, x] = Σ_{c, i, j} x_pad[n, c, y·sh + i, x·sw + j] · w[o, c, i, j]: a cross-correlation, "
@@ -89,7 +92,8 @@ EXERCISES = (
         helpers=("_output_size", "_pad", "_window"), imports=NUMPY),
     # ---------------------------------------------------------------- chapter 2
     Exercise(
-        "bayes-log-space", "scratchgen.bayes:posterior_from_joint", "02-generative-vs-discriminative.md", "§2.4",
+        "bayes-log-space", "scratchgen.bayes:posterior_from_joint",
+        "generative-vs-discriminative", "Computing it without underflow",
         "Bayes' rule in log space: log p(y|x) from log p(x, y), without overflow",
         ("tests/test_bayes.py::test_posterior_sums_to_one_and_equals_enumeration",
          "tests/test_bayes.py::test_posterior_is_unchanged_by_a_constant_and_never_overflows"),
@@ -101,7 +105,8 @@ EXERCISES = (
         imports=NUMPY, example=lambda: (np.array([[1000.0, 1001.0], [-1000.0, -1003.0]]), 1,)),
     # ---------------------------------------------------------------- chapter 3
     Exercise(
-        "kl-divergence", "scratchgen.divergences:kl", "03-density-estimation-and-divergences.md", "§3.3",
+        "kl-divergence", "scratchgen.divergences:kl",
+        "density-estimation-and-divergences", "The Kullback–Leibler divergence",
         "the KL divergence of two discrete distributions, with its zero conventions",
         (TD + "test_kl_matches_the_definition_and_is_nonnegative", TD + "test_kl_zero_conventions"),
         ("d_KL(p, q) = Σ_x p(x) log(p(x)/q(x)), summed over the last axis.",
@@ -110,7 +115,8 @@ EXERCISES = (
          "keep the warnings away."),
         imports=NUMPY, example=lambda: (np.array([0.5, 0.5, 0.0]), np.array([0.25, 0.25, 0.5]),)),
     Exercise(
-        "js-divergence", "scratchgen.divergences:js", "03-density-estimation-and-divergences.md", "§3.4",
+        "js-divergence", "scratchgen.divergences:js",
+        "density-estimation-and-divergences", "The Jensen–Shannon divergence",
         "the Jensen–Shannon divergence, through the mixture m = (p + q)/2",
         (TD + "test_js_is_symmetric_bounded_and_matches_its_definition", TD + "test_js_is_log2_on_disjoint_supports",
          TD + "test_js_variational_at_the_optimal_discriminator_equals_js"),
@@ -120,7 +126,7 @@ EXERCISES = (
         helpers=("kl",), imports=NUMPY, example=lambda: (np.array([0.5, 0.5, 0.0]), np.array([0.0, 0.5, 0.5]),)),
     Exercise(
         "optimal-discriminator", "scratchgen.divergences:optimal_discriminator",
-        "03-density-estimation-and-divergences.md", "§3.5",
+        "density-estimation-and-divergences", "The variational identity for JS, step by step",
         "the discriminator t* that maximises the GAN value, outcome by outcome",
         (TD + "test_js_variational_at_the_optimal_discriminator_equals_js",
          TD + "test_js_variational_is_a_lower_bound_for_any_discriminator",
@@ -131,7 +137,8 @@ EXERCISES = (
         imports=NUMPY, example=lambda: (np.array([0.5, 0.5, 0.0]), np.array([0.0, 0.25, 0.75]),)),
     # ---------------------------------------------------------------- chapter 4
     Exercise(
-        "reparameterised-sample", "scratchgen.distributions:Normal.rsample", "04-elbo.md", "§4.6",
+        "reparameterised-sample", "scratchgen.distributions:Normal.rsample",
+        "elbo", "The reparameterisation trick",
         "z = μ + σ ε: a Gaussian sample that gradients flow through",
         ("tests/test_distributions.py::test_rsample_has_the_claimed_mean_and_variance",
          "tests/test_distributions.py::test_variance_check_catches_exp_log_var_used_as_std",
@@ -147,7 +154,8 @@ EXERCISES = (
              "self.loc (μ), self.std (σ), self.log_var (log σ²) and self.batch_shape. A given eps of\n"
              "the wrong shape must raise a ValueError whose message starts \"Normal.rsample: eps has shape\"."),
     Exercise(
-        "gaussian-kl", "scratchgen.objectives.hand_gradients:kl_std_normal", "04-elbo.md", "§4.7",
+        "gaussian-kl", "scratchgen.objectives.hand_gradients:kl_std_normal",
+        "elbo", "The regulariser in closed form",
         "KL(N(μ, σ²) || N(0, 1)) in closed form",
         (TH + "test_kl_to_standard_normal_gradient",),
         ("Write KL = E_q[log q(ω) - log p(ω)] with both densities Gaussian; the log 2π terms cancel.",
@@ -155,14 +163,16 @@ EXERCISES = (
          "The result is ½(μ² + σ² - 1 - log σ²), elementwise, with σ² = exp(log_var)."),
         imports=NUMPY, example=lambda: (np.array([0.0, 1.0, -2.0]), np.array([0.0, 0.5, -1.0]),)),
     Exercise(
-        "gaussian-kl-gradient", "scratchgen.objectives.hand_gradients:kl_std_normal_grad", "04-elbo.md", "§4.7",
+        "gaussian-kl-gradient", "scratchgen.objectives.hand_gradients:kl_std_normal_grad",
+        "elbo", "The regulariser in closed form",
         "the gradient of that KL with respect to μ and log σ²",
         (TH + "test_kl_to_standard_normal_gradient",),
         ("Differentiate ½(μ² + e^s - 1 - s) with s = log σ², term by term.",
          "d/dμ gives μ; d/ds gives ½(e^s - 1). Return the pair (dKL/dμ, dKL/d log σ²)."),
         imports=NUMPY, example=lambda: (np.array([0.0, 1.0, -2.0]), np.array([0.0, 0.5, -1.0]),)),
     Exercise(
-        "elbo", "scratchgen.objectives.evidence_lower_bound:elbo", "04-elbo.md", "§4.4–4.7",
+        "elbo", "scratchgen.objectives.evidence_lower_bound:elbo",
+        "elbo", "Jensen's inequality gives the ELBO",
         "the ELBO: reconstruction by reparameterised samples, minus the closed-form KL; β and free bits",
         (TO + "test_elbo_terms_match_direct_computation", TO + "test_kl_weight_scales_only_the_kl_in_the_loss",
          TO + "test_free_bits_floor_each_dimensions_batch_mean_kl",
@@ -177,7 +187,7 @@ EXERCISES = (
         helpers=("ELBOResult", "Normal", "as_normal", "_batch_size", "log_likelihood_samples", "kl_divergence"),
         imports=NUMPY),
     Exercise(
-        "iwae-bound", "scratchgen.objectives.iwae:iwae_bound", "04-elbo.md", "§4.9",
+        "iwae-bound", "scratchgen.objectives.iwae:iwae_bound", "elbo", "A tighter bound for evaluation: IWAE",
         "the importance-weighted bound, log-mean-exp of k weights, computed in chunks",
         (TO + "test_iwae_chunking_does_not_change_the_estimate",
          TO + "test_iwae_with_one_sample_equals_the_elbo_estimator_on_that_sample",
@@ -192,9 +202,11 @@ EXERCISES = (
         imports=NUMPY),
     # ---------------------------------------------------------------- chapter 5
     Exercise(
-        "gan-value", "scratchgen.objectives.gan:discriminator_value", "05-gan.md", "§5.3–5.4",
+        "gan-value", "scratchgen.objectives.gan:discriminator_value",
+        "gan", "A discriminator network gives a lower bound",
         "V = mean log D(real) + mean log(1 - D(fake)), from logits",
-        (TO + "test_gan_objectives_match_their_definitions", TO + "test_gan_value_of_an_ignorant_discriminator_and_shapes",
+        (TO + "test_gan_objectives_match_their_definitions",
+         TO + "test_gan_value_of_an_ignorant_discriminator_and_shapes",
          TO + "test_discriminator_loss_is_twice_the_pooled_binary_cross_entropy",
          TO + "test_value_at_the_optimal_discriminator_is_2js_minus_2log2_on_empirical_samples"),
         ("V is a sum of two means — one over the real batch, one over the fake batch — not one mean over both.",
@@ -204,24 +216,29 @@ EXERCISES = (
         helpers=("log_d", "log_one_minus_d", "_logits"), imports=TENSORS,
         example=lambda: (np.array([2.0, 0.5, -1.0]), np.array([-3.0, 0.2]),)),
     Exercise(
-        "minimax-generator-loss", "scratchgen.objectives.gan:generator_loss_saturating", "05-gan.md", "§5.5",
+        "minimax-generator-loss", "scratchgen.objectives.gan:generator_loss_saturating",
+        "gan", "The non-saturating generator loss, and why it is needed",
         "the generator's side of the minimax game, E[log(1 - D(G(z)))]",
-        (TO + "test_gan_objectives_match_their_definitions", TO + "test_saturating_generator_gradient_vanishes_when_d_rejects_fakes"),
+        (TO + "test_gan_objectives_match_their_definitions",
+         TO + "test_saturating_generator_gradient_vanishes_when_d_rejects_fakes"),
         ("The generator minimises the part of V that depends on it: the mean over fakes of log(1 - D(G(z))).",
          "log(1 - σ(l)) = -softplus(l): use log_one_minus_d, and _logits to accept arrays and (N, 1) shapes."),
         helpers=("log_one_minus_d", "_logits"), imports=TENSORS, example=lambda: (np.array([-3.0, 0.2, 4.0]),)),
     Exercise(
-        "nonsaturating-generator-loss", "scratchgen.objectives.gan:generator_loss_nonsaturating", "05-gan.md", "§5.5",
+        "nonsaturating-generator-loss", "scratchgen.objectives.gan:generator_loss_nonsaturating",
+        "gan", "The non-saturating generator loss, and why it is needed",
         "the generator loss used in practice, -E[log D(G(z))]",
-        (TO + "test_gan_objectives_match_their_definitions", TO + "test_saturating_generator_gradient_vanishes_when_d_rejects_fakes"),
+        (TO + "test_gan_objectives_match_their_definitions",
+         TO + "test_saturating_generator_gradient_vanishes_when_d_rejects_fakes"),
         ("Instead of minimising log(1 - D(G(z))) the generator maximises log D(G(z)); as a loss to minimise, "
          "that is minus the mean of log D over the fakes.",
          "log σ(l) = -softplus(-l): use log_d, and _logits to accept arrays and (N, 1) shapes. Watch the sign."),
         helpers=("log_d", "_logits"), imports=TENSORS, example=lambda: (np.array([-3.0, 0.2, 4.0]),)),
     # ---------------------------------------------------------------- chapter 7
     Exercise(
-        "general-gaussian-kl", "scratchgen.objectives.hand_gradients:kl_normal_normal", "07-conditional-vae.md",
-        "§7.2", "KL between two diagonal Gaussians: the learned conditional prior's regulariser",
+        "general-gaussian-kl", "scratchgen.objectives.hand_gradients:kl_normal_normal", "conditional-vae",
+        "The conditional prior, and the KL between two general Gaussians",
+        "KL between two diagonal Gaussians: the learned conditional prior's regulariser",
         (TH + "test_general_diagonal_normal_kl_gradient",),
         ("Per dimension, KL = E_p[log p(ω) - log q(ω)] for p = N(μp, σp²), q = N(μq, σq²).",
          "E_p[(ω - μq)²] = σp² + (μp - μq)².",
@@ -230,7 +247,8 @@ EXERCISES = (
                                         np.array([0.0, -1.0]))),
     # ---------------------------------------------------------------- chapter 8 (VQ-VAE)
     Exercise(
-        "straight-through", "scratchgen.models.vector_quantizer:straight_through", "08-vq-vae.md", "§8.3",
+        "straight-through", "scratchgen.models.vector_quantizer:straight_through",
+        "vq-vae", "The straight-through gradient",
         "z_q = z_e + sg[e - z_e]: the codeword's value, the identity's gradient",
         ("tests/test_vqvae.py::test_straight_through_gives_z_e_the_gradient_taken_at_z_q",
          "tests/test_vqvae.py::test_each_loss_term_trains_only_its_own_side"),
@@ -238,7 +256,8 @@ EXERCISES = (
          "x.detach() is a stop-gradient: its value, no gradient. Which part of z_e + (e - z_e) must it wrap?"),
         imports=TENSORS),
     Exercise(
-        "commitment-loss", "scratchgen.models.vector_quantizer:commitment_loss", "08-vq-vae.md", "§8.4",
+        "commitment-loss", "scratchgen.models.vector_quantizer:commitment_loss",
+        "vq-vae", "Three loss terms, and which weights each one trains",
         "mean ||z_e - sg[e]||²: the term that keeps the encoder near its codewords",
         ("tests/test_vqvae.py::test_vq_losses_and_their_gradients_match_the_formulas",
          "tests/test_vqvae.py::test_each_loss_term_trains_only_its_own_side"),
@@ -246,7 +265,7 @@ EXERCISES = (
          "F.mse_loss(a, b) is mean((a - b)²). Which argument takes the .detach()?"),
         imports=TENSORS),
     Exercise(
-        "made-masks", "scratchgen.models.code_prior:made_masks", "08-vq-vae.md", "§8.5",
+        "made-masks", "scratchgen.models.code_prior:made_masks", "vq-vae", "The prior, fitted afterwards",
         "the 0/1 masks that make an MLP autoregressive (MADE)",
         ("tests/test_vqvae.py::test_made_prior_is_autoregressive_and_conditioned_on_its_context",
          "tests/test_vqvae.py::test_prior_probabilities_sum_to_one_and_loss_is_their_cross_entropy"),

@@ -9,6 +9,7 @@ import importlib.util
 import inspect
 import json
 import os
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -31,6 +32,23 @@ def resolve(target):
     return owner, attr, function
 
 
+def lecture_reference(exercise, lectures=None):
+    """(lecture file, section) where the exercise is explained, e.g. ("lectures/04-elbo.md", "§4.7").
+
+    The file is found by its name after the chapter number and the section by its title, so
+    renumbering chapters or sections changes nothing here. Without the lectures folder (an
+    installed package) the title stands in for the number.
+    """
+    from .grader import ROOT
+    folder = Path(lectures) if lectures else ROOT / "lectures"
+    files = sorted(folder.glob(f"[0-9][0-9]-{exercise.lecture}.md"))
+    if not files:
+        return f"the lecture on {exercise.lecture}", f"the section \"{exercise.section}\""
+    heading = re.search(rf"^## (\d+\.\d+) {re.escape(exercise.section)}", files[0].read_text(encoding="utf-8"), re.M)
+    section = f"§{heading.group(1)}" if heading else f"the section \"{exercise.section}\""
+    return f"lectures/{files[0].name}", section
+
+
 def stub_source(exercise):
     """The text of the file ``start`` writes: header, imports, signature, docstring, and a body
     that raises NotImplementedError pointing at the lecture."""
@@ -38,7 +56,7 @@ def stub_source(exercise):
     signature = inspect.signature(function)
     # the docstring goes between triple quotes: keep its backslashes and quotes literal
     doc = (inspect.getdoc(function) or "").replace("\\", "\\\\").replace('"""', "'''")
-    lecture = f"lectures/{exercise.lecture}, {exercise.section}"
+    lecture = ", ".join(lecture_reference(exercise))
     header = [f"Exercise {exercise.name}: {exercise.summary}.", "",
               f"Read {lecture}, then replace the body of {name} below. Check it with",
               "",
