@@ -168,78 +168,137 @@ def _fmt_cmd(parts):
     return " ".join(shlex.quote(str(p)) for p in parts)
 
 
-# ---------------------------------------------------------------------------- commands
+# ---------------------------------------------------------------------------- train
 def cmd_train(args, argv):
-    from .data import DATASETS, load
-    from .random import manual_seed
-    from .training import RunDir, Trainer, check_compatible, default_run_dir, load_checkpoint
+    """``scratchgen train MODEL``: check everything, then take the folder's lock, then train."""
+    from .training import Trainer
 
     family, given = args.family, _given(args)
+    resume = bool(given.get("resume"))
+    run, config = run_configuration(family, given, argv)       # 1. resume or new config (nothing written)
+    train_set, val_set = load_splits(config)                    # 2. the data (a missing file stops here)
+    experiment = build_experiment(family, config, run, resume)  # the model; a resumed checkpoint must fit
+    if experiment is None:
+        return 0
+    created = not run.path.exists()
+    with run.locked():                                          # one writer per run folder from here on
+        try:
+            prepare_folder(run, config, given, family)
+        except BaseException:
+            if created:  # nothing of ours is in it yet: leave no half-made folder behind
+                run.lock_path.unlink(missing_ok=True)
+                run.path.rmdir()
+            raise
+        print(f"{'Resuming' if resume else 'Training'} {experiment.describe()} on {config['data']} "
+              f"({len(train_set)} train / {len(val_set)} validation examples): {config['epochs']} epochs, "
+              f"batch {config['batch_size']}, lr {config['lr']}, seed {config['seed']} -> {run.path}", flush=True)
+        trainer = Trainer(experiment, run, config, train_set, val_set, resume_command=_resume_command(run, family),
+                          log_every=config["log_every"], plot_every=config["plot_every"])
+        result = trainer.fit(resume=resume)
+    print_summary(run, family, result)                          # 3. what was made, and what to do next
+    return 0
+
+
+def _resume_command(run, family):
+    return _fmt_cmd(["scratchgen", "train", family.name, "--out", run.path, "--resume"])
+
+
+def run_configuration(family, given, argv):
+    """``(run, config)``: a new run's configuration, or the saved one of the run to resume.
+
+    Every option is checked and the folder is inspected, but nothing is created or written: a
+    refused command leaves no trace.
+    """
+    from . import __version__
+    from .training import RunDir, default_run_dir
+    from .training.config import check_config, read_run_config
+
     if given.get("resume") and given.get("overwrite"):
         raise CLIError("--resume and --overwrite contradict each other: pick one")
     config = resolve_config(family, given)
+    check_config(config, family)
     run = RunDir(given.get("out") or default_run_dir(family.name, config["data"], config["seed"]))
-    resume_cmd = _fmt_cmd(["scratchgen", "train", family.name, "--out", run.path, "--resume"])
+    if run.path.exists() and not run.path.is_dir():
+        raise CLIError(f"--out {run.path} is a file, not a folder: a run folder holds several files. "
+                       f"Choose another --out.")
+    if not given.get("resume"):
+        if given.get("overwrite"):
+            if run.is_run():
+                run.check_scratchgen_run()
+        else:
+            run.check_new(config, _resume_command(run, family))
+        return run, {**config, "command": _fmt_cmd(["scratchgen", *argv]), "scratchgen_version": __version__}
 
-    if given.get("resume"):
-        if not run.is_run():
-            raise CLIError(f"nothing to resume in {run.path}: it holds no run (no config.json). "
-                           f"Start a new run without --resume.")
-        saved = run.read_config()
-        if saved["model"] != family.name:
-            raise CLIError(f"{run.path} holds a {saved['model']!r} run, not {family.name!r}: resume it with "
-                           f"`scratchgen train {saved['model']} --out {run.path} --resume`")
-        changed = [f"--{k.replace('_', '-')} {setting(saved, k)!r} -> {setting(config, k)!r}"
-                   for k in given if k not in ("out", "resume", "overwrite") + RESUMABLE
-                   and setting(saved, k) != setting(config, k)]
-        if changed:
-            raise CLIError(f"cannot change these settings when resuming {run.path}: {'; '.join(changed)}.\n"
-                           f"Only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE)} may change. "
-                           f"Start a new run with another --out to try different settings.")
-        config = {**saved, **{k: config[k] for k in given if k in RESUMABLE}}
-        if not run.latest.is_file():
-            raise CLIError(f"{run.path} has no checkpoint to resume from (it stopped before its first "
-                           f"checkpoint). Start it again with --overwrite.")
-    elif not given.get("overwrite"):
-        run.check_new(config, resume_cmd)
+    if not run.is_run():
+        raise CLIError(f"nothing to resume in {run.path}: it holds no run (no config.json). "
+                       f"Start a new run without --resume.")
+    saved, _ = read_run_config(run)
+    if saved["model"] != family.name:
+        raise CLIError(f"{run.path} holds a {saved['model']!r} run, not {family.name!r}: resume it with "
+                       f"`scratchgen train {saved['model']} --out {run.path} --resume`")
+    changed = [f"--{k.replace('_', '-')} {setting(saved, k)!r} -> {setting(config, k)!r}"
+               for k in given if k not in ("out", "resume", "overwrite") + RESUMABLE
+               and setting(saved, k) != setting(config, k)]
+    if changed:
+        raise CLIError(f"cannot change these settings when resuming {run.path}: {'; '.join(changed)}.\n"
+                       f"Only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE)} may change. "
+                       f"Start a new run with another --out to try different settings.")
+    if not run.latest.is_file():
+        raise CLIError(f"{run.path} has no checkpoint to resume from (it stopped before its first "
+                       f"checkpoint). Start it again with --overwrite.")
+    return run, {**saved, **{k: config[k] for k in given if k in RESUMABLE}}
 
-    # Load the data and build the model before touching the folder: a missing file or a bad
-    # option must not leave a half-made run behind.
-    info = DATASETS[config["data"]]
+
+def load_splits(config):
+    """``(train_set, val_set)`` of a run's configuration."""
+    from .data import load
+
     kw = dict(data_dir=config["data_dir"], scale=config["scale"], binarize=config["binarize"],
               seed=config["seed"])
     # NOTE: trainval holds the val split, so a run trained on it validates on test (and its best.npz
     # is then chosen on test: report latest.npz for such a run)
     train_split = config.get("train_split", "train")
-    train_set = load(config["data"], train_split, **kw)
-    val_set = load(config["data"], "test" if train_split == "trainval" else "val", **kw)
-    manual_seed(config["seed"])
-    experiment = family(config, info)
+    return (load(config["data"], train_split, **kw),
+            load(config["data"], "test" if train_split == "trainval" else "val", **kw))
 
-    if given.get("resume"):  # a checkpoint that does not fit must fail before config.json changes
-        state, meta = load_checkpoint(run.latest)
-        check_compatible(experiment.state_dict(), state, run.latest)
-        if meta["epoch"] >= config["epochs"]:
-            if meta["epoch"] > config["epochs"]:
-                raise CLIError(f"{run.path} has already trained {meta['epoch']} epochs; --epochs counts "
-                               f"all epochs, so it must be at least {meta['epoch']}")
+
+def build_experiment(family, config, run, resume):
+    """The model of ``config``; on resume, its checkpoint is checked first (None: nothing left to train)."""
+    from .data import DATASETS
+    from .random import manual_seed
+    from .training import load_checkpoint
+
+    manual_seed(config["seed"])
+    experiment = family(config, DATASETS[config["data"]])
+    if resume:  # a checkpoint that does not fit must fail before config.json changes
+        _, meta = load_checkpoint(run.latest, expected=experiment.state_dict())
+        if meta["epoch"] > config["epochs"]:
+            raise CLIError(f"{run.path} has already trained {meta['epoch']} epochs; --epochs counts "
+                           f"all epochs, so it must be at least {meta['epoch']}")
+        if meta["epoch"] == config["epochs"]:
             print(f"{run.path} has already trained all {meta['epoch']} epochs; to train longer, resume "
-                  f"with a larger --epochs, e.g. {resume_cmd} --epochs {2 * meta['epoch']}")
-            return 0
-    if given.get("overwrite") and run.is_run():
-        run.clear()
-    if not given.get("resume"):
-        from . import __version__
-        config = {**config, "command": _fmt_cmd(["scratchgen", *argv]), "scratchgen_version": __version__}
+                  f"with a larger --epochs, e.g. {_resume_command(run, family)} --epochs {2 * meta['epoch']}")
+            return None
+    return experiment
+
+
+def prepare_folder(run, config, given, family):
+    """Under the folder's lock: check it again (another process may have got there first), clear
+    it for --overwrite, delete temporary files a killed process left, and write ``config.json``."""
+    if given.get("resume"):
+        if not run.latest.is_file():
+            raise CLIError(f"{run.latest} disappeared while the run was being prepared; nothing was changed")
+    elif given.get("overwrite"):
+        if run.is_run():
+            run.check_scratchgen_run()
+            run.clear()
+    else:
+        run.check_new(config, _resume_command(run, family))
+    run.remove_stale_temps()
     run.write_config(config)
 
-    print(f"{'Resuming' if given.get('resume') else 'Training'} {experiment.describe()} on {config['data']} "
-          f"({len(train_set)} train / {len(val_set)} validation examples): {config['epochs']} epochs, "
-          f"batch {config['batch_size']}, lr {config['lr']}, seed {config['seed']} -> {run.path}", flush=True)
-    trainer = Trainer(experiment, run, config, train_set, val_set, resume_command=resume_cmd,
-                      log_every=config["log_every"], plot_every=config["plot_every"])
-    result = trainer.fit(resume=bool(given.get("resume")))
 
+def print_summary(run, family, result):
     best = (f" Best validation {family.monitor} {result['best']:.4f} at epoch {result['best_epoch']}."
             if family.monitor and result["best"] is not None else "")
     from .kernels.compile_time import compile_note
@@ -253,26 +312,70 @@ def cmd_train(args, argv):
               f"Next: scratchgen sample {shlex.quote(str(run.path))} --n 64 --out samples.png",
               f"      scratchgen eval {shlex.quote(str(run.path))}"]
     print("\n".join(lines))
-    return 0
+
+
+# ---------------------------------------------------------------------------- sample and eval
+# A sample request may use this share of the memory the system reports as available.
+SAMPLE_MEMORY_SHARE = 0.5
+# bytes per output number while sampling: the float32 result plus room for the network's activations
+SAMPLE_BYTES_PER_VALUE = 4 * 16
+MAX_PNG_SAMPLES = 10_000
+
+
+def available_memory():
+    """Bytes of memory available to a new allocation (Linux: MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_sample_request(n, shape, suffix):
+    """Refuse (CLIError) a request that would not fit in memory, saying how much it would need."""
+    import math
+    if suffix == ".png" and n > MAX_PNG_SAMPLES:
+        raise CLIError(f"--n {n} is too many samples for one picture (at most {MAX_PNG_SAMPLES}); write "
+                       f"them to a .npy file instead")
+    needed = n * math.prod(shape) * SAMPLE_BYTES_PER_VALUE
+    free = available_memory()
+    if free is not None and needed > SAMPLE_MEMORY_SHARE * free:
+        raise CLIError(f"--n {n} samples of shape {tuple(shape)} would need about {needed / 2**30:.1f} GiB of "
+                       f"memory, and {free / 2**30:.1f} GiB are available. Ask for fewer (--n), and draw "
+                       f"more in separate runs with different --seed values.")
 
 
 def cmd_sample(args, argv):
     import numpy as np
 
+    from .files import atomic_write
     from .random import manual_seed
     from .training import plots
 
     if args.n < 1:
         raise CLIError(f"--n must be at least 1, got {args.n}")
+    if args.out and Path(args.out).suffix not in (".npy", ".png"):
+        raise CLIError(f"--out must end in .npy (raw array) or .png (picture), got {args.out}")
     run, config, experiment, meta = load_run(args.run_dir, args.checkpoint)
     out = Path(args.out) if args.out else run.path / "samples.png"
-    if out.suffix not in (".npy", ".png"):
-        raise CLIError(f"--out must end in .npy (raw array) or .png (picture), got {out}")
+    if out.is_dir():
+        raise CLIError(f"--out {out} is a folder; give a file name ending in .npy or .png")
+    check_sample_request(args.n, experiment.info.shape, out.suffix)
     manual_seed(args.seed)
     samples = experiment.sample(args.n, label=args.label)
+    if not np.isfinite(samples).all():
+        raise CLIError(f"the model of {run.path} produced NaN or infinite samples; nothing was written. "
+                       f"Try the other checkpoint (--checkpoint best or latest), or train again.")
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
-        np.save(out, samples)
+        with atomic_write(out, "wb") as f:
+            np.save(f, samples)
     elif samples.ndim == 2:
         plots.save_points(samples, out, title=f"{config['model']} samples")
     else:
@@ -282,27 +385,6 @@ def cmd_sample(args, argv):
                               f"(epoch {meta['epoch']})", value_range=(lo, 1.0))
     print(f"wrote {args.n} samples of shape {samples.shape[1:]} to {out}")
     return 0
-
-
-def _seconds_per_epoch(run):
-    """Median training time of an epoch (the median ignores the first epoch's JIT compilation)."""
-    from statistics import median
-
-    from .training.metrics import read_metrics
-    secs = [float(r["seconds"]) for r in read_metrics(run.metrics_path) if r["kind"] == "epoch"]
-    return median(secs) if secs else None
-
-
-def _seconds_per_iteration(run):
-    """Median training time of one step (one ``train_step`` call: for a GAN one discriminator step and,
-    every ``--d-steps``, a generator step), from the epoch rows of the metrics file."""
-    from statistics import median
-
-    from .training.metrics import read_metrics
-    rows = [r for r in read_metrics(run.metrics_path) if r["kind"] == "epoch"]
-    steps = [int(r["step"]) for r in rows]
-    per = [float(r["seconds"]) / (b - a) for r, a, b in zip(rows, [0] + steps, steps) if b > a]
-    return median(per) if per else None
 
 
 def _plain(value):
@@ -330,12 +412,15 @@ def _eval_overrides(experiment, items):
         except ValueError:
             raise CLIError(f"--set {name}: expected a value of type {options[name].type.__name__}, "
                            f"got {value!r}") from None
+        if why := options[name].problem(out[name]):
+            raise CLIError(f"--set {name}: {why}")
     return out
 
 
 def cmd_eval(args, argv):
     from .data import load
     from .training import isolated_rng
+    from .training.metrics import MetricsError, read_metrics, seconds_per_epoch, seconds_per_iteration
 
     run, config, experiment, meta = load_run(args.run_dir, args.checkpoint)
     splits = experiment.info.splits
@@ -344,12 +429,17 @@ def cmd_eval(args, argv):
     data = load(config["data"], args.split, data_dir=args.data_dir or config.get("data_dir"),
                 scale=config["scale"], binarize=config["binarize"], seed=config["seed"])
     experiment.opts.update(_eval_overrides(experiment, args.set))
+    try:  # eval needs the weights, not a perfect metrics file: a damaged one costs only the timings
+        rows = read_metrics(run.metrics_path)
+    except MetricsError as e:
+        print(f"note: {e}; the timings are left out", file=sys.stderr)
+        rows = []
     with isolated_rng(config["seed"] if args.seed is None else args.seed):
         metrics = experiment.report(data, args.split)
     report = {"model": config["model"], "data": config["data"], "split": args.split,
               "checkpoint": args.checkpoint, "epoch": meta["epoch"], "step": meta["step"],
-              **{k: _plain(v) for k, v in metrics.items()}, "seconds_per_epoch": _seconds_per_epoch(run),
-              "seconds_per_iteration": _seconds_per_iteration(run)}
+              **{k: _plain(v) for k, v in metrics.items()}, "seconds_per_epoch": seconds_per_epoch(rows),
+              "seconds_per_iteration": seconds_per_iteration(rows)}
     if args.json:
         print(json.dumps(report))
         return 0
@@ -382,7 +472,9 @@ def main(argv=None):
         return exercise_main(argv[1:], prog="scratchgen exercise")
 
     from .data import CorruptDataError
-    from .training import CheckpointError, NonFiniteLossError, RunFolderError, TrainingInterrupted
+    from .files import describe_os_error
+    from .training import (CheckpointError, NonFiniteLossError, RunFolderError, TrainingInterrupted,
+                           TrainingStoppedError)
 
     args = build_parser().parse_args(argv)
     try:
@@ -393,12 +485,22 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (CLIError, RunFolderError, CheckpointError, NonFiniteLossError, CorruptDataError,
-            FileNotFoundError, ValueError) as e:
+    except (CLIError, RunFolderError, CheckpointError, NonFiniteLossError, TrainingStoppedError,
+            CorruptDataError, ValueError, OSError, MemoryError) as e:
         if os.environ.get("SCRATCHGEN_DEBUG"):
             raise
-        print(f"scratchgen: error: {e}", file=sys.stderr, flush=True)
+        print(f"scratchgen: error: {error_message(e, describe_os_error)}", file=sys.stderr, flush=True)
         return EXIT_ERROR
+
+
+def error_message(e, describe_os_error):
+    """The one paragraph printed for an error (every OS error and MemoryError included)."""
+    if isinstance(e, OSError) and e.errno is not None:  # from the OS (ours carry their own message)
+        return describe_os_error(e)
+    if isinstance(e, MemoryError):
+        return (f"not enough memory ({e or 'the allocation failed'}). Use smaller settings (--batch-size, "
+                f"--n, --set iwae_k=...), or close other programs.")
+    return str(e)
 
 
 if __name__ == "__main__":

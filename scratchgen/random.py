@@ -10,6 +10,11 @@ import numpy as np
 
 _rng = np.random.default_rng(0)
 
+# The bit generators whose state a checkpoint may name: only the one scratchgen uses.
+# NOTE: the name comes from a file, so it is looked up here and never with getattr(np.random, name):
+# a crafted checkpoint must not be able to call an arbitrary function of numpy.random.
+BIT_GENERATORS = {"PCG64": np.random.PCG64}
+
 
 def manual_seed(seed):
     """Reset the global generator (like ``torch.manual_seed``); returns it."""
@@ -31,9 +36,20 @@ def get_state():
 
 
 def set_state(state):
-    """Restore a state produced by :func:`get_state`."""
+    """Restore a state produced by :func:`get_state` (a ValueError says what is wrong with it)."""
     global _rng
-    state = json.loads(state) if isinstance(state, str) else state
-    bitgen = getattr(np.random, state["bit_generator"])()
-    bitgen.state = state
+    if isinstance(state, str):
+        try:
+            state = json.loads(state)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"the random state is not valid JSON ({e})") from None
+    name = state.get("bit_generator") if isinstance(state, dict) else None
+    if name not in BIT_GENERATORS:
+        raise ValueError(f"the random state names the bit generator {name!r}; scratchgen restores only "
+                         f"{', '.join(BIT_GENERATORS)}")
+    bitgen = BIT_GENERATORS[name]()
+    try:
+        bitgen.state = state
+    except (TypeError, ValueError, KeyError, OverflowError) as e:
+        raise ValueError(f"the random state of {name} is malformed ({type(e).__name__}: {e})") from None
     _rng = np.random.Generator(bitgen)

@@ -14,13 +14,12 @@ Binarized MNIST is stored as downloaded: the uncompressed ``.amat`` text (78 MB 
 """
 import hashlib
 import http.client
-import os
 import sys
-import tempfile
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..files import atomic_write, remove_stale_temps
 from .paths import default_cache_dir, fetch_command
 
 USER_AGENT = "scratchgen/0.1 (Python urllib)"
@@ -132,29 +131,23 @@ def download_one(url, dest, spec, progress=True, timeout=30.0):
     """Stream ``url`` to ``dest`` through a temporary file; rename only if it matches ``spec``."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        sha, md5, size = hashlib.sha256(), hashlib.md5(), 0
-        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as resp:
-            announced = resp.headers.get("Content-Length")
-            with _progress_bar(dest.name, int(announced) if announced else spec.size, progress) as bar:
-                while chunk := resp.read(CHUNK):
-                    out.write(chunk)
-                    sha.update(chunk)
-                    md5.update(chunk)
-                    size += len(chunk)
-                    bar.update(len(chunk))
+    sha, md5, size = hashlib.sha256(), hashlib.md5(), 0
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    # the real name only ever holds good bytes: an exception inside the block deletes the .part file
+    with atomic_write(dest, "wb", suffix=".part") as out, urllib.request.urlopen(request, timeout=timeout) as resp:
+        announced = resp.headers.get("Content-Length")
+        with _progress_bar(dest.name, int(announced) if announced else spec.size, progress) as bar:
+            while chunk := resp.read(CHUNK):
+                out.write(chunk)
+                sha.update(chunk)
+                md5.update(chunk)
+                size += len(chunk)
+                bar.update(len(chunk))
         # NOTE: if the server hangs up early, read() just returns b"" -- only the count tells
         if announced and size != int(announced):
             raise ConnectionError(f"the server announced {announced} bytes but closed the connection "
                                   f"after {size}")
         check(f"{dest.name} from {url}", spec, size, sha.hexdigest(), md5.hexdigest())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache file should be readable like any other
-        os.replace(tmp, dest)  # atomic on one file system: the real name only ever holds good bytes
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dest
 
 
@@ -183,6 +176,7 @@ def fetch(name, cache_dir=None, progress=True, mirrors=None, force=False, timeou
     folder = Path(cache_dir if cache_dir is not None else default_cache_dir()) / source.folder
     bases = list(mirrors if mirrors is not None else source.mirrors)
     failures = []
+    remove_stale_temps(folder)  # .part files of downloads that were killed
     for filename, spec in source.files.items():
         dest = folder / filename
         if dest.exists() and not force:

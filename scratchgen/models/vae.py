@@ -179,7 +179,7 @@ VAE_OPTIONS = (
     Option("adam_eps", float, 1e-8, "Adam's epsilon, added to the root of the second-moment estimate "
                                     "(Burda et al. 2016 used 1e-4)"),
     Option("iwae_k", int, 1000, "evaluation: importance samples of the IWAE log-likelihood estimate"),
-    Option("iwae_examples", int, 1000, "evaluation: test images the IWAE estimate uses (0 = all)"),
+    Option("iwae_examples", int, 1000, "evaluation: test images the IWAE estimate uses (0 = all)", low=0),
 )
 
 

@@ -4,6 +4,7 @@
 file               what it holds
 =================  ======================================================================
 ``experiment.py``  the protocol every model family implements (``Experiment``, ``Option``)
+``config.py``      the run configuration: settings, presets, checks, loading a run back
 ``trainer.py``     the loop: progress bar, Ctrl-C, NaN/inf detection, exact resume
 ``checkpoint.py``  ``.npz`` checkpoints without pickle, written atomically
 ``run.py``         the run folder and its ``config.json``; refusing to clobber another run
@@ -17,8 +18,8 @@ The command line (:mod:`scratchgen.cli`) puts these together; the model families
 from .checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
 from .experiment import Experiment, Option, int_list
 from .run import RunDir, RunFolderError, default_run_dir
-from .trainer import NonFiniteLossError, Trainer, TrainingInterrupted, isolated_rng
+from .trainer import NonFiniteLossError, Trainer, TrainingInterrupted, TrainingStoppedError, isolated_rng
 
 __all__ = ["CheckpointError", "check_compatible", "load_checkpoint", "save_checkpoint", "Experiment",
            "Option", "int_list", "RunDir", "RunFolderError", "default_run_dir", "NonFiniteLossError",
-           "Trainer", "TrainingInterrupted", "isolated_rng"]
+           "Trainer", "TrainingInterrupted", "TrainingStoppedError", "isolated_rng"]

@@ -44,6 +44,7 @@ Conventions the trainer relies on:
 * ``figures`` gets the :class:`~scratchgen.training.run.RunDir` (write into ``run.figures``)
   and the validation split.
 """
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,16 +55,60 @@ class Option:
     """A model option: ``--name`` on the command line, ``config["options"][name]`` in code.
 
     ``type`` is ``int``, ``float``, ``str`` or :func:`int_list` (``--hidden 200,200``).
+    ``choices`` lists the valid strings; ``low``/``high`` bound a number. Without ``low``, an
+    int option whose default is positive must be at least 1, any other number at least 0.
     """
     name: str
     type: object
     default: object
     help: str
     choices: tuple = None
+    low: float = None
+    high: float = None
 
     @property
     def flag(self):
         return "--" + self.name.replace("_", "-")
+
+    @property
+    def minimum(self):
+        if self.low is not None or self.type not in (int, float):
+            return self.low
+        return 1 if self.type is int and isinstance(self.default, int) and self.default >= 1 else 0
+
+    def problem(self, value):
+        """Why ``value`` is not valid for this option (a phrase), or None if it is."""
+        return value_problem(value, self.type, choices=self.choices, low=self.minimum, high=self.high,
+                             nullable=self.default is None)
+
+
+def value_problem(value, kind, choices=None, low=None, high=None, nullable=False):
+    """Why ``value`` is not a valid ``kind`` (int, float, str or int_list) in range, or None.
+
+    Values come from the command line (already converted) or from ``config.json`` (any JSON type),
+    so the type is checked too: a bool is not a number, and a float must be finite.
+    """
+    if value is None:
+        return None if nullable else "a value is required, got null"
+    if kind is int_list:
+        ok = isinstance(value, (list, tuple)) and value and all(type(v) is int and v >= 1 for v in value)
+        return None if ok else f"expected a list of positive whole numbers like [200, 200], got {value!r}"
+    if kind is str:
+        if not isinstance(value, str):
+            return f"expected text, got {value!r}"
+    elif kind is int:
+        if type(value) is not int:
+            return f"expected a whole number, got {value!r}"
+    elif kind is float:
+        if type(value) not in (int, float) or not math.isfinite(value):
+            return f"expected a finite number, got {value!r}"
+    if choices is not None and value not in choices:
+        return f"expected one of {', '.join(map(str, choices))}; got {value!r}"
+    if low is not None and value < low:
+        return f"must be at least {low}, got {value!r}"
+    if high is not None and value > high:
+        return f"must be at most {high}, got {value!r}"
+    return None
 
 
 def int_list(text):
@@ -98,7 +143,12 @@ class Experiment:
 
     def __init__(self, config, info):
         self.config, self.info = config, info
-        self.opts = dict(config.get("options", {}))
+        # options missing from the configuration (a run made before the option existed) get their
+        # defaults here, once for every family; a value that makes no sense is refused here too
+        self.opts = {**{o.name: o.default for o in self.options}, **config.get("options", {})}
+        for o in self.options:
+            if why := o.problem(self.opts[o.name]):
+                raise ValueError(f"{self.name} option {o.flag}: {why}")
 
     # ---- training and evaluation
     def train_step(self, batch):

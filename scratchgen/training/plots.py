@@ -2,17 +2,17 @@
 
 Everything draws on matplotlib's headless Agg canvas (``Figure`` + ``FigureCanvasAgg``), never
 through ``pyplot``, so it works without a display and never changes the backend of a notebook
-that imports it. Each PNG is written to a temporary file and renamed, so a figure that is being
-refreshed during training is never seen half written.
+that imports it. Each PNG is written atomically (:func:`scratchgen.files.atomic_write`), so a figure
+that is being refreshed during training is never seen half written.
 
 NOTE: matplotlib is imported by :func:`figure` and :func:`save_figure`, not at the top: importing it
 costs ~0.4 s, and `scratchgen --help` (which imports the model families) should not pay for it.
 """
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_write
 from .metrics import column, read_metrics
 
 
@@ -30,12 +30,8 @@ def save_figure(fig, path, tight_layout=False):
     FigureCanvasAgg(fig)
     if tight_layout:
         fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    try:
-        fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
     return path
 
 

@@ -30,13 +30,18 @@ import numpy as np
 
 from .. import random as sg_random
 from ..data import DataLoader
+from ..files import describe_os_error
 from . import plots
-from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from .checkpoint import RESUME_FIELDS, CheckpointError, load_checkpoint, save_checkpoint
 from .metrics import MetricsLog
 
 
 class NonFiniteLossError(RuntimeError):
     """Training produced NaN or infinity; the message names the step and the loss terms."""
+
+
+class TrainingStoppedError(RuntimeError):
+    """The operating system refused a write (disk full, read-only, ...); what was saved is intact."""
 
 
 class TrainingInterrupted(Exception):
@@ -163,10 +168,12 @@ class Trainer:
 
     def restore(self):
         """Continue from ``latest.npz``: weights, optimizer, RNG, position and running means."""
-        state, meta = load_checkpoint(self.run.latest)
-        check_compatible(self.exp.state_dict(), state, self.run.latest)
+        state, meta = load_checkpoint(self.run.latest, expected=self.exp.state_dict(), required=RESUME_FIELDS)
+        try:
+            sg_random.set_state(meta["rng"])
+        except ValueError as e:
+            raise CheckpointError(f"{self.run.latest}: meta field 'rng': {e}") from None
         self.exp.load_state_dict(state)
-        sg_random.set_state(meta["rng"])
         self.step, self.epoch, self.batch = meta["step"], meta["epoch"], meta["batch"]
         self.best, self.best_epoch = meta["best"], meta["best_epoch"]
         self.epoch_means, self.interval_means = Means(meta["epoch_means"]), Means(meta["interval_means"])
@@ -177,15 +184,21 @@ class Trainer:
     def _where(self):
         return f"step {self.step} (epoch {self.epoch + 1}, batch {self.batch} of {len(self.loader)})"
 
-    def _nonfinite_message(self, what):
+    def _kept(self, after):
         if self.last_saved:
             path, step, epoch = self.last_saved
-            kept = (f"The last good checkpoint, {path} (step {step}), was not touched; "
-                    f"nothing was saved after it.")
-        else:
-            kept = "No checkpoint had been written yet, and none was written with the bad values."
-        return (f"Training stopped at {self._where()}: {what}.\n{kept}\n"
+            return f"The last good checkpoint, {path} (step {step}), was not touched; nothing was saved {after}."
+        return f"No checkpoint had been written yet, and none was written {after}."
+
+    def _nonfinite_message(self, what):
+        return (f"Training stopped at {self._where()}: {what}.\n{self._kept('with the bad values')}\n"
                 f"Try a smaller learning rate (--lr), or a different --seed.")
+
+    def _os_error_message(self, e):
+        resume = (f"When it is fixed, continue with:\n  {self.resume_command}" if self.last_saved
+                  else "When it is fixed, run the command again with --overwrite.")
+        return (f"Training stopped at {self._where()}: {describe_os_error(e)}\n"
+                f"{self._kept('after it')}\n{resume}")
 
     # ------------------------------------------------------------------ the loop
     def fit(self, resume=False):
@@ -193,14 +206,17 @@ class Trainer:
             self.restore()
         epochs = self.config["epochs"]
         start = time.perf_counter()
-        with StopRequest() as stop:
-            while self.epoch < epochs:
-                self._train_epoch(stop)
-                self._end_epoch(epochs)
-                if stop.requested and self.epoch < epochs:
-                    self._interrupted()
-        if self._plotted_epoch != self.epoch:
-            self._refresh_figures(force=True)
+        try:
+            with StopRequest() as stop:
+                while self.epoch < epochs:
+                    self._train_epoch(stop)
+                    self._end_epoch(epochs)
+                    if stop.requested and self.epoch < epochs:
+                        self._interrupted()
+            if self._plotted_epoch != self.epoch:
+                self._refresh_figures(force=True)
+        except OSError as e:  # a full disk, a folder made read-only, ...: every write is atomic, so
+            raise TrainingStoppedError(self._os_error_message(e)) from e  # what was saved is whole
         return dict(step=self.step, epochs=self.epoch, best=self.best, best_epoch=self.best_epoch,
                     seconds=time.perf_counter() - start, figures=self.figure_paths)
 
