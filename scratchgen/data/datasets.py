@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..npz import READ_ERRORS, NpzError, read_npz
 from .formats import corrupt, read_amat, read_idx
 from .paths import digits8_path, find_file
 from .toy import as_rng, grid_of_gaussians, ring_of_gaussians
@@ -174,10 +175,21 @@ def rescale(values, scale, max_value, dtype=np.float32):
 
 def _digits8_all(data_dir=None):
     path = digits8_path(data_dir)
-    with np.load(path, allow_pickle=False) as z:
-        if set(z.files) != {"images", "labels"}:
-            raise corrupt(path, f"it holds arrays {z.files}, expected ['images', 'labels']")
-        images, labels = z["images"].astype(np.uint8), z["labels"].astype(np.uint8)
+
+    def check(headers):  # before any array is read into memory
+        if set(headers) != {"images", "labels"}:
+            raise NpzError(f"it holds arrays {sorted(headers)}, expected ['images', 'labels']")
+        if headers["images"].shape != (1797, 8, 8) or headers["labels"].shape != (1797,):
+            raise NpzError(f"its arrays have shapes {headers['images'].shape} and {headers['labels'].shape}, "
+                           f"expected (1797, 8, 8) and (1797,)")
+
+    try:
+        z = read_npz(path, check=check, compressed=True)  # check() fixes every shape
+    except NpzError as e:
+        raise corrupt(path, str(e)) from None
+    except READ_ERRORS as e:
+        raise corrupt(path, f"it cannot be read as an .npz file ({type(e).__name__}: {e})") from None
+    images, labels = z["images"].astype(np.uint8), z["labels"].astype(np.uint8)
     digest = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()
     if digest != DIGITS8_CONTENT_SHA256:
         raise corrupt(path, f"its content sha256 is {digest}, expected {DIGITS8_CONTENT_SHA256}; "

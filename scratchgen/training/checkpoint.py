@@ -11,8 +11,9 @@ A checkpoint stores
 Only arrays of numbers and one string are stored, and :func:`load_checkpoint` never unpickles,
 so opening a checkpoint can never execute code. Nothing read from the file is trusted before it
 is checked: every array's declared shape and dtype are read from its header and compared with the
-model (and with the bytes the file really holds) *before* any array is read into memory, so a small
-crafted file cannot ask for gigabytes; every field of ``meta`` is checked for its type and range.
+model (and with the bytes the file really holds) *before* any array is read into memory
+(:func:`scratchgen.npz.read_npz`), so a small crafted file cannot ask for gigabytes; every field of
+``meta`` is checked for its type and range.
 
 Writes are atomic (:func:`scratchgen.files.atomic_write`): the file is written to a temporary
 name in the same folder and renamed over the old one only when it is complete, so a crash (or
@@ -21,16 +22,15 @@ Ctrl-C, or a full disk) while writing leaves the previous checkpoint as it was.
 import json
 import math
 import re
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from ..files import atomic_write
+from ..npz import READ_ERRORS, NpzError, read_npz
 
 FORMAT_VERSION = 1
 _LAZY_STATE = re.compile(r"(^|\.)state\.\d+\.")
-_NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floats: all a state_dict holds
 # meta fields: what each must be. "count" = a non-negative integer (not a bool)
 META_FIELDS = {"step": "count", "epoch": "count", "batch": "count", "best": "number or null",
                "best_epoch": "count or null", "rng": "text", "epoch_means": "running means",
@@ -77,64 +77,28 @@ def load_checkpoint(path, expected=None, required=("step", "epoch")):
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    def check(headers):  # before any array is read into memory
+        if "meta" not in headers:
+            raise NpzError("it has no meta entry")
+        if expected is not None:
+            check_compatible(expected, {k.removeprefix("state/"): h for k, h in headers.items()
+                                        if k.startswith("state/")}, path)
+
     try:
-        with zipfile.ZipFile(path) as zf:
-            headers = {info.filename[:-len(".npy")]: _header(zf, info, path) for info in zf.infolist()}
-            if "meta" not in headers:
-                raise _unreadable(path, "it has no meta entry")
-            meta = _read_meta(_read(zf, headers["meta"]), path, required)
-            shapes = {k[len("state/"):]: h for k, h in headers.items() if k.startswith("state/")}
-            if expected is not None:
-                check_compatible(expected, shapes, path)
-            state = {k: _read(zf, h) for k, h in shapes.items()}
+        arrays = read_npz(path, text=("meta",), check=check)
     except CheckpointError:
         raise
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile,
-            NotImplementedError) as e:
+    except NpzError as e:
+        raise _unreadable(path, str(e)) from e
+    except READ_ERRORS as e:
         raise _unreadable(path, f"{type(e).__name__}: {e}") from e
-    return state, meta
+    meta = _read_meta(arrays.pop("meta"), path, required)
+    return {k.removeprefix("state/"): v for k, v in arrays.items() if k.startswith("state/")}, meta
 
 
 def _unreadable(path, reason):
     return CheckpointError(f"{path} is not a readable scratchgen checkpoint ({reason}). If it was cut "
                            f"short, use the other checkpoint in the same folder (latest.npz or best.npz).")
-
-
-class _Header:
-    """One array's declared shape and dtype (from its .npy header) and where its bytes are."""
-
-    def __init__(self, info, shape, dtype, offset):
-        self.info, self.shape, self.dtype, self.offset = info, tuple(shape), dtype, offset
-
-
-def _header(zf, info, path):
-    name = info.filename
-    if not name.endswith(".npy"):
-        raise _unreadable(path, f"it holds {name!r}, which is not an array")
-    if info.compress_type != zipfile.ZIP_STORED:
-        raise _unreadable(path, f"{name} is compressed; scratchgen writes checkpoints uncompressed, and "
-                                f"does not inflate data whose size it cannot check")
-    with zf.open(info) as f:
-        version = np.lib.format.read_magic(f)
-        read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-        if version not in read:
-            raise _unreadable(path, f"{name} has .npy format version {version}; expected 1.0 or 2.0")
-        shape, fortran, dtype = read[version](f)
-        offset = f.tell()
-    if dtype.hasobject or (dtype.kind not in _NUMERIC_KINDS and name != "meta.npy"):
-        raise _unreadable(path, f"{name} has dtype {dtype}; a checkpoint holds numbers only")
-    if name == "meta.npy" and (dtype.kind != "U" or shape != ()):
-        raise _unreadable(path, f"meta has dtype {dtype} and shape {shape}; expected one string")
-    declared = math.prod(shape) * dtype.itemsize
-    if offset + declared != info.file_size:  # NOTE: stored entries: file_size is the bytes really there
-        raise _unreadable(path, f"{name} declares shape {shape} of {dtype} ({declared} bytes) but holds "
-                                f"{info.file_size - offset} bytes")
-    return _Header(info, shape, dtype, offset)
-
-
-def _read(zf, header):
-    with zf.open(header.info) as f:
-        return np.lib.format.read_array(f, allow_pickle=False)
 
 
 def _is_count(v):
