@@ -214,8 +214,12 @@ def test_the_lookup_scan_catches_the_old_bit_generator_call():
 
 
 # ------------------------------------------------------------------------------ 2. one writer per run
-def test_a_second_writer_is_refused_with_the_pid_of_the_first_and_a_kill_leaves_no_stale_lock(tmp_path, capsys):
+def test_a_second_writer_is_refused_with_the_pid_of_the_first_and_a_kill_leaves_no_stale_lock(tmp_path, capsys,
+                                                                                             monkeypatch):
+    from scratchgen.training import Trainer
     out = tmp_path / "run"
+    real_fit, fits = Trainer.fit, []
+    monkeypatch.setattr(Trainer, "fit", lambda self, resume=False: fits.append(resume) or 1 / 0)
     proc = subprocess.Popen([sys.executable, "-m", "scratchgen", "train", "vae", "--out", str(out), *TINY,
                              "--epochs", "100000"], cwd=tmp_path, env=env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -233,12 +237,14 @@ def test_a_second_writer_is_refused_with_the_pid_of_the_first_and_a_kill_leaves_
             rc, _, err = train(capsys, out, "--epochs", "100000", flag)
             assert_one_paragraph(rc, err)
             assert f"PID {proc.pid}" in err and "in use" in err, err
+        assert fits == [], "a second writer started training"
         assert proc.poll() is None and (out / "metrics.csv").read_bytes().startswith(before)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     finally:
         watchdog.cancel()
         proc.kill()
+    monkeypatch.setattr(Trainer, "fit", real_fit)
     _, meta = load_checkpoint(out / "checkpoints" / "latest.npz")
     rc, text, err = train(capsys, out, "--resume", "--epochs", meta["epoch"] + 1)  # the OS released the lock
     assert rc == 0, err
