@@ -267,11 +267,12 @@ def build_experiment(family, config, run, resume):
     from .data import DATASETS
     from .random import manual_seed
     from .training import load_checkpoint
+    from .training.checkpoint import RESUME_FIELDS
 
     manual_seed(config["seed"])
     experiment = family(config, DATASETS[config["data"]])
     if resume:  # a checkpoint that does not fit must fail before config.json changes
-        _, meta = load_checkpoint(run.latest, expected=experiment.state_dict())
+        _, meta = load_checkpoint(run.latest, expected=experiment.state_dict(), required=RESUME_FIELDS)
         if meta["epoch"] > config["epochs"]:
             raise CLIError(f"{run.path} has already trained {meta['epoch']} epochs; --epochs counts "
                            f"all epochs, so it must be at least {meta['epoch']}")

@@ -35,8 +35,9 @@ _LAZY_STATE = re.compile(r"(^|\.)state\.\d+\.")
 META_FIELDS = {"step": "count", "epoch": "count", "batch": "count", "best": "number or null",
                "best_epoch": "count or null", "rng": "text", "epoch_means": "running means",
                "interval_means": "running means", "model": "text", "data": "text", "format": "count"}
-# the fields a training run needs to continue (scratchgen eval/sample need only step and epoch)
+# the fields a training run needs to continue, and those scratchgen eval/sample read
 RESUME_FIELDS = ("step", "epoch", "batch", "best", "best_epoch", "rng", "epoch_means", "interval_means")
+RUN_FIELDS = ("step", "epoch")
 
 
 class CheckpointError(ValueError):
@@ -66,12 +67,12 @@ def save_checkpoint(path, state, meta):
     return path
 
 
-def load_checkpoint(path, expected=None, required=("step", "epoch")):
+def load_checkpoint(path, expected=None, required=()):
     """Read a checkpoint written by :func:`save_checkpoint`; returns ``(state, meta)``.
 
     ``expected`` (a model's ``state_dict()``) is compared with the arrays' headers before their
     data is read (:func:`check_compatible`). ``required`` names the ``meta`` fields that must be
-    present (:data:`RESUME_FIELDS` to continue training). Any problem is a :class:`CheckpointError`
+    present (:data:`RESUME_FIELDS` to continue training, :data:`RUN_FIELDS` to sample or evaluate). Any problem is a :class:`CheckpointError`
     naming the file and the field.
     """
     path = Path(path)

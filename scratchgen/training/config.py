@@ -14,7 +14,7 @@ field of it (a hand-edited file gets a message naming the file and the field, ne
 """
 import numpy as np
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import RUN_FIELDS, CheckpointError, load_checkpoint
 from .experiment import value_problem
 from .run import RunDir, RunFolderError
 
@@ -141,7 +141,7 @@ def load_run(run_dir, which="latest"):
     if not path.is_file():
         raise RunFolderError(f"{run.path} has no {path.name} yet (looked for {path}); train it first, or "
                              f"continue it with `scratchgen train {config['model']} --out {run.path} --resume`")
-    state, meta = load_checkpoint(path, expected=experiment.state_dict())
+    state, meta = load_checkpoint(path, expected=experiment.state_dict(), required=RUN_FIELDS)
     bad = [k for k, v in state.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"{path} holds NaN or infinite weights ({', '.join(bad[:5])}"
