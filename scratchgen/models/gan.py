@@ -224,19 +224,14 @@ class GAN(Experiment):
 
     def __init__(self, config, info):
         super().__init__(config, info)
-        # options added after a run was saved take their defaults, so older run folders still load
-        self.opts = o = {**{opt.name: opt.default for opt in self.options}, **self.opts}
+        o = self.opts  # options missing from an older run's config.json got their defaults in Experiment
         self.toy = info.name in TOY
         self.scale = "raw" if self.toy else config.get("scale", "01")
         arch = o["arch"] if o["arch"] != "auto" else ("toy" if self.toy else "mlp")
         if self.toy != (arch == "toy"):
             raise ValueError(f"--arch {arch} does not fit {info.name} (examples of shape {info.shape}): "
                              f"use --arch toy for 2-D points and mlp or dcgan for images")
-        if o["gan_loss"] not in GAN_LOSSES:
-            raise ValueError(f"--gan-loss must be one of {sorted(GAN_LOSSES)}, got {o['gan_loss']!r}")
-        if o["d_steps"] < 1 or o["latent"] < 1 or o["pack"] < 1:
-            raise ValueError(f"--d-steps, --latent and --pack must be at least 1, got {o['d_steps']}, "
-                             f"{o['latent']} and {o['pack']}")
+        # --gan-loss, --d-steps, --latent, --pack: Experiment checked them (Option.choices, at least 1)
         if self.scale not in ("raw", "01", "pm1"):
             raise ValueError(f"the GAN generates pixels in [0, 1] (--scale 01) or [-1, 1] (--scale pm1), "
                              f"got --scale {self.scale}")
@@ -248,8 +243,7 @@ class GAN(Experiment):
         self.opt_d = optim.Adam(self.D.parameters(), lr=o["lr_d"] or config["lr"], betas=betas)
         self.g_loss = GAN_LOSSES[o["gan_loss"]]
         self.base_lr = (self.opt_g.lr, self.opt_d.lr)
-        steps_per_epoch = math.ceil(info.splits.get("train", 1) / config.get("batch_size", 64))
-        self.total_steps = max(1, config.get("epochs", 1) * steps_per_epoch)
+        self.total_steps = max(1, config.get("epochs", 1) * self.steps_per_epoch)
         # a fixed latent batch: figures show the same z's as training goes on
         self.net.register_buffer("fixed_z", self.noise(64))
         self.mixture = TOY[info.name]() if self.toy else None

@@ -32,7 +32,6 @@ Extension points (the conditional VAE builds on these):
 * :meth:`VAE.posterior`, :meth:`VAE.decode` and :meth:`VAE.prior` take the label ``y``
   (ignored here), so a CVAE overrides them to condition on it and inherits the rest.
 """
-import math
 
 import numpy as np
 
@@ -208,34 +207,21 @@ class VAE(Experiment):
 
     def __init__(self, config, info):
         super().__init__(config, info)
-        o = self.opts
-        for opt in self.options:  # a run saved before an option existed gets its default
-            o.setdefault(opt.name, opt.default)
+        o = self.opts  # options missing from an older run's config.json got their defaults in Experiment
         self.likelihood = o["likelihood"]
         self._check_setup(info, config)
         self.net = self.make_net(info)
         self.optimizer = optim.Adam(self.net.parameters(), lr=config["lr"], eps=o["adam_eps"])
         self.base_lr = config["lr"]
-        n_train = info.splits.get(config.get("train_split", "train"), 1)
-        self.steps_per_epoch = max(1, math.ceil(n_train / config.get("batch_size", 1)))
         self.loss_terms = ("loss", "recon", "kl") + (("kl_weight",) if o["warmup_steps"] > 0 else ())
         # logged every epoch beside the losses: the per-dimension KL shows posterior collapse
         self.val_terms = ("elbo", "active_units", *(f"kl_{j}" for j in range(o["latent"])))
 
     def _check_setup(self, info, config):
-        o = self.opts
-        if len(info.shape) != 3:
-            raise ValueError(f"{self.name} expects image data (C, H, W); {info.name} has examples of shape "
-                             f"{info.shape}")
-        if o["arch"] not in ARCHITECTURES:
-            raise ValueError(f"--arch must be one of {sorted(ARCHITECTURES)}, got {o['arch']!r}")
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(f"--likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        self.require_images()  # --arch and --likelihood: Experiment checked them against Option.choices
         if self.likelihood == "bernoulli" and config.get("scale", "01") != "01":
             raise ValueError(f"{self.name}: the Bernoulli decoder needs pixels in [0, 1] (--scale 01), got "
                              f"--scale {config.get('scale')}; use --likelihood gaussian for [-1, 1] pixels")
-        if o["latent"] < 1:
-            raise ValueError(f"--latent must be at least 1, got {o['latent']}")
 
     def make_net(self, info):
         """The encoder and decoder of ``--arch``, in one module (a CVAE adds its prior)."""

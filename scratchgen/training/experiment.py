@@ -143,6 +143,8 @@ class Experiment:
 
     def __init__(self, config, info):
         self.config, self.info = config, info
+        # NOTE: `self.opts` is the options dict every family reads; checkpoints rely on nothing but
+        # checkpointed() (by default `self.net` and `self.optimizer`)
         # options missing from the configuration (a run made before the option existed) get their
         # defaults here, once for every family; a value that makes no sense is refused here too
         self.opts = {**{o.name: o.default for o in self.options}, **config.get("options", {})}
@@ -193,6 +195,18 @@ class Experiment:
         return self.name
 
     # ---- helpers for subclasses
+    @property
+    def steps_per_epoch(self):
+        """Optimisation steps in one epoch of this run's training split (at least 1)."""
+        n = self.info.splits.get(self.config.get("train_split", "train"), 1)
+        return max(1, math.ceil(n / self.config.get("batch_size", 1)))
+
+    def require_images(self):
+        """Refuse (ValueError) data whose examples are not images (C, H, W), e.g. 2-D points."""
+        if len(self.info.shape) != 3:
+            raise ValueError(f"{self.name} expects image data (C, H, W); {self.info.name} has examples of "
+                             f"shape {self.info.shape}")
+
     @staticmethod
     def batches(data, batch_size=500):
         """Consecutive ``(x, y)`` chunks of a split, in order (for evaluation)."""
