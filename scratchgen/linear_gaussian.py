@@ -23,6 +23,7 @@ import numpy as np
 
 from . import random as _random
 from .autograd import Tensor
+from .distributions import Normal
 
 LOG_2PI = float(np.log(2 * np.pi))
 
@@ -106,7 +107,7 @@ class LinearGaussian:
         return expected_log_lik - kl
 
     def decoder(self, z):
-        """q_θ(x | ω) as Tensors, ``z -> (W z + b, log σ²)``: for ``likelihood="gaussian"``."""
+        """q_θ(x | ω) = N(W ω + b, σ² I) as a :class:`~scratchgen.distributions.Normal` of Tensors."""
         mean = z @ Tensor(self.W.T.astype(z.dtype)) + Tensor(self.b.astype(z.dtype))
         log_var = Tensor(np.full(mean.shape, np.log(self.noise_var), dtype=z.dtype))
-        return mean, log_var
+        return Normal(mean, log_var=log_var)

@@ -59,7 +59,8 @@ def test_kl_is_between_the_posterior_and_the_learned_class_prior():
     x, y = load("digits8", "val")[:12]
     with no_grad():
         r = model.elbo(x, y)
-        mu, lv = (t.data.astype(np.float64) for t in model.posterior(Tensor(x), y))
+        q = model.net.posterior(Tensor(x), y)
+        mu, lv = (t.data.astype(np.float64) for t in (q.loc, q.log_var))
     m = model.net.prior.mean.data[y].astype(np.float64)
     s = model.net.prior.log_var.data[y].astype(np.float64)
     expected = 0.5 * (s - lv + (np.exp(lv) + (mu - m) ** 2) / np.exp(s) - 1.0)
@@ -72,13 +73,14 @@ def test_stacked_samples_are_decoded_with_their_own_labels():
     x, y = load("digits8", "val")[:5]
     z = np.random.default_rng(0).normal(size=(3 * 5, 3)).astype(np.float32)
     with no_grad():
-        stacked = model.decode(Tensor(z), y).data
-        one_by_one = np.concatenate([model.decode(Tensor(z[5 * s:5 * s + 5]), y).data for s in range(3)])
+        stacked = model.net.decode(Tensor(z), y).logits.data
+        one_by_one = np.concatenate([model.net.decode(Tensor(z[5 * s:5 * s + 5]), y).logits.data
+                                     for s in range(3)])
     # NOTE: float32 products of 15 and of 5 rows may sum in different orders (the kernels tile rows
     # by fours), so equal means rtol 1e-5; a row decoded with another image's label is far off
     np.testing.assert_allclose(stacked, one_by_one, rtol=1e-5, atol=1e-6)
     with no_grad():
-        wrong = model.decode(Tensor(z), np.roll(np.tile(y, 3), 1)).data
+        wrong = model.net.decode(Tensor(z), np.roll(np.tile(y, 3), 1)).logits.data
     assert np.abs(wrong - stacked).max() > 100 * (1e-6 + 1e-5 * np.abs(stacked).max())
     with no_grad():
         assert model.elbo(x, y).elbo.shape == (5,)

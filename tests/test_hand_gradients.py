@@ -6,7 +6,7 @@ from hypothesis import given
 
 import scratchgen.functional as F
 from scratchgen import Tensor
-from scratchgen.distributions import Normal, kl_divergence
+from scratchgen.distributions import Bernoulli, Normal, kl_divergence
 from scratchgen.objectives import (discriminator_loss, discriminator_value, elbo,
                                    generator_loss_nonsaturating, generator_loss_saturating)
 from scratchgen.objectives import hand_gradients as hg
@@ -94,7 +94,7 @@ def autograd_mlp_vae(params, x, eps, activation):
     lin = lambda inp, name: F.linear(inp, t[f"{name}.weight"], t[f"{name}.bias"])
     h = act(lin(Tensor(x), "fc1"))
     posterior = Normal(lin(h, "fc21"), log_var=lin(h, "fc22"))
-    decoder = lambda z: lin(act(lin(z, "fc3")), "fc4")
+    decoder = lambda z: Bernoulli(logits=lin(act(lin(z, "fc3")), "fc4"))
     res = elbo(x, posterior, decoder, eps=eps[None])
     res.loss.backward()
     return res.loss.item(), {k: v.grad for k, v in t.items()}

@@ -122,7 +122,7 @@ def test_monte_carlo_elbo_agrees_with_the_closed_form():
     R = 4000
     sg.manual_seed(0)
     res = elbo(np.repeat(x, R, 0), (np.repeat(q_mean, R, 0), np.log(np.repeat(q_var, R, 0))),
-               model.decoder, likelihood="gaussian")
+               model.decoder)
     mean, se = mc(res.elbo.data.reshape(3, R))
     exact = model.elbo(x, q_mean, np.stack([np.diag(v) for v in q_var]))
     assert np.all(np.abs(mean - exact) < Z * se)
@@ -139,7 +139,7 @@ def test_iwae_rises_towards_log_p_as_k_grows():
     sg.manual_seed(1)
     means, ses = {}, {}
     for k in (1, 10, 100):
-        est = iwae_bound(xr, (mr, lvr), model.decoder, k, likelihood="gaussian").reshape(3, R)
+        est = iwae_bound(xr, (mr, lvr), model.decoder, k).reshape(3, R)
         means[k], ses[k] = mc(est)
     log_p = model.log_prob(x)
     exact_elbo = model.elbo(x, q_mean, np.stack([np.diag(v) for v in q_var]))

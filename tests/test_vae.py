@@ -155,8 +155,8 @@ def test_kl_weight_is_restored_from_a_checkpoint():
 def test_conv_architecture_shapes_and_learning():
     model = make(arch="conv", channels=[4, 8], hidden=[16], latent=2, lr=1e-2)
     x = (np.random.default_rng(0).random((16, 1, 8, 8)) < 0.3).astype(np.float32)
-    mu, log_var = model.posterior(Tensor(x))
-    assert mu.shape == log_var.shape == (16, 2)
+    q = model.net.posterior(Tensor(x))
+    assert q.loc.shape == q.log_var.shape == (16, 2)
     assert model.sample(5).shape == (5, 1, 8, 8) and model.reconstruct(x).shape == x.shape
     first = model.train_step((x, None))["loss"]
     for _ in range(30):

@@ -63,7 +63,7 @@ def iwae_versus_k():
     ks = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
     means, ses = [], []
     for k in ks:
-        est = iwae_bound(batch, poor, model.decoder, k=k, likelihood="gaussian", chunk_size=100)
+        est = iwae_bound(batch, poor, model.decoder, k=k, chunk_size=100)
         means.append(est.mean())
         ses.append(est.std(ddof=1) / np.sqrt(reps))
     fig, ax = plt.subplots(figsize=(6, 3.6))

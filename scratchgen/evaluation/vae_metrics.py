@@ -1,9 +1,9 @@
 """Evaluating a VAE: the ELBO and its two terms, the IWAE log-likelihood, bits/dim, active units.
 
-Works on any model with the VAE's interface (:class:`scratchgen.models.vae.VAE` and the
-conditional :class:`scratchgen.models.cvae.CVAE`): ``posterior(x, y)`` -> (μ, log σ²),
-``decode(z, y)`` -> the decoder's output, ``prior(y)`` -> a Normal or None (N(0, I)),
-``likelihood`` ("bernoulli" or "gaussian") and ``net`` (to switch to eval mode).
+Works on the VAE and the conditional VAE (:class:`scratchgen.models.vae.VAE`,
+:class:`scratchgen.models.cvae.CVAE`) through their network ``model.net`` (a
+:class:`~scratchgen.models.vae.VAENet`): its ELBO ``net(x, y)``, ``posterior(x, y)`` -> a Normal,
+``decode(z, y)`` -> the distribution q_θ(x|z) and ``prior(y)`` -> a Normal or None (N(0, I)).
 
 * **ELBO** (:func:`elbo_statistics`): per image, with one reparameterised sample of z,
   ``recon`` = -log q_θ(x|z) summed over pixels and ``kl`` = KL(q_ψ(z|x) ‖ p(z)) in closed form.
@@ -24,11 +24,11 @@ so its "NLL" and bits/dim compare models with each other but not with likelihood
 MNIST; the binarized-MNIST numbers in the literature need binary pixels (``--binarize dynamic``).
 """
 import math
+from functools import partial
 
 import numpy as np
 
-from ..objectives import elbo, iwae_bound
-from ..objectives.evidence_lower_bound import as_normal
+from ..objectives import iwae_bound
 from ..autograd import Tensor, no_grad
 
 ACTIVE_THRESHOLD = 1e-2
@@ -65,13 +65,11 @@ def elbo_statistics(model, batches):
     elbos, recons, kls, kl_dims, mus = [], [], [], [], []
     with no_grad():
         for x, y in batches:
-            xt = Tensor(x)
-            post = model.posterior(xt, y)
-            r = elbo(xt, post, lambda z: model.decode(z, y), prior=model.prior(y), likelihood=model.likelihood)
+            r = model.net(Tensor(x), y)
             recons.append(-r.reconstruction.data.astype(np.float64))
             kls.append(r.kl.data.astype(np.float64))
             kl_dims.append(r.kl_per_dim.data.astype(np.float64))
-            mus.append(as_normal(post).loc.data.reshape(len(x), -1))
+            mus.append(r.posterior.loc.data.reshape(len(x), -1))
     if not recons:
         raise ValueError("elbo_statistics got no batches: the split is empty")
     recon, kl = np.concatenate(recons), np.concatenate(kls)
@@ -97,13 +95,14 @@ def iwae_log_likelihood(model, x, y=None, k=5000, batch_size=None, max_rows=2000
     if batch_size is None:
         batch_size = max(1, min(len(x), max_rows // min(int(k), max_rows)))
     chunk = max(1, min(int(k), max_rows // batch_size))
-    model.net.eval()
+    net = model.net
+    net.eval()
     out = []
     with no_grad():
         for xb, yb in _batches(x, y, batch_size):
             xt = Tensor(xb)
-            out.append(iwae_bound(xt, model.posterior(xt, yb), lambda z: model.decode(z, yb), int(k),
-                                  prior=model.prior(yb), likelihood=model.likelihood, chunk_size=chunk))
+            out.append(iwae_bound(xt, net.posterior(xt, yb), partial(net.decode, y=yb), int(k),
+                                  prior=net.prior(yb), chunk_size=chunk))
     return np.concatenate(out)
 
 

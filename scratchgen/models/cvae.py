@@ -48,15 +48,33 @@ class ClassPrior(nn.Module):
         self.log_var = nn.Parameter(np.zeros((num_classes, latent), dtype=np.float32))
 
     def forward(self, y):
+        if y is None:
+            raise ValueError("the conditional VAE needs the label y of every image; this batch has none")
+        y = np.asarray(y)
         return Normal(F.embedding(y, self.mean), log_var=F.embedding(y, self.log_var))
 
 
 class CVAENet(VAENet):
+    """The VAE's three distributions, each also given the label y (as a one-hot vector): the
+    encoder and decoder read it, and ``prior`` is the learned :class:`ClassPrior` p(z|y);
+    ``forward`` (the ELBO) is the VAE's."""
+
     def __init__(self, encoder, decoder, prior, num_classes, likelihood="bernoulli"):
-        super().__init__(encoder, decoder, likelihood)
-        self.prior = prior
+        super().__init__(encoder, decoder, likelihood, prior)
+        self.num_classes = num_classes
         # how many training images of each class the model has seen: the empirical p(y)
         self.register_buffer("class_counts", np.zeros(num_classes, dtype=np.float64))
+
+    def condition(self, y, rows):
+        """The labels y (N,) as one-hot rows, repeated to ``rows`` rows: the encoder and decoder read them."""
+        if y is None:
+            raise ValueError("the conditional VAE needs the label y of every image; this batch has none")
+        c = one_hot(y, self.num_classes)
+        if rows != len(c) and len(c) and rows % len(c) == 0:
+            # NOTE: the ELBO and IWAE code stack S samples of z for N images as S·N rows, sample
+            # by sample (row r belongs to image r mod N), so the labels repeat the same way.
+            c = np.tile(c, (rows // len(c), 1))
+        return c
 
 
 @register
@@ -90,34 +108,10 @@ class CVAE(VAE):
     def make_net(self, info):
         k = info.num_classes
         encoder, decoder = ARCHITECTURES[self.opts["arch"]](info.shape, self.opts, condition=k)
-        return CVAENet(encoder, decoder, ClassPrior(k, self.opts["latent"]), k, self.likelihood)
+        return CVAENet(encoder, decoder, ClassPrior(k, self.opts["latent"]), k, self.opts["likelihood"])
 
     def describe(self):
         return "C" + super().describe()
-
-    def _labels(self, y):
-        if y is None:
-            raise ValueError("the conditional VAE needs the label y of every image; this batch has none")
-        return one_hot(y, self.info.num_classes)
-
-    # ---- the three distributions, now given y
-    def posterior(self, x, y=None):
-        """q_ψ(z|x, y) as its (μ, log σ²) pair."""
-        return self.net.encoder(x, self._labels(y))
-
-    def prior(self, y=None):
-        """p(z|y): the learned per-class Gaussian."""
-        self._labels(y)
-        return self.net.prior(np.asarray(y))
-
-    def decode(self, z, y=None):
-        """The decoder's output for q_θ(x|z, y)."""
-        c = self._labels(y)
-        if z.shape[0] != len(c) and len(c) and z.shape[0] % len(c) == 0:
-            # NOTE: the ELBO and IWAE code stack S samples of z for N images as S·N rows, sample
-            # by sample (row r belongs to image r mod N), so the labels repeat the same way.
-            c = np.tile(c, (z.shape[0] // len(c), 1))
-        return self.decoder_output(self.net.decoder(z, c))
 
     def log_class_prior(self):
         """log p(y) from the label counts seen in training (uniform before any training)."""
@@ -127,7 +121,7 @@ class CVAE(VAE):
     # ---- the protocol
     def train_step(self, batch):
         x, y = batch
-        self._labels(y)
+        self.net.condition(y, len(x))
         self.net.class_counts += np.bincount(np.asarray(y), minlength=self.info.num_classes)
         return super().train_step(batch)
 

@@ -166,11 +166,38 @@ def build(arch, shape, opts, scale):
 
 
 class GANNet(nn.Module):
-    """Holds both networks so that their parameters and buffers share one state_dict."""
+    """The game's mathematics: the generator G pushes noise z ~ N(0, I) to fakes (:meth:`forward`),
+    the discriminator D scores packs of ``pack_size`` examples (:meth:`logits`), and the two losses of a
+    round (:meth:`discriminator_loss`, :meth:`generator_loss`). Both networks share one state_dict.
+    """
 
-    def __init__(self, generator, discriminator):
+    def __init__(self, generator, discriminator, latent, pack_size=1,
+                 generator_loss=objectives.generator_loss_nonsaturating):
         super().__init__()
         self.generator, self.discriminator = generator, discriminator
+        self.latent, self.pack_size, self.g_loss = latent, pack_size, generator_loss
+
+    def noise(self, n):
+        """n draws of z ~ N(0, I), (n, latent), from scratchgen's seeded generator."""
+        return get_rng().standard_normal((n, self.latent)).astype(np.float32)
+
+    def forward(self, n):
+        """n fakes G(z), z ~ N(0, I)."""
+        return self.generator(Tensor(self.noise(n)))
+
+    def logits(self, x):
+        """D's logit l_φ for each pack of ``pack_size`` consecutive examples of x (an array or a Tensor)."""
+        packs = pack(x, self.pack_size)
+        return self.discriminator(packs if isinstance(packs, Tensor) else Tensor(packs))
+
+    def discriminator_loss(self, x, fake):
+        """−V on real examples x and fakes held fixed (detached: θ does not move), and both logits."""
+        real_logits, fake_logits = self.logits(x), self.logits(fake.detach())
+        return objectives.discriminator_loss(real_logits, fake_logits), real_logits, fake_logits
+
+    def generator_loss(self, fake):
+        """The generator's loss on fakes through D (minimax or non-saturating)."""
+        return self.g_loss(self.logits(fake))
 
 
 @register
@@ -236,16 +263,16 @@ class GAN(Experiment):
             raise ValueError(f"the GAN generates pixels in [0, 1] (--scale 01) or [-1, 1] (--scale pm1), "
                              f"got --scale {self.scale}")
         self.arch = arch
-        self.net = GANNet(*build(arch, info.shape, o, self.scale))
+        self.g_loss = GAN_LOSSES[o["gan_loss"]]
+        self.net = GANNet(*build(arch, info.shape, o, self.scale), o["latent"], o["pack"], self.g_loss)
         self.G, self.D = self.net.generator, self.net.discriminator
         betas = (o["beta1"], o["beta2"])
         self.opt_g = optim.Adam(self.G.parameters(), lr=o["lr_g"] or config["lr"], betas=betas)
         self.opt_d = optim.Adam(self.D.parameters(), lr=o["lr_d"] or config["lr"], betas=betas)
-        self.g_loss = GAN_LOSSES[o["gan_loss"]]
         self.base_lr = (self.opt_g.lr, self.opt_d.lr)
         self.total_steps = max(1, config.get("epochs", 1) * self.steps_per_epoch)
         # a fixed latent batch: figures show the same z's as training goes on
-        self.net.register_buffer("fixed_z", self.noise(64))
+        self.net.register_buffer("fixed_z", self.net.noise(64))
         self.mixture = TOY[info.name]() if self.toy else None
         if self.toy:  # the standard metric, logged every epoch beside the losses
             self.loss_terms = self.loss_terms + ("modes_covered", "high_quality_fraction")
@@ -257,19 +284,13 @@ class GAN(Experiment):
                 f"{self.opts['d_steps']} D step(s) per G step{pack_note}) with {g:,} generator + {d:,} "
                 f"discriminator parameters")
 
-    def noise(self, n):
-        return get_rng().standard_normal((n, self.opts["latent"])).astype(np.float32)
-
     # ---- the two moves of the game
     def discriminator_step(self, x):
         """One step on φ: lower −V on a real batch ``x`` and as many fresh fakes. Returns the terms
         and the fake batch's graph (reusable by a generator step that follows)."""
         self.net.train()
-        fake = self.G(Tensor(self.noise(len(x))))
-        m = self.opts["pack"]
-        real_logits = self.D(Tensor(pack(x, m)))
-        fake_logits = self.D(pack(fake.detach(), m))  # detach: θ is held fixed
-        loss = objectives.discriminator_loss(real_logits, fake_logits)
+        fake = self.net(len(x))
+        loss, real_logits, fake_logits = self.net.discriminator_loss(x, fake)
         self.opt_d.zero_grad()
         loss.backward()
         self.opt_d.step()
@@ -286,8 +307,8 @@ class GAN(Experiment):
         """
         self.net.train()
         if fake is None:
-            fake = self.G(Tensor(self.noise(n)))
-        loss = self.g_loss(self.D(pack(fake, self.opts["pack"])))
+            fake = self.net(n)
+        loss = self.net.generator_loss(fake)
         self.opt_g.zero_grad()
         loss.backward()
         self.opt_g.step()
@@ -312,7 +333,7 @@ class GAN(Experiment):
             loss_g = self.generator_step(fake=fake)
         else:  # no generator move this round: report its loss on these fakes, without a step
             with no_grad():
-                loss_g = self.g_loss(self.D(pack(fake.detach(), self.opts["pack"]))).item()
+                loss_g = self.net.generator_loss(fake.detach()).item()
         return {**terms, "loss_g": loss_g}
 
     # ---- evaluation
@@ -321,7 +342,7 @@ class GAN(Experiment):
         self.check_label(label)
         self.net.eval()
         with no_grad():
-            return np.concatenate([self.G(Tensor(self.noise(min(1000, n - i)))).data for i in range(0, n, 1000)])
+            return np.concatenate([self.net(min(1000, n - i)).data for i in range(0, n, 1000)])
 
     def logits(self, x):
         """Discriminator logits of ``x``, one per pack of ``--pack`` consecutive examples."""

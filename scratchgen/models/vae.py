@@ -32,12 +32,14 @@ Extension points (the conditional VAE builds on these):
 * :meth:`VAE.posterior`, :meth:`VAE.decode` and :meth:`VAE.prior` take the label ``y``
   (ignored here), so a CVAE overrides them to condition on it and inherits the rest.
 """
+from functools import partial
 
 import numpy as np
 
 from .. import functional as F
 from .. import nn, optim
 from ..evaluation import vae_metrics
+from ..distributions import Bernoulli, Normal
 from ..objectives import elbo
 from ..random import get_rng
 from ..autograd import Tensor, no_grad
@@ -148,16 +150,55 @@ def build_conv(shape, opts, condition=0):
 ARCHITECTURES = {"mlp": build_mlp, "conv": build_conv}
 
 
-class VAENet(nn.Module):
-    """Holds the encoder and the decoder (and, for a Gaussian decoder, its learned log σ²), so
-    their parameters share one state_dict."""
+class StandardPrior(nn.Module):
+    """p(z) = N(0, I), the same for every image. It returns None, which stands for N(0, I) in
+    :func:`scratchgen.objectives.elbo` and :meth:`VAE.sample`; it has no parameters."""
 
-    def __init__(self, encoder, decoder, likelihood="bernoulli"):
+    def forward(self, y=None):
+        return None
+
+
+class VAENet(nn.Module):
+    """The VAE's mathematics in one module: the three distributions and, in :meth:`forward`, the
+    ELBO of a batch. The encoder and decoder networks (and, for a Gaussian decoder, its learned
+    log σ²) share one state_dict.
+
+    * :meth:`posterior` q_ψ(z|x) = N(μ(x), diag exp(log σ²(x))), from the encoder's two heads;
+    * ``prior(y)`` p(z): a module, :class:`StandardPrior` here (a CVAE's learned p(z|y) replaces it);
+    * :meth:`decode` q_θ(x|z): ``Bernoulli(logits=decoder(z))``, or ``Normal(decoder(z), log σ²)``.
+
+    Every method takes the label ``y``, ignored here: the conditional VAE overrides :meth:`condition`
+    and the prior.
+    """
+
+    def __init__(self, encoder, decoder, likelihood="bernoulli", prior=None):
         super().__init__()
         self.encoder, self.decoder = encoder, decoder
-        if likelihood == "gaussian":
+        self.gaussian = likelihood == "gaussian"
+        if self.gaussian:
             # one σ² for every pixel; starts at σ = 1 and shrinks towards the reconstruction error
             self.log_sigma2 = nn.Parameter(np.zeros((1, 1, 1, 1), dtype=np.float32))
+        self.prior = prior if prior is not None else StandardPrior()
+
+    def condition(self, y, rows):
+        """What the encoder and decoder read beside x or z: nothing here (a CVAE: the label)."""
+        return None
+
+    def posterior(self, x, y=None):
+        """q_ψ(z|x): a Normal over the latent, (N, latent)."""
+        mu, log_var = self.encoder(x, self.condition(y, x.shape[0]))
+        return Normal(mu, log_var=log_var)
+
+    def decode(self, z, y=None):
+        """q_θ(x|z), one distribution per pixel: (N, C, H, W)."""
+        out = self.decoder(z, self.condition(y, z.shape[0]))
+        return Normal(out, log_var=self.log_sigma2) if self.gaussian else Bernoulli(logits=out)
+
+    def forward(self, x, y=None, kl_weight=1.0, free_bits=0.0, eps=None):
+        """The ELBO of the batch x (one reparameterised sample of z per image) and its terms:
+        encode, sample z = μ + σ ε, decode, log q_θ(x|z), KL — :func:`scratchgen.objectives.elbo`."""
+        return elbo(x, self.posterior(x, y), partial(self.decode, y=y), prior=self.prior(y),
+                    kl_weight=kl_weight, free_bits=free_bits, eps=eps)
 
 
 VAE_OPTIONS = (
@@ -208,7 +249,6 @@ class VAE(Experiment):
     def __init__(self, config, info):
         super().__init__(config, info)
         o = self.opts  # options missing from an older run's config.json got their defaults in Experiment
-        self.likelihood = o["likelihood"]
         self._check_setup(info, config)
         self.net = self.make_net(info)
         self.optimizer = optim.Adam(self.net.parameters(), lr=config["lr"], eps=o["adam_eps"])
@@ -219,44 +259,22 @@ class VAE(Experiment):
 
     def _check_setup(self, info, config):
         self.require_images()  # --arch and --likelihood: Experiment checked them against Option.choices
-        if self.likelihood == "bernoulli" and config.get("scale", "01") != "01":
+        if self.opts["likelihood"] == "bernoulli" and config.get("scale", "01") != "01":
             raise ValueError(f"{self.name}: the Bernoulli decoder needs pixels in [0, 1] (--scale 01), got "
                              f"--scale {config.get('scale')}; use --likelihood gaussian for [-1, 1] pixels")
 
     def make_net(self, info):
         """The encoder and decoder of ``--arch``, in one module (a CVAE adds its prior)."""
-        return VAENet(*ARCHITECTURES[self.opts["arch"]](info.shape, self.opts), likelihood=self.likelihood)
+        return VAENet(*ARCHITECTURES[self.opts["arch"]](info.shape, self.opts), likelihood=self.opts["likelihood"])
 
     def describe(self):
         o = self.opts
         return (f"VAE ({o['arch']}, latent {o['latent']}) with {self.net.num_parameters():,} parameters, "
-                f"{self.likelihood} decoder")
-
-    # ---- the model: the three distributions (a CVAE overrides these to use y)
-    def posterior(self, x, y=None):
-        """q_ψ(z|x) as its (μ, log σ²) pair."""
-        return self.net.encoder(x)
-
-    def prior(self, y=None):
-        """p(z); None means the standard normal N(0, I)."""
-        return None
-
-    def decode(self, z, y=None):
-        """The decoder's output for q_θ(x|z): Bernoulli logits, or (mean, log σ²) for a Gaussian."""
-        return self.decoder_output(self.net.decoder(z))
-
-    def decoder_output(self, out):
-        return (out, self.net.log_sigma2) if self.likelihood == "gaussian" else out
-
-    def mean_image(self, out):
-        """E[x|z] from the decoder's output: σ(logits), or the Gaussian mean, as an array."""
-        return out[0].data if self.likelihood == "gaussian" else out.sigmoid().data
+                f"{o['likelihood']} decoder")
 
     def elbo(self, x, y=None, kl_weight=1.0, free_bits=0.0, eps=None):
-        """:func:`scratchgen.objectives.elbo` of this model on the batch (one sample of z per image)."""
-        x = Tensor(x)
-        return elbo(x, self.posterior(x, y), lambda z: self.decode(z, y), prior=self.prior(y),
-                    likelihood=self.likelihood, kl_weight=kl_weight, free_bits=free_bits, eps=eps)
+        """The network's ELBO on a batch of images (an array): ``self.net(x, y, ...)``."""
+        return self.net(Tensor(x), y, kl_weight=kl_weight, free_bits=free_bits, eps=eps)
 
     def kl_weight(self):
         """β, ramped linearly from 0 over ``warmup_steps`` optimizer steps (Bowman et al., 2016)."""
@@ -282,7 +300,7 @@ class VAE(Experiment):
         self.net.train()
         self.optimizer.lr = self.learning_rate(self.optimizer.step_count // self.steps_per_epoch)
         w = self.kl_weight()
-        result = self.elbo(x, y, kl_weight=w, free_bits=self.opts["free_bits"])
+        result = self.net(Tensor(x), y, kl_weight=w, free_bits=self.opts["free_bits"])
         self.optimizer.zero_grad()
         result.loss.backward()
         self.optimizer.step()
@@ -316,24 +334,24 @@ class VAE(Experiment):
     def sample_given(self, n, y=None):
         self.net.eval()
         with no_grad():
-            prior = self.prior(y)
+            prior = self.net.prior(y)
             z = (Tensor(get_rng().standard_normal((n, self.opts["latent"])).astype(np.float32))
                  if prior is None else prior.sample())
-            return self.mean_image(self.decode(z, y))
+            return self.net.decode(z, y).mean.data
 
     def encode_mean(self, x, y=None, batch_size=1000):
         """Posterior means μ(x) as an array (N, latent), in batches."""
         self.net.eval()
         with no_grad():
-            return np.concatenate([self.posterior(Tensor(x[i:i + batch_size]),
-                                                  None if y is None else y[i:i + batch_size])[0].data
+            return np.concatenate([self.net.posterior(Tensor(x[i:i + batch_size]),
+                                                      None if y is None else y[i:i + batch_size]).loc.data
                                    for i in range(0, len(x), batch_size)])
 
     def decode_mean(self, z, y=None):
         """E[x|z] for given latent codes z (N, latent)."""
         self.net.eval()
         with no_grad():
-            return self.mean_image(self.decode(Tensor(np.asarray(z, dtype=np.float32)), y))
+            return self.net.decode(Tensor(np.asarray(z, dtype=np.float32)), y).mean.data
 
     def reconstruct(self, x, y=None):
         """Decoder means at the posterior mean μ(x)."""

@@ -57,6 +57,7 @@ class ELBOResult:
     loss: Tensor            # scalar: -(reconstruction_mean - kl_weight * kl_term)
     kl_weight: float
     free_bits: float
+    posterior: Normal       # q_ψ(ω|x) the terms were computed with
 
     @property
     def reconstruction_mean(self):
@@ -81,29 +82,8 @@ def as_normal(posterior):
                     f"{type(posterior).__name__}")
 
 
-def likelihood_distribution(decoder_out, likelihood):
-    """Turn the decoder's raw output into the distribution q_θ(x|ω).
-
-    ``likelihood="bernoulli"``: the decoder returns logits. ``"gaussian"``: it returns
-    ``(mean, log_var)``. A decoder may also return a Distribution directly (then ``likelihood``
-    is ignored).
-    """
-    if isinstance(decoder_out, (Normal, Bernoulli, Categorical)):
-        return decoder_out
-    if likelihood == "bernoulli":
-        if not isinstance(decoder_out, Tensor):
-            raise TypeError(f"likelihood='bernoulli' expects the decoder to return a logits Tensor, "
-                            f"got {type(decoder_out).__name__}")
-        return Bernoulli(logits=decoder_out)
-    if likelihood == "gaussian":
-        if not (isinstance(decoder_out, (tuple, list)) and len(decoder_out) == 2):
-            raise TypeError("likelihood='gaussian' expects the decoder to return (mean, log_var), got "
-                            f"{type(decoder_out).__name__}")
-        return Normal(decoder_out[0], log_var=decoder_out[1])
-    raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
-
-
-def _batch_size(x, q):
+def number_of_examples(x, q):
+    """N, the number of examples in ``x``, checked against the posterior's batch shape (N, ...)."""
     n = x.shape[0]
     if q.batch_shape[:1] != (n,):
         raise ValueError(f"the posterior's batch shape {q.batch_shape} must start with the number "
@@ -111,13 +91,17 @@ def _batch_size(x, q):
     return n
 
 
-def log_likelihood_samples(x, z, decoder, likelihood):
+def log_likelihood_samples(x, z, decoder):
     """log q_θ(x|ω_s) for samples z of shape (S, N, *latent): returns (S, N), data dims summed.
 
-    The S samples are stacked into one decoder batch of S·N rows.
+    The S samples are stacked into one decoder batch of S·N rows (sample by sample: row r belongs
+    to example r mod N); ``decoder(z)`` returns the distribution q_θ(x|ω) of those rows.
     """
     s, n = z.shape[0], z.shape[1]
-    dist = likelihood_distribution(decoder(z.reshape((s * n,) + z.shape[2:])), likelihood)
+    dist = decoder(z.reshape((s * n,) + z.shape[2:]))
+    if not isinstance(dist, (Normal, Bernoulli, Categorical)):
+        raise TypeError(f"the decoder must return the distribution q(x|z) — e.g. Bernoulli(logits=net(z)) "
+                        f"or Normal(net(z), log_var=...) — not a {type(dist).__name__}")
     xd = x.data if isinstance(x, Tensor) else np.asarray(x)
     target = np.broadcast_to(xd[None], (s,) + xd.shape).reshape((s * n,) + xd.shape[1:])
     if dist.batch_shape != target.shape:
@@ -127,16 +111,15 @@ def log_likelihood_samples(x, z, decoder, likelihood):
     return log_px.reshape(s, n)
 
 
-def elbo(x, posterior, decoder, prior=None, likelihood="bernoulli", n_samples=1,
-         kl_weight=1.0, free_bits=0.0, eps=None):
+def elbo(x, posterior, decoder, prior=None, n_samples=1, kl_weight=1.0, free_bits=0.0, eps=None):
     """ELBO(x) = E_{q_ψ(ω|x)}[log q_θ(x|ω)] - d_KL(q_ψ(·|x), p_ω), per example, and the loss.
 
     Arguments:
         x: data, shape (N, *data_shape) (Tensor or array; treated as a constant).
         posterior: q_ψ(ω|x), a :class:`Normal` with batch shape (N, *latent_shape) or the
             encoder's ``(mu, log_var)`` pair.
-        decoder: callable ω -> logits (``likelihood="bernoulli"``) or -> (mean, log_var)
-            (``"gaussian"``), or -> a Distribution; called once on all S·N samples stacked.
+        decoder: callable ω -> the distribution q_θ(x|ω) (``Bernoulli(logits=...)`` or
+            ``Normal(mean, log_var=...)``), called once on all S·N samples stacked.
         prior: p_ω, a :class:`Normal` broadcastable to the posterior (a CVAE's conditional
             prior p_ω(ω|y)); None means N(0, I).
         n_samples: S >= 1 reparameterised samples per example for the reconstruction term.
@@ -150,12 +133,12 @@ def elbo(x, posterior, decoder, prior=None, likelihood="bernoulli", n_samples=1,
         raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
     if kl_weight < 0 or free_bits < 0:
         raise ValueError(f"kl_weight and free_bits must be >= 0, got {kl_weight} and {free_bits}")
-    q = as_normal(posterior)
-    n = _batch_size(x, q)
+    q = as_normal(posterior)                                          # q_ψ(ω|x), from the encoder
+    n = number_of_examples(x, q)
     p = prior if prior is not None else Normal(np.zeros((), q.loc.dtype), log_var=np.zeros((), q.loc.dtype))
 
-    z = q.rsample((int(n_samples),), eps=eps)                       # (S, N, *latent)
-    reconstruction = log_likelihood_samples(x, z, decoder, likelihood).mean(axis=0)
+    z = q.rsample((int(n_samples),), eps=eps)                       # ω = μ + σ ε: (S, N, *latent)
+    reconstruction = log_likelihood_samples(x, z, decoder).mean(axis=0)   # log q_θ(x|ω), S-average
 
     kl_per_dim = kl_divergence(q, p).expand(q.batch_shape).reshape(n, -1)  # (N, d)
     kl = kl_per_dim.sum(axis=1)
@@ -166,4 +149,4 @@ def elbo(x, posterior, decoder, prior=None, likelihood="bernoulli", n_samples=1,
     loss = -(reconstruction.mean() - kl_term * float(kl_weight))
     return ELBOResult(reconstruction=reconstruction, kl=kl, elbo=reconstruction - kl,
                       kl_per_dim=kl_per_dim, kl_term=kl_term, loss=loss,
-                      kl_weight=float(kl_weight), free_bits=float(free_bits))
+                      kl_weight=float(kl_weight), free_bits=float(free_bits), posterior=q)
