@@ -104,9 +104,9 @@ WRONG = {
     "iwae-bound": """
         from scratchgen.objectives.iwae import log_importance_weights
         from scratchgen import no_grad
-        def iwae_bound(x, posterior, decoder, k, prior=None, likelihood="bernoulli", chunk_size=100, eps=None):
+        def iwae_bound(x, posterior, decoder, k, prior=None, chunk_size=100, eps=None):
             with no_grad():
-                log_w = log_importance_weights(x, posterior, decoder, k, prior, likelihood, eps).data
+                log_w = log_importance_weights(x, posterior, decoder, k, prior, eps).data
             return log_w.mean(axis=0)                                         # mean of logs: the ELBO again
         """,
     "gan-value": """
@@ -148,16 +148,15 @@ WRONG = {
         """,
     "elbo": """
         import numpy as np
-        from scratchgen.objectives.evidence_lower_bound import (ELBOResult, Normal, as_normal, _batch_size,
-                                                                log_likelihood_samples)
+        from scratchgen.objectives.evidence_lower_bound import (ELBOResult, Normal, as_normal, log_likelihood_samples,
+                                                                number_of_examples)
         from scratchgen.distributions import kl_divergence
-        def elbo(x, posterior, decoder, prior=None, likelihood="bernoulli", n_samples=1, kl_weight=1.0,
-                 free_bits=0.0, eps=None):
+        def elbo(x, posterior, decoder, prior=None, n_samples=1, kl_weight=1.0, free_bits=0.0, eps=None):
             q = as_normal(posterior)
-            n = _batch_size(x, q)
+            n = number_of_examples(x, q)
             p = prior if prior is not None else Normal(np.zeros((), q.loc.dtype), log_var=np.zeros((), q.loc.dtype))
             z = q.rsample((int(n_samples),), eps=eps)
-            reconstruction = log_likelihood_samples(x, z, decoder, likelihood).mean(axis=0)
+            reconstruction = log_likelihood_samples(x, z, decoder).mean(axis=0)
             kl_per_dim = kl_divergence(q, p).expand(q.batch_shape).reshape(n, -1)
             kl = kl_per_dim.sum(axis=1)
             kl_term = kl.mean()                                               # β and free bits forgotten

@@ -177,14 +177,14 @@ EXERCISES = (
         (TO + "test_elbo_terms_match_direct_computation", TO + "test_kl_weight_scales_only_the_kl_in_the_loss",
          TO + "test_free_bits_floor_each_dimensions_batch_mean_kl",
          TO + "test_conditional_prior_uses_the_general_normal_kl"),
-        ("q = as_normal(posterior); n = _batch_size(x, q); the prior defaults to N(0, I): "
+        ("q = as_normal(posterior); n = number_of_examples(x, q); the prior defaults to N(0, I): "
          "Normal(np.zeros((), q.loc.dtype), log_var=np.zeros((), q.loc.dtype)).",
          "Reconstruction: z = q.rsample((n_samples,), eps=eps), then "
-         "log_likelihood_samples(x, z, decoder, likelihood).mean(axis=0) — one number per example.",
+         "log_likelihood_samples(x, z, decoder).mean(axis=0) — one number per example.",
          "KL: kl_divergence(q, p).expand(q.batch_shape).reshape(n, -1) is (N, d). Its row sums are the "
          "per-example KL; its column means, floored at free_bits with .clamp(min=...), summed, are the "
          "KL term of the loss = -(mean reconstruction - kl_weight · KL term). Return an ELBOResult."),
-        helpers=("ELBOResult", "Normal", "as_normal", "_batch_size", "log_likelihood_samples", "kl_divergence"),
+        helpers=("ELBOResult", "Normal", "as_normal", "number_of_examples", "log_likelihood_samples", "kl_divergence"),
         imports=NUMPY),
     Exercise(
         "iwae-bound", "scratchgen.objectives.iwae:iwae_bound", "elbo", "A tighter bound for evaluation: IWAE",
@@ -198,7 +198,7 @@ EXERCISES = (
          "Chunks: loop over the k samples chunk_size at a time, keep a running log-sum-exp per example "
          "(np.logaddexp(running, chunk_lse)), and subtract log k at the end. Work under no_grad(), on a "
          "detached copy of q, and pass eps[start:start + size] to each chunk when eps is given."),
-        helpers=("as_normal", "_batch_size", "log_importance_weights", "Normal", "no_grad"),
+        helpers=("as_normal", "number_of_examples", "log_importance_weights", "Normal", "no_grad"),
         imports=NUMPY),
     # ---------------------------------------------------------------- chapter 5
     Exercise(

@@ -57,7 +57,7 @@ class ELBOResult:
     loss: Tensor            # scalar: -(reconstruction_mean - kl_weight * kl_term)
     kl_weight: float
     free_bits: float
-    posterior: Normal       # q_ψ(ω|x) the terms were computed with
+    posterior: Normal = None  # q_ψ(ω|x) the terms were computed with
 
     @property
     def reconstruction_mean(self):
