@@ -155,6 +155,21 @@ def build_parser():
     g = sub.add_parser("gradcheck", help="check the gradients of a few ops against finite differences",
                        description="Central-difference gradient checks of a handful of ops, as a table.")
     g.set_defaults(func=cmd_gradcheck)
+
+    x = sub.add_parser("export", help="write a run's network for PyTorch's load_state_dict",
+                       formatter_class=_formatter,
+                       description="Write the trained network as an .npz of arrays named as in its state_dict; "
+                                   "PyTorch loads it into the matching torch.nn network (see below).",
+                       epilog="load it in PyTorch (no pickle on either side):\n"
+                              "  state = {k: torch.from_numpy(v) for k, v in np.load(FILE).items()}\n"
+                              "  net.load_state_dict(state)\n\nexample:\n"
+                              "  scratchgen export runs/vae-digits8-seed0 --to torch-state-dict\n")
+    x.add_argument("run_dir", metavar="RUN_DIR")
+    x.add_argument("--to", choices=("torch-state-dict",), default="torch-state-dict", help="format (default: "
+                   "torch-state-dict)")
+    x.add_argument("--out", metavar="FILE", help="an .npz file (default: RUN_DIR/torch_state_dict.npz)")
+    x.add_argument("--checkpoint", choices=("latest", "best"), default="latest", help="default: latest")
+    x.set_defaults(func=cmd_export)
     return parser
 
 
@@ -455,6 +470,15 @@ def cmd_eval(args, argv):
 def cmd_gradcheck(args, argv):
     from .finite_differences import demo
     demo()
+    return 0
+
+
+def cmd_export(args, argv):
+    from .training.export import LOAD_SNIPPET, export_run
+
+    path, state = export_run(args.run_dir, args.out, args.checkpoint, args.to)
+    print(f"wrote {len(state)} arrays ({sum(v.size for v in state.values()):,} numbers) to {path}\n"
+          f"load them in PyTorch into the matching torch.nn network:\n{LOAD_SNIPPET.format(path=str(path))}")
     return 0
 
 

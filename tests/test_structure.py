@@ -29,3 +29,103 @@ def test_no_function_or_class_hides_the_module_of_the_same_name():
             if info.ispkg:
                 todo.append(module)
     assert not hidden, "; ".join(hidden)
+
+
+# The layers, bottom first (README.md, "How the code is layered"). A module may import from its own
+# layer and from layers below it. The trainer sits below the models on purpose: it knows nothing about
+# VAEs or GANs, and every family plugs into it through the Experiment protocol.
+LAYERS = [
+    ("seeded randomness", ["scratchgen.random"]),
+    ("autograd engine", ["scratchgen.autograd"]),
+    ("kernels", ["scratchgen.kernels"]),
+    ("ops and nn", ["scratchgen.ops", "scratchgen.functional", "scratchgen.nn", "scratchgen.optim",
+                    "scratchgen.finite_differences"]),
+    ("distributions and objectives", ["scratchgen.distributions", "scratchgen.divergences", "scratchgen.bayes",
+                                      "scratchgen.linear_gaussian", "scratchgen.objectives"]),
+    ("data", ["scratchgen.data"]),
+    ("trainer, run folder, evaluation", ["scratchgen.training.experiment", "scratchgen.training.checkpoint",
+                                         "scratchgen.training.run", "scratchgen.training.metrics",
+                                         "scratchgen.training.plots", "scratchgen.training.trainer",
+                                         "scratchgen.training", "scratchgen.evaluation"]),
+    ("models", ["scratchgen.models"]),
+    ("command line, configuration, labs, exercises, benchmarks",
+     ["scratchgen.training.config", "scratchgen.training.export", "scratchgen.cli", "scratchgen.__main__",
+      "scratchgen.bench", "scratchgen.bench_steps", "scratchgen.bench_presets", "scratchgen.labs",
+      "scratchgen.exercises"]),
+]
+
+
+def module_name(path):
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def layer_of(module):
+    """Index of the layer whose longest listed prefix matches ``module`` (None: in no layer)."""
+    best = None
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for p in prefixes:
+            if (module == p or module.startswith(p + ".")) and (best is None or len(p) > len(best[1])):
+                best = (i, p)
+    return None if best is None else best[0]
+
+
+def imports_of(path):
+    """Every scratchgen module ``path`` imports, anywhere in the file (function-level imports too)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            for a in node.names:  # `from . import nn` imports the module scratchgen.nn
+                sub = f"{target}.{a.name}"
+                found.add(sub if sub in MODULES else target)
+    # the root package is the public facade (``import scratchgen`` to find the installed folder)
+    return {m for m in found if m.startswith("scratchgen.")}
+
+
+def all_modules():
+    return MODULES
+
+
+def test_every_module_belongs_to_a_layer():
+    assert sorted(m for m in all_modules() if m != "scratchgen" and layer_of(m) is None) == []
+
+
+def test_no_import_runs_back_up_the_layers():
+    upward = []
+    for name, path in sorted(all_modules().items()):
+        if name == "scratchgen":
+            continue
+        for target in sorted(imports_of(path)):
+            if layer_of(target) > layer_of(name):
+                upward.append(f"{name} ({LAYERS[layer_of(name)][0]}) imports {target} "
+                              f"({LAYERS[layer_of(target)][0]})")
+    assert not upward, "imports that run back up the layers:\n" + "\n".join(upward)
+
+
+def test_no_import_cycle_between_modules():
+    modules = all_modules()
+    graph = {name: {t for t in imports_of(path) if t in modules and t != name}
+             for name, path in modules.items() if name != "scratchgen"}
+    state, cycles = {}, []
+
+    def visit(node, trail):
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                cycles.append(" -> ".join(trail[trail.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, trail + [nxt])
+        state[node] = "done"
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)

@@ -27,7 +27,7 @@ from pathlib import Path
 from . import catalogue, workspace
 
 LIBRARY = "library"
-ROOT = Path(__file__).resolve().parent.parent.parent
+ROOT = workspace.ROOT
 
 
 def repository_tests():

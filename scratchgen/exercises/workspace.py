@@ -17,6 +17,9 @@ from pathlib import Path
 DEFAULT_FOLDER = "exercises"
 PROGRESS_FILE = ".scratchgen-progress.json"
 
+# the checkout that holds lectures/ and tests/ beside the package (absent from an installed wheel)
+ROOT = Path(__file__).resolve().parent.parent.parent
+
 
 def resolve(target):
     """(owner, attribute name, the function) for ``"module:qual.name"``: the object that holds
@@ -39,7 +42,6 @@ def lecture_reference(exercise, lectures=None):
     renumbering chapters or sections changes nothing here. Without the lectures folder (an
     installed package) the title stands in for the number.
     """
-    from .grader import ROOT
     folder = Path(lectures) if lectures else ROOT / "lectures"
     files = sorted(folder.glob(f"[0-9][0-9]-{exercise.lecture}.md"))
     if not files:

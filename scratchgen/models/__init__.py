@@ -1,33 +1,9 @@
-"""The model registry: ``scratchgen train NAME`` looks NAME up here.
+"""The model families, one file each, found by name: ``models.get("vae")``, ``models.names()``.
 
-Each model family is an :class:`~scratchgen.training.experiment.Experiment` subclass in its own
-file, decorated with :func:`register`; importing this package imports every family file, so
-the registry is complete. To add a family: write ``models/<name>.py`` with
-``@register class MyModel(Experiment): name = "mymodel" ...`` and import it at the bottom.
+To add a family: write ``models/<name>.py`` with ``@register class MyModel(Experiment): name =
+"mymodel" ...`` (``from .registry import register``) and import it below.
 """
-REGISTRY = {}
-
-
-def register(cls):
-    """Class decorator: make ``cls`` available as ``scratchgen train <cls.name>``."""
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} needs a non-empty class attribute `name`")
-    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
-        raise ValueError(f"two model families are both named {cls.name!r}: "
-                         f"{REGISTRY[cls.name].__name__} and {cls.__name__}")
-    REGISTRY[cls.name] = cls
-    return cls
-
-
-def names():
-    return sorted(REGISTRY)
-
-
-def get(name):
-    """The family registered as ``name``; a ValueError listing the valid names otherwise."""
-    if name not in REGISTRY:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(names())}")
-    return REGISTRY[name]
-
-
+from .registry import REGISTRY, get, names, register
 from . import autoencoder, cvae, gan, vae, vqvae  # noqa: E402,F401  (each file registers its families)
+
+__all__ = ["REGISTRY", "get", "names", "register"]

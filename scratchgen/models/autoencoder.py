@@ -17,7 +17,7 @@ from ..random import get_rng
 from ..autograd import Tensor, no_grad
 from ..training import plots
 from ..training.experiment import Experiment, Option, int_list
-from . import register
+from .registry import register
 from .blocks import ACTIVATIONS, mlp
 
 def check_unit_interval(info, config, model):

@@ -25,7 +25,7 @@ from .. import nn
 from ..distributions import Normal
 from ..evaluation import bayes_classifier, vae_metrics
 from ..training.experiment import Option
-from . import register
+from .registry import register
 from .vae import ARCHITECTURES, VAE, VAE_OPTIONS, VAENet
 
 

@@ -54,7 +54,7 @@ from ..random import get_rng
 from ..autograd import Tensor, no_grad
 from ..training import plots
 from ..training.experiment import Experiment, Option, int_list
-from . import register
+from .registry import register
 from .blocks import LEAKY_SLOPE, mlp_layers
 
 GAN_LOSSES = {"minimax": objectives.generator_loss_saturating,

@@ -44,7 +44,7 @@ from ..objectives import elbo
 from ..random import get_rng
 from ..autograd import Tensor, no_grad
 from ..training.experiment import Experiment, Option, int_list
-from . import register
+from .registry import register
 from .blocks import ACTIVATIONS, mlp
 
 LIKELIHOODS = ("bernoulli", "gaussian")

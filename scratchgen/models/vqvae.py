@@ -44,7 +44,7 @@ from .. import nn, optim
 from ..autograd import Tensor, no_grad
 from ..training import plots
 from ..training.experiment import Experiment, Option, int_list
-from . import register
+from .registry import register
 from .code_prior import CodePrior
 from .vector_quantizer import INITS, UPDATES, VectorQuantizer, code_counts, perplexity
 
