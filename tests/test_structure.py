@@ -35,7 +35,7 @@ def test_no_function_or_class_hides_the_module_of_the_same_name():
 # layer and from layers below it. The trainer sits below the models on purpose: it knows nothing about
 # VAEs or GANs, and every family plugs into it through the Experiment protocol.
 LAYERS = [
-    ("seeded randomness", ["scratchgen.random"]),
+    ("foundation: seeded randomness, safe files", ["scratchgen.random", "scratchgen.files", "scratchgen.npz"]),
     ("autograd engine", ["scratchgen.autograd"]),
     ("kernels", ["scratchgen.kernels"]),
     ("ops and nn", ["scratchgen.ops", "scratchgen.functional", "scratchgen.nn", "scratchgen.optim",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_write
 from .config import load_run
 
 FORMATS = ("torch-state-dict",)
@@ -33,8 +34,8 @@ def torch_state_dict(experiment):
 def export_run(run_dir, out=None, which="latest", to="torch-state-dict"):
     """Write the network of a run's checkpoint for PyTorch; returns ``(path, state)``.
 
-    ``out`` defaults to ``RUN/torch_state_dict.npz``. The file is written to a temporary name and
-    renamed, so an interrupted export leaves no half-written file.
+    ``out`` defaults to ``RUN/torch_state_dict.npz``. The file is written atomically
+    (:func:`scratchgen.files.atomic_write`), so an interrupted export leaves no half-written file.
     """
     if to not in FORMATS:
         raise ValueError(f"--to must be one of {', '.join(FORMATS)}, got {to!r}")
@@ -44,12 +45,6 @@ def export_run(run_dir, out=None, which="latest", to="torch-state-dict"):
         raise ValueError(f"the exported file must end in .npz (numpy.load reads it), got {path}")
     state = torch_state_dict(experiment)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **state)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        np.savez(f, **state)
     return path, state
