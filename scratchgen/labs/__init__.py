@@ -8,6 +8,8 @@
   bound, maximised by a discriminator, rising to its value by quadrature.
 * :mod:`.estimators` — score function (with and without a baseline), reparameterisation,
   straight-through and Gumbel-softmax gradients: bias and variance against an exact gradient.
+* :mod:`.rate_distortion` — a β-VAE sweep as rate against distortion (collapse and blur marked), and
+  the approximation and amortisation gaps on the linear-Gaussian model.
 * :mod:`.mode_collapse` — samples of trained GAN runs on 2-D toy data side by side, with their
   mode coverage.
 """
