@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from scratchgen.labs import rate_distortion as lab
-from scratchgen.tensor import Tensor
+from scratchgen.autograd import Tensor
 
 LG = lab.default_model()
 X, _ = LG.sample(40, rng=np.random.default_rng(0))

@@ -39,7 +39,7 @@ import numpy as np
 from .. import nn, optim
 from ..linear_gaussian import LinearGaussian
 from ..random import manual_seed
-from ..tensor import Tensor, no_grad
+from ..autograd import Tensor, no_grad
 from . import lab_parser
 
 BETAS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
