@@ -82,8 +82,10 @@ def js(p, q):
     disjoint supports).
     """
     p, q = _check_pair(p, q)
-    m = 0.5 * (p + q)
-    return 0.5 * _xlogy_ratio(p, m).sum(axis=-1) + 0.5 * _xlogy_ratio(q, m).sum(axis=-1)
+    # p log(p/m) = p log(p/(p + q)) + p log 2, and Σp = Σq = 1. NOTE: m = (p + q)/2 itself would round a
+    # subnormal p (below ~1e-308, e.g. a far Gaussian tail) to m = 0 and make the sum +inf; p + q >= p never does.
+    s = p + q
+    return LOG2 + 0.5 * _xlogy_ratio(p, s).sum(axis=-1) + 0.5 * _xlogy_ratio(q, s).sum(axis=-1)
 
 
 def reverse_kl_minus_2js(p, q):

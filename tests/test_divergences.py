@@ -163,3 +163,12 @@ def test_the_nonsaturating_gradient_at_the_optimal_discriminator_is_that_of_reve
 def _softmax(th):
     q = np.exp(th - th.max())
     return q / q.sum()
+
+
+def test_js_stays_finite_when_a_density_underflows_to_subnormal_numbers():
+    """A far Gaussian tail gives probabilities like 1e-320; halving them to form m = (p + q)/2 rounds
+    to 0 and would make p log(p/m) infinite. The JS of two such vectors is still at most log 2."""
+    p = np.array([0.5, 0.5 - 1e-300, 1e-300, 5e-324, 0.0])
+    q = np.array([0.0, 0.0, 0.0, 0.0, 1.0])
+    assert js(p, q) == pytest.approx(LOG2, abs=1e-12)
+    assert np.isfinite(js(q, p)) and js(p, p) == pytest.approx(0.0, abs=1e-15)

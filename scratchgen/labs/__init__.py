@@ -6,6 +6,8 @@
   an R1 penalty or instance noise converges; the Jacobian's eigenvalues at the equilibrium.
 * :mod:`.f_divergences` — the f-divergence family (KL, reverse KL, JS): each one's variational lower
   bound, maximised by a discriminator, rising to its value by quadrature.
+* :mod:`.wgan_lab` — disjoint supports in 1-D: the JS bound flat at log 2, the WGAN-GP critic's
+  Wasserstein estimate falling with the distance.
 * :mod:`.estimators` — score function (with and without a baseline), reparameterisation,
   straight-through and Gumbel-softmax gradients: bias and variance against an exact gradient.
 * :mod:`.rate_distortion` — a β-VAE sweep as rate against distortion (collapse and blur marked), and

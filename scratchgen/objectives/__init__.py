@@ -3,6 +3,8 @@
 * :mod:`.evidence_lower_bound` — ``elbo(x, posterior, decoder, ...)`` with β and free bits.
 * :mod:`.iwae` — ``iwae_bound(x, posterior, decoder, k, chunk_size=...)`` (Burda et al. 2016).
 * :mod:`.gan` — the minimax value, both generator losses and the JS lower bound, from logits.
+* :mod:`.wgan` — the WGAN-GP critic and generator losses, and the gradient penalty with an MLP
+  critic's input gradient written out so that first-order autograd can differentiate it.
 * :mod:`.hand_gradients` — the same maths differentiated by hand in NumPy, for checking.
 """
 from .evidence_lower_bound import ELBOResult, elbo
