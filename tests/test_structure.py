@@ -129,3 +129,14 @@ def test_no_import_cycle_between_modules():
         if name not in state:
             visit(name, [name])
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_no_module_imports_a_private_name_of_another():
+    """A leading underscore means "this file only": shared helpers get a public name."""
+    found = []
+    for path in sorted(Path(scratchgen.__file__).resolve().parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                found += [f"{path.name}:{node.lineno}: {node.module}.{a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not found, "private names imported across modules:\n" + "\n".join(found)

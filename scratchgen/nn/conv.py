@@ -16,7 +16,7 @@ import numpy as np
 from .. import functional as F
 from ..kernels.conv import pair
 from . import init
-from .linear import _check_size, init_bias_
+from .linear import check_size, init_bias_
 from .module import Module, Parameter, float_dtype
 
 
@@ -24,8 +24,8 @@ class _ConvNd(Module):
     def __init__(self, name, in_channels, out_channels, kernel_size, stride, padding, bias, dtype,
                  transposed):
         super().__init__()
-        self.in_channels = _check_size(in_channels, "in_channels", name)
-        self.out_channels = _check_size(out_channels, "out_channels", name)
+        self.in_channels = check_size(in_channels, "in_channels", name)
+        self.out_channels = check_size(out_channels, "out_channels", name)
         self.kernel_size = pair(kernel_size, f"{name} kernel_size")
         self.stride = pair(stride, f"{name} stride")
         self.padding = pair(padding, f"{name} padding")

@@ -3,7 +3,7 @@ import numpy as np
 
 from .. import functional as F
 from . import init
-from .linear import _check_size
+from .linear import check_size
 from .module import Module, Parameter, float_dtype
 
 
@@ -16,8 +16,8 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings, embedding_dim, dtype=np.float32):
         super().__init__()
-        self.num_embeddings = _check_size(num_embeddings, "num_embeddings", "Embedding")
-        self.embedding_dim = _check_size(embedding_dim, "embedding_dim", "Embedding")
+        self.num_embeddings = check_size(num_embeddings, "num_embeddings", "Embedding")
+        self.embedding_dim = check_size(embedding_dim, "embedding_dim", "Embedding")
         dtype = float_dtype(dtype, "Embedding")
         self.weight = Parameter(np.empty((self.num_embeddings, self.embedding_dim), dtype=dtype))
         self.reset_parameters()

@@ -8,7 +8,8 @@ from . import init
 from .module import Module, Parameter, float_dtype
 
 
-def _check_size(value, name, layer):
+def check_size(value, name, layer):
+    """``value`` as an int, or a ValueError naming the layer's argument (shared by every layer's size)."""
     if not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(f"{layer}: {name} must be a non-negative int, got {value!r}")
     return int(value)
@@ -28,8 +29,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32):
         super().__init__()
-        self.in_features = _check_size(in_features, "in_features", "Linear")
-        self.out_features = _check_size(out_features, "out_features", "Linear")
+        self.in_features = check_size(in_features, "in_features", "Linear")
+        self.out_features = check_size(out_features, "out_features", "Linear")
         dtype = float_dtype(dtype, "Linear")
         self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype=dtype))
         self.bias = Parameter(np.empty(self.out_features, dtype=dtype)) if bias else None

@@ -13,7 +13,7 @@ Per channel c: y = (x - μ_c) / √(σ²_c + eps) · weight_c + bias_c.
 import numpy as np
 
 from .. import functional as F
-from .linear import _check_size
+from .linear import check_size
 from .module import Module, Parameter, float_dtype
 
 
@@ -23,7 +23,7 @@ class _BatchNorm(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):
         super().__init__()
         name = type(self).__name__
-        self.num_features = _check_size(num_features, "num_features", name)
+        self.num_features = check_size(num_features, "num_features", name)
         if not eps > 0:
             raise ValueError(f"{name}: eps must be positive, got {eps}")
         if not 0 <= momentum <= 1:
