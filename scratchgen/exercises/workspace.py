@@ -8,11 +8,12 @@ import importlib
 import importlib.util
 import inspect
 import json
-import os
 import re
 import sys
 import textwrap
 from pathlib import Path
+
+from ..files import atomic_write
 
 DEFAULT_FOLDER = "exercises"
 PROGRESS_FILE = ".scratchgen-progress.json"
@@ -155,10 +156,5 @@ def _read_progress(folder):
 def _write_atomically(path, text):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(text)
