@@ -134,7 +134,7 @@ def test_no_import_cycle_between_modules():
 def test_no_module_imports_a_private_name_of_another():
     """A leading underscore means "this file only": shared helpers get a public name."""
     found = []
-    for path in sorted(Path(scratchgen.__file__).resolve().parent.rglob("*.py")):
+    for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.ImportFrom):
                 found += [f"{path.name}:{node.lineno}: {node.module}.{a.name}" for a in node.names
