@@ -39,7 +39,14 @@ class MLPAutoEncoderNet(nn.Module):
         self.decoder = nn.Sequential(mlp([latent, *reversed(hidden), d], activation), nn.Unflatten(1, shape))
 
     def forward(self, x):
+        """Pixel logits of the reconstruction of x."""
         return self.decoder(self.encoder(x))
+
+    def loss(self, x):
+        """Bernoulli negative log-likelihood summed over pixels, averaged over images; and the codes."""
+        codes = self.encoder(x)
+        logits = self.decoder(codes)
+        return F.binary_cross_entropy_with_logits(logits, x, reduction="sum") * (1.0 / len(x)), codes.data
 
 
 @register
@@ -71,17 +78,10 @@ class AutoEncoder(Experiment):
     def describe(self):
         return f"autoencoder with {self.net.num_parameters():,} parameters"
 
-    def loss(self, x):
-        """Bernoulli negative log-likelihood summed over pixels, averaged over images; and the codes."""
-        x = Tensor(x)
-        codes = self.net.encoder(x)
-        logits = self.net.decoder(codes)
-        return F.binary_cross_entropy_with_logits(logits, x, reduction="sum") * (1.0 / len(x)), codes.data
-
     def train_step(self, batch):
         x, _ = batch
         self.net.train()
-        loss, codes = self.loss(x)
+        loss, codes = self.net.loss(Tensor(x))
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
@@ -96,7 +96,7 @@ class AutoEncoder(Experiment):
         total = 0.0
         with no_grad():
             for x, _ in self.batches(data):
-                total += self.loss(x)[0].item() * len(x)
+                total += self.net.loss(Tensor(x))[0].item() * len(x)
         return {"loss": total / len(data)}
 
     def reconstruct(self, x):
