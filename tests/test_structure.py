@@ -140,3 +140,37 @@ def test_no_module_imports_a_private_name_of_another():
                 found += [f"{path.name}:{node.lineno}: {node.module}.{a.name}" for a in node.names
                           if a.name.startswith("_") and not a.name.startswith("__")]
     assert not found, "private names imported across modules:\n" + "\n".join(found)
+
+
+def test_one_vae_step_runs_through_the_files_lecture_6_lists():
+    """Lecture 6 lists the files of one VAE step's mathematics (at most eight), then names the kernels,
+    containers and helpers they lean on; a traced training step runs exactly there."""
+    import re
+    import sys
+
+    from scratchgen.data import DATASETS, load
+    from scratchgen.models.vae import VAE
+    from scratchgen.random import manual_seed
+    from scratchgen.training.config import resolve_config
+
+    text = (PACKAGE.parent / "lectures" / "06-vae.md").read_text(encoding="utf-8")
+    section = text[text.index("### One step, file by file"):text.index("## 6.5")]
+    listed = re.findall(r"^\d+\. `(scratchgen/[^`]+)`", section, re.M)
+    helpers = re.findall(r"`(scratchgen/[^`]+)`", section[section.index("The matrix products"):])
+    assert 0 < len(listed) <= 8
+
+    manual_seed(0)
+    vae = VAE(resolve_config(VAE, {"latent": 2, "hidden": [8], "batch_size": 8}), DATASETS["digits8"])
+    batch = load("digits8", "val")[:8]
+    vae.train_step(batch)  # the first step compiles and creates Adam's moments
+    ran = set()
+    sys.setprofile(lambda frame, event, arg: ran.add(frame.f_code.co_filename) if event == "call" else None)
+    try:
+        vae.train_step(batch)
+    finally:
+        sys.setprofile(None)
+    ran = {Path(f).resolve().relative_to(PACKAGE.parent).as_posix() for f in ran
+           if Path(f).resolve().is_relative_to(PACKAGE)}
+    elsewhere = sorted(f for f in ran if f not in listed and not any(f == h or f.startswith(h) for h in helpers))
+    assert elsewhere == [], f"a VAE step runs through files lecture 6 does not name: {elsewhere}"
+    assert set(listed) <= ran, f"lecture 6 lists files a VAE step never runs: {sorted(set(listed) - ran)}"
