@@ -108,3 +108,46 @@ def test_a_pytorch_twin_loaded_from_the_export_gets_the_same_test_loss(run):
     with no_grad():  # and the same numbers without the trainer around them
         again = experiment.net(Tensor(x), eps=eps[None]).elbo_mean.item()
     assert -again == pytest.approx(theirs, rel=1e-5)
+
+
+def test_a_pytorch_dcgan_twin_draws_the_same_images_and_scores_them_the_same(tmp_path):
+    """Convolutions, transposed convolutions (weights (C_in, C_out, kH, kW)) and batch norm in eval mode
+    (running statistics) move over too: the DCGAN of tests/fixtures/old_runs/gan-dcgan."""
+    torch = pytest.importorskip("torch")
+    folder = tmp_path / "gan"
+    shutil.copytree(OLD_VAE.parent / "gan-dcgan", folder)
+    assert cli.main(["export", str(folder)]) == 0
+    _, config, experiment, _ = load_run(folder)
+    nn, w, latent, s = torch.nn, config["options"]["g_channels"], config["options"]["latent"], 2
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.generator = nn.Module()
+            self.generator.net = nn.Sequential(
+                nn.Linear(latent, 2 * w * s * s, bias=False), nn.BatchNorm1d(2 * w * s * s), nn.ReLU(),
+                nn.Unflatten(1, (2 * w, s, s)),
+                nn.ConvTranspose2d(2 * w, w, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(),
+                nn.ConvTranspose2d(w, 1, 4, stride=2, padding=1), nn.Sigmoid())
+            d = config["options"]["d_channels"]
+            self.discriminator = nn.Module()
+            self.discriminator.net = nn.Sequential(
+                nn.Conv2d(1, d, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+                nn.Conv2d(d, 2 * d, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * d), nn.LeakyReLU(0.2),
+                nn.Flatten(), nn.Linear(2 * d * s * s, 1))
+            self.register_buffer("fixed_z", torch.zeros(64, latent))
+
+    net = Net()
+    state = {k: torch.from_numpy(v) for k, v in np.load(folder / "torch_state_dict.npz").items()}
+    net.load_state_dict(state)
+    net.eval()
+    experiment.net.eval()
+    z = experiment.net.fixed_z
+    with torch.no_grad():
+        images = net.generator.net(torch.from_numpy(z)).numpy()
+        logits = net.discriminator.net(torch.from_numpy(images)).numpy()
+    with no_grad():
+        ours = experiment.G(Tensor(z)).data
+        our_logits = experiment.D(Tensor(ours)).data
+    np.testing.assert_allclose(ours, images, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(our_logits, logits, rtol=1e-5, atol=1e-5)
