@@ -275,6 +275,9 @@ def test_start_check_and_hint_from_the_command_line(tmp_path, capsys):
     assert progress == {"checked": {"gaussian-kl": "failed"}, "hints": {"gaussian-kl": 3}}
     assert run("list") == 0 and re.search(r"gaussian-kl +04-elbo §4.7 +failed", capsys.readouterr().out)
     assert run("check", "no-such-exercise") == 1 and "exercise list" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    assert exercise_cli.main(["start", "js-divergence", "--dir", str(tmp_path / "a-file")]) == 1   # not a folder
+    assert "a-file" in capsys.readouterr().err
     from scratchgen import cli                                      # the same through `scratchgen exercise`
     assert cli.main(["exercise", "list", "--dir", folder]) == 0 and "made-masks" in capsys.readouterr().out
     assert hashlib.sha256(installed.read_bytes()).hexdigest() == before

@@ -49,7 +49,7 @@ def main(argv=None, prog="scratchgen exercise"):
         if args.action == "hint":
             return cmd_hint(exercise, folder)
         return cmd_check(exercise, folder)
-    except (KeyError, FileExistsError, FileNotFoundError, RuntimeError) as e:
+    except (KeyError, OSError, RuntimeError) as e:   # OSError: missing file, existing file, full disk, no permission
         print(f"{prog}: error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 1
 
