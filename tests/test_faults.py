@@ -153,6 +153,19 @@ def test_declared_shapes_are_checked_before_any_array_is_read(trained, capsys, m
     assert read == [], "an array was read before its declared shape was checked"
 
 
+def test_a_small_gzip_file_cannot_unpack_to_gigabytes(tmp_path):
+    """Data files are gunzipped with a ceiling: a gzip bomb is refused before it fills memory."""
+    import gzip
+
+    from scratchgen.data.formats import CorruptDataError, MAX_UNPACKED_BYTES, read_bytes
+    bomb = tmp_path / "train-images-idx3-ubyte.gz"
+    bomb.write_bytes(gzip.compress(bytes(5000)))
+    assert read_bytes(bomb) == bytes(5000)
+    with pytest.raises(CorruptDataError, match="would unpack to more than 4096 bytes"):
+        read_bytes(bomb, limit=4096)
+    assert MAX_UNPACKED_BYTES < 2 ** 30 and len(bomb.read_bytes()) < 100
+
+
 def test_config_values_never_reach_a_registry_unchecked(trained, capsys):
     config_path = trained / "config.json"
     config = json.loads(config_path.read_text())

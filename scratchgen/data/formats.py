@@ -47,17 +47,30 @@ def corrupt(path, reason, dataset=None):
     return CorruptDataError(f"{path} is corrupt: {reason}. {_fix_hint(dataset)}")
 
 
-def read_bytes(path, dataset=None):
-    """The file's contents, gunzipped if it starts with the gzip magic bytes."""
+# NOTE: the largest file scratchgen reads unpacks to ~80 MB (binarized MNIST's training .amat);
+# a gzip stream that would unpack to more is refused, so a small file cannot ask for gigabytes.
+MAX_UNPACKED_BYTES = 256 * 2 ** 20
+
+
+def read_bytes(path, dataset=None, limit=MAX_UNPACKED_BYTES):
+    """The file's contents, gunzipped if it starts with the gzip magic bytes (at most ``limit`` bytes)."""
     raw = Path(path).read_bytes()
     if raw[:2] != GZIP_MAGIC:
         return raw
+    parts, rest = [], raw
     try:
-        return gzip.decompress(raw)
-    except EOFError as e:  # the deflate stream stops early: a truncated download
-        raise corrupt(path, f"the gzip stream is truncated ({len(raw)} bytes on disk; {e})", dataset) from e
-    except (OSError, zlib.error) as e:  # BadGzipFile (bad header, CRC mismatch) is an OSError
+        while rest:  # a gzip file may hold several members, one after the other
+            member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            parts.append(member.decompress(rest, limit + 1 - sum(map(len, parts))))
+            if sum(map(len, parts)) > limit:
+                raise corrupt(path, f"it would unpack to more than {limit} bytes; no dataset scratchgen reads "
+                                    f"is that large", dataset)
+            if not member.eof:  # the deflate stream stops early: a truncated download
+                raise corrupt(path, f"the gzip stream is truncated ({len(raw)} bytes on disk)", dataset)
+            rest = member.unused_data
+    except zlib.error as e:  # a bad header or CRC
         raise corrupt(path, f"gzip could not decompress it ({e})", dataset) from e
+    return b"".join(parts)
 
 
 def parse_idx(raw, path="<bytes>", expected_magic=None, expected_shape=None, dataset=None):
