@@ -6,6 +6,7 @@ arguments after ``data``.
 import argparse
 import sys
 
+from ..files import describe_os_error
 from .datasets import list_datasets
 from .download import SOURCES, DownloadError, fetch
 from .paths import default_cache_dir, search_dirs
@@ -30,6 +31,9 @@ def main(argv=None, prog="scratchgen data"):
             folder = fetch(args.name, cache_dir=args.cache_dir, progress=not args.quiet, force=args.force)
         except DownloadError as e:
             print(f"error: {e}", file=sys.stderr)
+            return 1
+        except OSError as e:  # e.g. --cache-dir on a read-only disk: a sentence, not a traceback
+            print(f"error: {describe_os_error(e)}", file=sys.stderr)
             return 1
         print(f"{args.name}: all files verified in {folder}")
         return 0
