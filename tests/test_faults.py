@@ -498,6 +498,16 @@ def test_options_that_make_no_sense_are_refused_before_anything_is_created(tmp_p
     assert not out.exists()
 
 
+def test_every_family_default_and_preset_passes_the_checks():
+    """The checks refuse nonsense, not the settings the project ships."""
+    from scratchgen import models
+    from scratchgen.training.config import check_config, resolve_config
+    for name in models.names():
+        family = models.get(name)
+        for preset in [None, *family.presets]:
+            check_config(resolve_config(family, {"preset": preset} if preset else {}), family)
+
+
 def test_eval_set_values_are_checked(trained, capsys):
     rc, _, err = run(capsys, "eval", trained, "--set", "iwae_k=-5")
     assert_one_paragraph(rc, err)
