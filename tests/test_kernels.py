@@ -19,6 +19,7 @@ from hypothesis import given, strategies as st
 from scratchgen.kernels import conv, conv_numba, layouts, matmul as mm, matmul_numba as mmn
 from scratchgen.kernels import threads as mm_threads
 from scratchgen.kernels.backend import BACKENDS, get_backend, set_backend, use_backend
+from strategies import layouts as layouts_
 from strategies import (FLOAT_DTYPES, conv2d_cases, conv2d_grad_input_shapes, matmul_operands,
                         matrix_triples, seeded_arrays, with_layout)
 
@@ -174,6 +175,28 @@ def test_only_work_that_pays_for_the_wake_ups_wakes_the_pool():
         with mm_threads.sized_for(1):
             raise RuntimeError("boom")
     assert numba.get_num_threads() == all_threads      # restored after an error
+
+
+@given(n=st.integers(32, 70), k=st.integers(1, 40), m=st.integers(1, 31), batch=st.integers(1, 3),
+       dtype=FLOAT_DTYPES, layout_pair=st.tuples(layouts_, layouts_), broadcast=st.sampled_from(["none", "b"]),
+       seed=st.integers(0, 2**16))
+def test_a_narrow_tall_product_computed_as_its_transpose_matches_reference(n, k, m, batch, dtype, layout_pair,
+                                                                           broadcast, seed):
+    # Cᵀ = Bᵀ Aᵀ: the path taken when the output is narrow and the dot kernel would copy
+    a = rng_array((batch, n, k), dtype, seed, layout_pair[0])
+    b = rng_array((1 if broadcast == "b" else batch, k, m), dtype, seed + 1, layout_pair[1])
+    out = mmn.matmul_3d(a, b, batch)
+    assert out.flags.c_contiguous
+    assert_close(out, mm.matmul_reference(a, b), k)
+
+
+def test_the_transpose_is_taken_only_for_narrow_tall_products_the_dot_kernel_would_copy():
+    x, w = np.ones((1, 128, 400), np.float32), np.ones((1, 20, 400), np.float32)
+    g = np.ones((1, 128, 20), np.float32)
+    assert not mmn.transpose_pays(x, np.swapaxes(w, 1, 2))       # x @ Wᵀ: dot reads both as they are
+    assert mmn.transpose_pays(np.swapaxes(x, 1, 2), g)            # xᵀ @ g (a weight gradient)
+    assert not mmn.transpose_pays(np.swapaxes(x, 1, 2)[:, :20], g[:, :, :5][:, :128])   # short: n < 32
+    assert not mmn.transpose_pays(np.swapaxes(x, 1, 2), np.ones((1, 128, 64), np.float32))  # wide
 
 
 def test_large_operand_goes_through_the_numba_transpose():
