@@ -205,8 +205,8 @@ def conv_lines(threads, torch_python):
     from .bench_presets import bench_conv_layers
     results = bench_conv_layers(threads, torch_python)
     lines = ["conv forward + both gradients, ms: PyTorch / scratchgen and scratchgen's time as a multiple of "
-             "PyTorch's (target <= 1.0); last column: scratchgen's time on " + str(max(threads)) +
-             " threads / on 1 (target <= 0.6)",
+             "PyTorch's (target <= 1.0); last column: scratchgen's wall time on " + str(max(threads)) +
+             " threads / on 1 (target <= 0.6; meaningless when the load exceeds the cores)",
              _ratio_line("layer", [f"{t} thread{'s' if t > 1 else ''}" for t in threads] + ["threads gain"])]
     for name, rows in results.items():
         for layer, by_t in rows:
@@ -215,8 +215,8 @@ def conv_lines(threads, torch_python):
                 ours, theirs = by_t[t]["scratchgen"], by_t[t]["torch"]
                 cells.append(f"{theirs * 1e3:.1f}/{ours * 1e3:.1f} {ours / theirs:.2f}" if theirs
                              else f"-/{ours * 1e3:.1f}")
-            if 1 in threads and max(threads) > 1:
-                cells.append(f"{by_t[max(threads)]['scratchgen'] / by_t[1]['scratchgen']:.2f}")
+            if 1 in threads and max(threads) > 1:      # wall time on both sides
+                cells.append(f"{by_t[max(threads)]['wall'] / by_t[1]['wall']:.2f}")
             c_in, c_out = (layer["w"][0], layer["w"][1]) if layer["kind"] == "conv_transpose2d" \
                 else (layer["w"][1], layer["w"][0])
             label = (f"  {name} {'convT' if layer['kind'] == 'conv_transpose2d' else 'conv'} {c_in}->{c_out} "

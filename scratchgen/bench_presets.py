@@ -76,17 +76,22 @@ def _clock(threads):
     return time.thread_time if threads == 1 else time.perf_counter
 
 
-def best_of(fns, timer, repeats, budget=5.0):
-    """Best time of each function, calling them in turn (a slow spell hits all alike)."""
+def best_of(fns, timer, repeats, budget=5.0, wall=None):
+    """Best time of each function, calling them in turn (a slow spell hits all alike). ``wall``, a
+    list, receives each function's best wall time too (with ``timer`` the thread's CPU time)."""
     best = [float("inf")] * len(fns)
+    best_wall = [float("inf")] * len(fns)
     started = time.perf_counter()
     for r in range(repeats):
         for i, fn in enumerate(fns):
-            t = timer()
+            t, w = timer(), time.perf_counter()
             fn()
             best[i] = min(best[i], timer() - t)
+            best_wall[i] = min(best_wall[i], time.perf_counter() - w)
         if r >= 2 and time.perf_counter() - started > budget:
             break
+    if wall is not None:
+        wall[:] = best_wall
     return best
 
 
@@ -108,7 +113,8 @@ def time_products(shapes, threads, repeats=7):
 
 
 def time_convs(layers, threads, library, repeats=7):
-    """[s] forward + input and weight gradients per layer, with ``library`` in this process."""
+    """([s], [wall s]) forward + input and weight gradients per layer, with ``library`` in this
+    process: the first list on this run's clock (CPU time on one thread), the second wall time."""
     timer = _clock(threads)
     rng = np.random.default_rng(0)
     fns = []
@@ -140,7 +146,8 @@ def time_convs(layers, threads, library, repeats=7):
                 y.backward(np.ones(y.shape, np.float32))
         run()
         fns.append(run)
-    return best_of(fns, timer, repeats, budget=20)
+    wall = []
+    return best_of(fns, timer, repeats, budget=20, wall=wall), wall
 
 
 # ---------------------------------------------------------------------------- across processes
@@ -180,19 +187,21 @@ def bench_conv_layers(threads=(1, 2), torch_python=None, rounds=2, recorded=None
     alternating processes per library."""
     recorded = recorded if recorded is not None else record()["conv"]
     flat = [layer for group in recorded.values() for layer in group]
-    best = {}
+    best, wall = {}, {}
     for t in threads:
         for r in range(rounds):
             libs = ["scratchgen"] + (["torch"] if torch_python else [])
             for lib in (libs if r % 2 == 0 else libs[::-1]):
-                got = _worker({"what": "convs", "threads": t, "library": lib, "layers": flat},
-                              torch_python if lib == "torch" else None, script=lib == "torch")
-                old = best.get((t, lib), [float("inf")] * len(flat))
-                best[(t, lib)] = [min(a, b) for a, b in zip(old, got)]
+                got, got_wall = _worker({"what": "convs", "threads": t, "library": lib, "layers": flat},
+                                        torch_python if lib == "torch" else None, script=lib == "torch")
+                for store, new in ((best, got), (wall, got_wall)):
+                    old = store.get((t, lib), [float("inf")] * len(flat))
+                    store[(t, lib)] = [min(a, b) for a, b in zip(old, new)]
     out, i = {}, 0
     for name, group in recorded.items():
         out[name] = [(layer, {t: {lib: best.get((t, lib), [None] * len(flat))[i + j]
-                                  for lib in ("scratchgen", "torch")} for t in threads})
+                                  for lib in ("scratchgen", "torch")}
+                              | {"wall": wall[(t, "scratchgen")][i + j]} for t in threads})
                      for j, layer in enumerate(group)]
         i += len(group)
     return out
