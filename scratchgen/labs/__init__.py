@@ -12,6 +12,8 @@
   straight-through and Gumbel-softmax gradients: bias and variance against an exact gradient.
 * :mod:`.rate_distortion` — a β-VAE sweep as rate against distortion (collapse and blur marked), and
   the approximation and amortisation gaps on the linear-Gaussian model.
+* :mod:`.attribute_cvae` — a CVAE told (class, thickness, slant), evaluated by measuring the
+  attributes of its samples.
 * :mod:`.mode_collapse` — samples of trained GAN runs on 2-D toy data side by side, with their
   mode coverage.
 """
