@@ -83,3 +83,55 @@ def test_a_critic_with_an_unknown_layer_is_refused_by_name():
     net = nn.Sequential(nn.Linear(2, 2, dtype=np.float64), nn.Sigmoid(), nn.Linear(2, 1, dtype=np.float64))
     with pytest.raises(TypeError, match="Sigmoid"):
         wgan.mlp_input_gradient(net, np.zeros((1, 2)))
+
+
+# ---------------------------------------------------------------------------- --gan-loss wgan-gp
+def make_gan(**options):
+    from scratchgen.data import DATASETS
+    from scratchgen.models.gan import GAN
+    opts = {o.name: o.default for o in GAN.options}
+    opts.update(arch="toy", latent=4, g_hidden=[16], d_hidden=[16], eval_samples=300, gan_loss="wgan-gp", **options)
+    sg.manual_seed(0)
+    return GAN(dict(lr=1e-3, scale="01", data="ring8", data_dir=None, options=opts), DATASETS["ring8"])
+
+
+@pytest.mark.parametrize("pack", [1, 2])
+def test_the_gan_critic_step_minimises_the_lectures_critic_loss(pack):
+    """GANNet.discriminator_loss with --gan-loss wgan-gp is E f(fake) − E f(real) + λ·penalty at
+    interpolates of the (packed) real and fake batches, recomputed here from the same random draws."""
+    from scratchgen.models.gan import pack as pack_batch
+    from scratchgen.random import get_rng
+    gan = make_gan(pack=pack, gp_weight=3.0)
+    x = np.random.default_rng(1).standard_normal((8, 2)).astype(np.float32)
+    fake = gan.net(8)
+    sg.manual_seed(5)
+    loss, real_scores, fake_scores = gan.net.discriminator_loss(x, fake)
+    sg.manual_seed(5)
+    x_hat = wgan.interpolates(pack_batch(x, pack), pack_batch(fake.data, pack), get_rng())
+    _, grad = wgan.mlp_input_gradient(gan.D.net, x_hat)
+    expected = (fake_scores.data.mean() - real_scores.data.mean()) + 3.0 * wgan.gradient_penalty(grad, 1.0).item()
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_wgan_gp_training_step_logs_the_critic_terms_and_moves_both_players():
+    gan = make_gan()
+    from scratchgen.data import load
+    x = load("ring8", "train").data[:64]
+    before_g, before_d = [p.data.copy() for p in gan.G.parameters()], [p.data.copy() for p in gan.D.parameters()]
+    terms = gan.train_step((x, None))
+    assert set(terms) == {"loss", "loss_g", "wasserstein", "gradient_penalty"}
+    assert terms["gradient_penalty"] >= 0 and terms["loss"] == pytest.approx(terms["gradient_penalty"] - terms["wasserstein"])
+    moved = [not np.array_equal(b, p.data) for b, p in zip(before_d, gan.D.parameters())]
+    assert all(moved[:-1]) and not moved[-1]     # the critic's last bias cancels in E f(fake) − E f(real)
+    assert all(not np.array_equal(b, p.data) for b, p in zip(before_g, gan.G.parameters()))
+    out = gan.evaluate(load("ring8", "val"))
+    assert {"wasserstein", "wasserstein_se", "modes_covered"} <= set(out) and "js_lower_bound" not in out
+
+
+def test_wgan_gp_with_a_convolutional_critic_is_refused_with_the_reason():
+    from scratchgen.data import DATASETS
+    from scratchgen.models.gan import GAN
+    opts = {o.name: o.default for o in GAN.options}
+    opts.update(arch="dcgan", latent=4, g_channels=4, d_channels=4, gan_loss="wgan-gp")
+    with pytest.raises(ValueError, match="--arch toy or mlp"):
+        GAN(dict(lr=1e-3, scale="01", data="digits8", data_dir=None, options=opts), DATASETS["digits8"])

@@ -17,6 +17,10 @@ Both are trained on the same value function (:mod:`scratchgen.objectives.gan`)
    ``non-saturating``: −E log D(G(z)) (same fixed point, strong gradients when D rejects fakes).
    φ does not change.
 
+``--gan-loss wgan-gp`` (Gulrajani et al. 2017) makes D a critic f with no sigmoid: its step lowers
+E f(fake) − E f(real) + λ E(‖∇f(x̂)‖ − 1)² (λ = ``--gp-weight``) and the generator's lowers −E f(fake)
+(:mod:`scratchgen.objectives.wgan`); the logged bound is then the critic's Wasserstein estimate.
+
 No real example ever reaches the generator, and both networks are updated every round whichever
 one is "winning": each simply takes a gradient step on its own side of V.
 
@@ -50,6 +54,7 @@ from .. import nn, optim
 from ..data.datasets import TOY
 from ..evaluation import mode_coverage
 from ..objectives import gan as objectives
+from ..objectives import wgan
 from ..random import get_rng
 from ..autograd import Tensor, no_grad
 from ..training import plots
@@ -58,7 +63,8 @@ from .registry import register
 from .blocks import LEAKY_SLOPE, mlp_layers
 
 GAN_LOSSES = {"minimax": objectives.generator_loss_saturating,
-              "non-saturating": objectives.generator_loss_nonsaturating}
+              "non-saturating": objectives.generator_loss_nonsaturating,
+              "wgan-gp": wgan.generator_loss}   # the critic's scores in place of logits
 
 
 def _output(scale):
@@ -172,10 +178,12 @@ class GANNet(nn.Module):
     """
 
     def __init__(self, generator, discriminator, latent, pack_size=1,
-                 generator_loss=objectives.generator_loss_nonsaturating):
+                 generator_loss=objectives.generator_loss_nonsaturating, gradient_penalty=None):
         super().__init__()
         self.generator, self.discriminator = generator, discriminator
         self.latent, self.pack_size, self.g_loss = latent, pack_size, generator_loss
+        # WGAN-GP (Gulrajani et al. 2017): D is a critic, its loss E f(fake) − E f(real) + λ·penalty
+        self.gradient_penalty = gradient_penalty
 
     def noise(self, n):
         """n draws of z ~ N(0, I), (n, latent), from scratchgen's seeded generator."""
@@ -191,9 +199,18 @@ class GANNet(nn.Module):
         return self.discriminator(packs if isinstance(packs, Tensor) else Tensor(packs))
 
     def discriminator_loss(self, x, fake):
-        """−V on real examples x and fakes held fixed (detached: θ does not move), and both logits."""
+        """−V on real examples x and fakes held fixed (detached: θ does not move), and both logits.
+
+        With a gradient penalty λ (``--gan-loss wgan-gp``): the critic's loss E f(fake) − E f(real)
+        + λ E(‖∇f(x̂)‖ − 1)² at interpolates x̂ between real and fake packs, the input gradient
+        written out for the MLP critic (:func:`scratchgen.objectives.wgan.mlp_input_gradient`)."""
         real_logits, fake_logits = self.logits(x), self.logits(fake.detach())
-        return objectives.discriminator_loss(real_logits, fake_logits), real_logits, fake_logits
+        if self.gradient_penalty is None:
+            return objectives.discriminator_loss(real_logits, fake_logits), real_logits, fake_logits
+        real, fakes = pack(np.asarray(x), self.pack_size), pack(fake.detach().data, self.pack_size)
+        _, grad = wgan.mlp_input_gradient(self.discriminator.net, wgan.interpolates(real, fakes, get_rng()))
+        loss = wgan.critic_loss(real_logits, fake_logits) + wgan.gradient_penalty(grad, self.gradient_penalty)
+        return loss, real_logits, fake_logits
 
     def generator_loss(self, fake):
         """The generator's loss on fakes through D (minimax or non-saturating)."""
@@ -219,9 +236,11 @@ class GAN(Experiment):
         Option("beta2", float, 0.999, "Adam beta2 of both optimizers"),
         Option("d_steps", int, 1, "discriminator steps per generator step (k in Goodfellow et al.'s Algorithm 1)"),
         Option("gan_loss", str, "non-saturating", "generator loss: minimax = E log(1 - D(G(z))) (saturates), "
-               "non-saturating = -E log D(G(z))", tuple(GAN_LOSSES)),
+               "non-saturating = -E log D(G(z)); wgan-gp = a Wasserstein critic with a gradient penalty "
+               "(Gulrajani et al. 2017; MLP critics: --arch toy or mlp)", tuple(GAN_LOSSES)),
         Option("lr_decay", str, "none", "none, or linear: both learning rates fall linearly to 0 over the "
                "run's --epochs (so the generator settles instead of orbiting the modes)", ("none", "linear")),
+        Option("gp_weight", float, 10.0, "--gan-loss wgan-gp: weight λ of the gradient penalty (Gulrajani et al. 2017)"),
         Option("pack", int, 1, "PacGAN: the discriminator judges packs of this many samples (Lin et al. 2018); "
                "1 = plain GAN"),
         Option("eval_samples", int, 2500, "fresh samples per evaluation (mode coverage, JS bound)"),
@@ -263,8 +282,16 @@ class GAN(Experiment):
             raise ValueError(f"the GAN generates pixels in [0, 1] (--scale 01) or [-1, 1] (--scale pm1), "
                              f"got --scale {self.scale}")
         self.arch = arch
+        self.wgan = o["gan_loss"] == "wgan-gp"
+        if self.wgan and arch == "dcgan":
+            raise ValueError("--gan-loss wgan-gp needs an MLP critic (--arch toy or mlp): its gradient penalty "
+                             "differentiates the critic's input gradient, written out for Linear and activation "
+                             "layers only (and Gulrajani et al. drop batch norm from the critic)")
         self.g_loss = GAN_LOSSES[o["gan_loss"]]
-        self.net = GANNet(*build(arch, info.shape, o, self.scale), o["latent"], o["pack"], self.g_loss)
+        self.net = GANNet(*build(arch, info.shape, o, self.scale), o["latent"], o["pack"], self.g_loss,
+                          gradient_penalty=o["gp_weight"] if self.wgan else None)
+        if self.wgan:
+            self.loss_terms = ("loss", "loss_g", "wasserstein", "gradient_penalty")
         self.G, self.D = self.net.generator, self.net.discriminator
         betas = (o["beta1"], o["beta2"])
         self.opt_g = optim.Adam(self.G.parameters(), lr=o["lr_g"] or config["lr"], betas=betas)
@@ -295,6 +322,9 @@ class GAN(Experiment):
         loss.backward()
         self.opt_d.step()
         v = loss.item()
+        if self.wgan:  # loss = −(E f(real) − E f(fake)) + penalty
+            w = float(real_logits.data.mean() - fake_logits.data.mean())
+            return {"loss": v, "wasserstein": w, "gradient_penalty": v + w}, fake
         return {"loss": v, "js_lower_bound": objectives.LOG2 - 0.5 * v,
                 "d_real": float(real_logits.sigmoid().data.mean()),
                 "d_fake": float(fake_logits.sigmoid().data.mean())}, fake
@@ -365,6 +395,14 @@ class GAN(Experiment):
         n = min(len(data), self.opts["eval_samples"])
         real = data[:n][0]
         fake = self.sample(n)
+        if self.wgan:  # the critic's scores are not logits: report its Wasserstein estimate instead
+            a, b = self.logits(real).astype(np.float64), self.logits(fake).astype(np.float64)
+            out = {"loss": float(b.mean() - a.mean()), "wasserstein": float(a.mean() - b.mean()),
+                   "wasserstein_se": math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))}
+            if self.toy:
+                cov = mode_coverage(fake, self.mixture)
+                out.update(modes_covered=cov["modes_covered"], high_quality_fraction=cov["high_quality_fraction"])
+            return out
         bound, se, a, b = self.js_bound(real, fake)
         out = {"loss": float(-(a.mean() + b.mean())), "js_lower_bound": float(bound), "js_lower_bound_se": se,
                "d_real": float(np.exp(a).mean()), "d_fake": float(1 - np.exp(b).mean())}
@@ -389,7 +427,8 @@ class GAN(Experiment):
           :mod:`scratchgen.evaluation.parzen`).
         """
         out = super().report(data, split)
-        out["js_lower_bound"] = out[f"{split}_js_lower_bound"]
+        key = "wasserstein" if self.wgan else "js_lower_bound"
+        out[key] = out[f"{split}_{key}"]
         if self.toy:
             cov = mode_coverage(self.sample(2500), self.mixture)
             out.update(modes_covered=cov["modes_covered"], high_quality_fraction=cov["high_quality_fraction"],
