@@ -144,6 +144,9 @@ def test_amat_errors(tmp_path):
         parse_amat(amat_text(bits))
     with pytest.raises(CorruptDataError, match="783 values"):
         parse_amat(amat_text(np.zeros((1, 783), np.uint8)))
+    uneven = amat_text(np.zeros((1, 783), np.uint8)) + amat_text(np.zeros((1, 785), np.uint8))
+    with pytest.raises(CorruptDataError, match="row 1 holds 783 values; every row holds 784"):
+        parse_amat(uneven)  # 1568 values in all: a whole number of rows, but not row by row
     (tmp_path / "c.amat").write_bytes(amat_text(np.zeros((3, 784), np.uint8)))
     with pytest.raises(CorruptDataError, match="3 rows; expected 4"):
         read_amat(tmp_path / "c.amat", expected_rows=4)

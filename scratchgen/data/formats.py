@@ -149,6 +149,11 @@ def parse_amat(raw, path="<bytes>", columns=784, dataset=None):
     if values.size == 0 or values.size % columns:
         raise corrupt(path, f"it holds {values.size} values, not a whole number of {columns}-pixel rows",
                       dataset)
+    # a row one value short next to a row one value long would otherwise shift every pixel after it
+    for number, line in enumerate((line for line in raw.splitlines() if line.strip()), start=1):
+        if len(line.split()) != columns:
+            raise corrupt(path, f"row {number} holds {len(line.split())} values; every row holds {columns}",
+                          dataset)
     if not np.isin(values, (0.0, 1.0)).all():
         bad = values[~np.isin(values, (0.0, 1.0))][:3]
         raise corrupt(path, f"binarized pixels must be 0 or 1; found {bad.tolist()}", dataset)
