@@ -20,13 +20,11 @@ from ..training.experiment import Experiment, Option, int_list
 from .registry import register
 from .blocks import ACTIVATIONS, mlp
 
-def check_unit_interval(info, config, model):
+def check_unit_interval(config, model):
     """A Bernoulli decoder needs targets in [0, 1]: refuse other scalings with a clear message."""
     if config.get("scale", "01") != "01":
         raise ValueError(f"{model}: the Bernoulli decoder needs pixels in [0, 1] (--scale 01), "
                          f"got --scale {config.get('scale')}")
-    if len(info.shape) != 3:
-        raise ValueError(f"{model} expects image data (C, H, W); {info.name} has examples of shape {info.shape}")
 
 
 class MLPAutoEncoderNet(nn.Module):
@@ -67,7 +65,8 @@ class AutoEncoder(Experiment):
 
     def __init__(self, config, info):
         super().__init__(config, info)
-        check_unit_interval(info, config, self.name)
+        check_unit_interval(config, self.name)
+        self.require_images()
         o = self.opts
         self.net = MLPAutoEncoderNet(info.shape, int_list(o["hidden"]), o["latent"], o["activation"])
         # running mean and variance of the codes: the Gaussian that sample() decodes from

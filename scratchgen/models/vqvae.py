@@ -222,9 +222,7 @@ class VQVAE(Experiment):
 
     def __init__(self, config, info):
         super().__init__(config, info)
-        o = self.opts
-        for opt in self.options:
-            o.setdefault(opt.name, opt.default)
+        o = self.opts  # options missing from an older run's config.json got their defaults in Experiment
         self._check_setup(info, config)
         self.scale = config.get("scale", "01")
         self.net = (VQVAENet if self.levels == 1 else VQVAE2Net)(info.shape, o)
@@ -238,9 +236,7 @@ class VQVAE(Experiment):
 
     def _check_setup(self, info, config):
         o = self.opts
-        if len(info.shape) != 3:
-            raise ValueError(f"{self.name} expects image data (C, H, W); {info.name} has examples of shape "
-                             f"{info.shape}")
+        self.require_images()
         if config.get("scale", "01") not in RANGES:
             raise ValueError(f"{self.name} models pixels in [0, 1] (--scale 01) or [-1, 1] (--scale pm1), "
                              f"got --scale {config.get('scale')}")
