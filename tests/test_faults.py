@@ -486,6 +486,20 @@ def test_garbage_metrics_rows_stop_a_resume_with_the_line_named(trained, capsys)
     assert "metrics.csv, line 3" in err and "step" in err
 
 
+def test_a_garbled_metrics_cell_costs_only_its_point_in_the_figures(trained, capsys):
+    metrics = trained / "metrics.csv"
+    rows = list(csv.DictReader(metrics.read_text().splitlines()))
+    epoch_row = next(r for r in rows if r["kind"] == "epoch")
+    epoch_row["val_kl_0"], epoch_row["train_loss"] = "garbage", "1.2.3"
+    with open(metrics, "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    rc, _, err = train(capsys, trained, "--resume", "--epochs", "4", "--binarize", "dynamic")
+    assert rc == 0, err
+    assert (trained / "figures" / "latent_kl.png").exists()
+
+
 # ------------------------------------------------------------------------------ 6. options
 @pytest.mark.parametrize("argv", [["--batch-size", "0"], ["--epochs", "0"], ["--epochs", "-2"], ["--lr", "0"],
                                   ["--lr", "nan"], ["--log-every", "0"], ["--plot-every", "-1"],

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..evaluation import bayes_classifier
 from ..training import plots
-from ..training.metrics import column, read_metrics
+from ..training.metrics import column, number, read_metrics
 
 
 def _range(model):
@@ -69,10 +69,15 @@ def save_latent_scatter(z, labels, path, title=None):
 
 def save_latent_kl(metrics_path, path, latent, title=None):
     """Heat map of val_kl_<j> per epoch (dimensions sorted by their final KL) and the active units."""
-    rows = [r for r in read_metrics(metrics_path) if r["kind"] == "epoch" and r.get("val_kl_0")]
+    rows, kls = [], []
+    for r in read_metrics(metrics_path):  # rows with an empty or garbled cell are left out
+        values = [number(r.get(f"val_kl_{j}")) for j in range(latent)] + [number(r.get("val_active_units"))]
+        if r.get("kind") == "epoch" and None not in values:
+            rows.append(r)
+            kls.append(values[:-1])
     if not rows:
         return None
-    kl = np.array([[float(r[f"val_kl_{j}"]) for j in range(latent)] for r in rows])
+    kl = np.array(kls)
     order = np.argsort(-kl[-1])
     fig = plots.figure(figsize=(7.5, 3))
     fig.subplots_adjust(left=0.07, right=0.97, bottom=0.17, top=0.84, wspace=0.35)

@@ -114,7 +114,7 @@ def read_metrics(path):
     return _parse(path.read_bytes(), path)
 
 
-def _number(text, kind=float):
+def number(text, kind=float):
     """``kind(text)``, or None for an empty or garbled cell."""
     try:
         value = kind(text)
@@ -128,7 +128,7 @@ def column(rows, name, kind=None):
     steps, values = [], []
     for r in rows:
         if kind is None or r.get("kind") == kind:
-            step, value = _number(r.get("step"), int), _number(r.get(name))
+            step, value = number(r.get("step"), int), number(r.get(name))
             if step is not None and value is not None:
                 steps.append(step)
                 values.append(value)
