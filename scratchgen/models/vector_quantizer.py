@@ -34,7 +34,10 @@ used keeps its value (n and s shrink by the same factor). The commitment loss is
 
 A codeword that is never the nearest gets no update at all: it is "dead". ``init="data"`` starts
 every codeword on an encoder output of the first training batch, so all start in use;
-:func:`perplexity` and :func:`code_counts` measure how many are used.
+:func:`perplexity` and :func:`code_counts` measure how many are used. ``restart_threshold`` > 0
+adds *dead-code restarts*: a moving average u_k of the share of the batch's vectors assigned to
+code k is kept, and a code with u_k < threshold / K is moved onto a random encoder output of the
+current batch (as in Dhariwal et al. 2020, "Jukebox", and Williams et al. 2020).
 """
 from dataclasses import dataclass
 
@@ -138,7 +141,8 @@ class VectorQuantizer(nn.Module):
     from the encoder's outputs, and a code that is never chosen gets no gradient).
     """
 
-    def __init__(self, num_codes, dim, beta=0.25, update="loss", decay=0.99, init="data", dtype=np.float32):
+    def __init__(self, num_codes, dim, beta=0.25, update="loss", decay=0.99, init="data", restart_threshold=0.0,
+                 dtype=np.float32):
         super().__init__()
         if update not in UPDATES:
             raise ValueError(f"VectorQuantizer: update must be one of {UPDATES}, got {update!r}")
@@ -146,6 +150,9 @@ class VectorQuantizer(nn.Module):
             raise ValueError(f"VectorQuantizer: the moving-average decay must lie in (0, 1), got {decay}")
         if init not in INITS:
             raise ValueError(f"VectorQuantizer: init must be one of {INITS}, got {init!r}")
+        if not 0.0 <= restart_threshold < 1.0:
+            raise ValueError(f"VectorQuantizer: restart_threshold must lie in [0, 1) (a share of 1/K), "
+                             f"got {restart_threshold}")
         if beta < 0:
             raise ValueError(f"VectorQuantizer: beta must be non-negative, got {beta}")
         for name, value in (("num_codes", num_codes), ("dim", dim)):
@@ -160,6 +167,9 @@ class VectorQuantizer(nn.Module):
             self.register_buffer("codebook", values)
             self.register_buffer("ema_count", np.ones(num_codes, dtype))
             self.register_buffer("ema_sum", values.copy())
+        self.restart_threshold = float(restart_threshold)
+        if self.restart_threshold:
+            self.register_buffer("usage", np.full(num_codes, 1 / num_codes, dtype))
         # 1 once the codebook has been set from data (init="data"), saved with the weights
         self.register_buffer("initialized", np.array(float(init == "uniform"), dtype))
 
@@ -204,9 +214,27 @@ class VectorQuantizer(nn.Module):
         e = self.lookup(idx)
         if self.update == "ema" and self.training:
             self._ema_update(self._rows(z_e), idx.ravel())
+        if self.restart_threshold and self.training:
+            self.restart_dead_codes(self._rows(z_e), idx.ravel())
         book, commit = codebook_loss(z_e, e), commitment_loss(z_e, e)
         loss = commit * self.beta if self.update == "ema" else book + commit * self.beta
         return Quantized(straight_through(z_e, e), idx, book, commit, loss, perplexity(idx, self.num_codes))
+
+    def restart_dead_codes(self, vectors, idx):
+        """u_k ← γ u_k + (1-γ) count_k / M; every code with u_k < threshold / K moves onto a random row of
+        ``vectors`` (M, D) (and gets u_k = 1/K). Takes effect from the next batch; returns how many moved."""
+        g = self.decay
+        self.usage *= g
+        self.usage += (1 - g) * code_counts(idx, self.num_codes) / len(idx)
+        dead = np.flatnonzero(self.usage < self.restart_threshold / self.num_codes)
+        if len(dead):
+            rows = vectors[get_rng().choice(len(vectors), len(dead), replace=len(vectors) < len(dead))]
+            self._codebook_array()[dead] = rows
+            if self.update == "ema":
+                self.ema_count[dead] = 1
+                self.ema_sum[dead] = rows
+            self.usage[dead] = 1 / self.num_codes
+        return len(dead)
 
     def _ema_update(self, vectors, idx):
         """n_k ← γ n_k + (1-γ) count_k;  s_k ← γ s_k + (1-γ) Σ z_i;  e_k = s_k / n_k."""

@@ -45,51 +45,48 @@ from ..autograd import Tensor, no_grad
 from ..training import plots
 from ..training.experiment import Experiment, Option, int_list
 from .registry import register
+from .blocks import ResidualStack
 from .code_prior import CodePrior
+from .pixelcnn import GatedPixelCNN
 from .vector_quantizer import INITS, UPDATES, VectorQuantizer, code_counts, perplexity
 
 RANGES = {"01": (0.0, 1.0), "pm1": (-1.0, 1.0)}
 
 
-# ---------------------------------------------------------------------- building blocks
-def grid_sizes(size, steps):
-    """Image size (H, W) and the sizes after each stride-2 convolution: H -> ceil(H / 2)."""
-    sizes = [tuple(size)]
-    for _ in range(steps):
-        sizes.append(tuple((s + 1) // 2 for s in sizes[-1]))
-    return sizes
+# ---------------------------------------------------------------------- encoders and decoders
+def check_divisible(size, steps, what):
+    """Each 4x4 stride-2 convolution halves the size exactly; refuse sizes that do not divide."""
+    f = 2 ** steps
+    if any(s % f for s in size):
+        raise ValueError(f"{what}: the image size {size[0]}x{size[1]} must be divisible by 2^{steps} = {f} "
+                         f"(one halving per stride-2 convolution); choose a smaller --downsample")
 
 
-def down(a, b):
-    """Conv2d(kernel 3, stride 2, padding 1): halves the size (rounding up)."""
-    return nn.Conv2d(a, b, 3, stride=2, padding=1)
+def strided(a, b):
+    """Conv2d(kernel 4, stride 2, padding 1): H -> H/2 (the papers' downsampling step)."""
+    return nn.Conv2d(a, b, 4, stride=2, padding=1)
 
 
-def up(a, b, small, big):
-    """ConvTranspose2d(kernel 3, stride 2, padding 1) from size ``small`` back to ``big``.
-
-    Its output is 2·small - 1 + output_padding; output_padding 1 restores an even size.
-    """
-    return nn.ConvTranspose2d(a, b, 3, stride=2, padding=1,
-                              output_padding=tuple(B - (2 * s - 1) for s, B in zip(small, big)))
+def unstrided(a, b):
+    """ConvTranspose2d(kernel 4, stride 2, padding 1): H -> 2H (the decoder's upsampling step)."""
+    return nn.ConvTranspose2d(a, b, 4, stride=2, padding=1)
 
 
-def stem(in_channels, channels, steps):
-    """[down, ReLU] x steps, then a 3x3 convolution and ReLU: x -> features (channels, H/2^steps, ...)."""
+def encoder(in_channels, channels, res_channels, res_blocks, steps):
+    """[strided conv, ReLU] x steps, 3x3 conv, residual stack: x -> features (C, H/2^steps, W/2^steps)."""
     layers = []
     for i in range(steps):
-        layers += [down(in_channels if i == 0 else channels, channels), nn.ReLU()]
-    return nn.Sequential(*layers, nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())
+        layers += [strided(in_channels if i == 0 else channels, channels), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Conv2d(channels, channels, 3, padding=1),
+                         ResidualStack(channels, res_channels, res_blocks))
 
 
-def decoder(in_channels, channels, out_channels, sizes):
-    """3x3 convolution and ReLU, then [up, ReLU] back through ``sizes`` (image first), the last
-    transposed convolution without activation."""
-    layers = [nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU()]
-    steps = list(zip(sizes[:0:-1], sizes[-2::-1]))  # (small, big) pairs, from the code grid up
-    for i, (small, big) in enumerate(steps):
-        last = i == len(steps) - 1
-        layers.append(up(channels, out_channels if last else channels, small, big))
+def decoder(in_channels, channels, res_channels, res_blocks, steps, out_channels):
+    """The mirror: 3x3 conv, residual stack, [transposed conv, ReLU] x steps (no ReLU after the last)."""
+    layers = [nn.Conv2d(in_channels, channels, 3, padding=1), ResidualStack(channels, res_channels, res_blocks)]
+    for i in range(steps):
+        last = i == steps - 1
+        layers.append(unstrided(channels, out_channels if last else channels))
         if not last:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
@@ -97,7 +94,11 @@ def decoder(in_channels, channels, out_channels, sizes):
 
 def quantizer(o):
     return VectorQuantizer(o["codebook_size"], o["code_dim"], beta=o["beta"], update=o["codebook_update"],
-                           decay=o["ema_decay"], init=o["codebook_init"])
+                           decay=o["ema_decay"], init=o["codebook_init"], restart_threshold=o["restart_threshold"])
+
+
+def _arch(o):
+    return o["channels"], o["res_channels"], o["res_blocks"], o["code_dim"], o["downsample"]
 
 
 class VQVAENet(nn.Module):
@@ -105,88 +106,120 @@ class VQVAENet(nn.Module):
 
     def __init__(self, shape, o):
         super().__init__()
-        c, C, D, steps = shape[0], o["channels"], o["code_dim"], o["downsample"]
-        sizes = grid_sizes(shape[1:], steps)
-        self.grids = [sizes[-1]]
-        self.encoder = nn.Sequential(stem(c, C, steps), nn.Conv2d(C, D, 1))
+        c, (C, R, B, D, steps) = shape[0], _arch(o)
+        check_divisible(shape[1:], steps, "VQ-VAE")
+        self.grids = [tuple(s // 2 ** steps for s in shape[1:])]
+        self.encoder = nn.Sequential(encoder(c, C, R, B, steps), nn.Conv2d(C, D, 1))
         self.quantizer = quantizer(o)
-        self.decoder = decoder(D, C, c, sizes)
+        self.decoder = decoder(D, C, R, B, steps, c)
 
     @property
     def quantizers(self):
         return [self.quantizer]
 
+    def quantize(self, x):
+        """[Quantized] for images x (N, C, H, W): the encoder and the codebook, no decoder."""
+        return [self.quantizer(self.encoder(x))]
+
     def forward(self, x):
-        """-> (x̂, [Quantized]) for images x (N, C, H, W)."""
-        q = self.quantizer(self.encoder(x))
-        return self.decoder(q.z_q), [q]
+        """-> (decoder output, [Quantized]) for images x (N, C, H, W)."""
+        qs = self.quantize(x)
+        return self.decoder(qs[0].z_q), qs
 
     def decode_codes(self, codes):
-        """x̂ from a list with one grid of integer codes (N, h, w)."""
+        """Decoder output from a list with one grid of integer codes (N, h, w)."""
         return self.decoder(self.quantizer.lookup(codes[0]))
 
 
 class VQVAE2Net(nn.Module):
-    """Two levels, top first: the top grid has half the bottom grid's resolution (``levels`` = 2)."""
+    """Two levels, top first: the top grid has half the bottom grid's resolution (``levels`` = 2).
+
+    The bottom encoder's features h are encoded once more into the top code; the top code is
+    decoded back to the bottom resolution and shown to the bottom quantiser, so the bottom codes
+    only add what the top ones miss; the decoder reads both (Razavi et al. 2019, Fig. 2a).
+    """
 
     def __init__(self, shape, o):
         super().__init__()
-        c, C, D, steps = shape[0], o["channels"], o["code_dim"], o["downsample"]
-        sizes = grid_sizes(shape[1:], steps + 1)
-        bottom, top = sizes[-2], sizes[-1]
-        self.grids = [top, bottom]
-        self.encoder_bottom = stem(c, C, steps)                                       # x -> h
-        self.encoder_top = nn.Sequential(down(C, C), nn.ReLU(), nn.Conv2d(C, D, 1))    # h -> z_e top
+        c, (C, R, B, D, steps) = shape[0], _arch(o)
+        check_divisible(shape[1:], steps + 1, "VQ-VAE-2")
+        bottom = tuple(s // 2 ** steps for s in shape[1:])
+        self.grids = [tuple(s // 2 for s in bottom), bottom]
+        self.encoder_bottom = encoder(c, C, R, B, steps)                            # x -> h (C, bottom)
+        self.encoder_top = nn.Sequential(encoder(C, C, R, B, 1), nn.Conv2d(C, D, 1))  # h -> z_e top
         self.quantizer_top, self.quantizer_bottom = quantizer(o), quantizer(o)
-        self.top_to_bottom = up(D, C, top, bottom)      # the top code, decoded for the bottom encoder
-        self.encoder_bottom_out = nn.Conv2d(2 * C, D, 1)   # [h, decoded top] -> z_e bottom
-        self.upsample_top = up(D, D, top, bottom)       # the top code at the bottom resolution, for x̂
-        self.decoder = decoder(2 * D, C, c, sizes[:-1])
+        self.decoder_top = decoder(D, C, R, B, 1, D)        # the top code, decoded for the bottom encoder
+        self.encoder_bottom_out = nn.Conv2d(C + D, D, 1)    # [h, decoded top] -> z_e bottom
+        self.upsample_top = unstrided(D, D)                 # the top code at the bottom resolution, for x̂
+        self.decoder = decoder(2 * D, C, R, B, steps, c)
 
     @property
     def quantizers(self):
         return [self.quantizer_top, self.quantizer_bottom]
 
-    def forward(self, x):
+    def quantize(self, x):
+        """[Quantized top, Quantized bottom] for images x: the encoders and codebooks, no decoder."""
         h = self.encoder_bottom(x)
         top = self.quantizer_top(self.encoder_top(h))
-        z_e_bottom = self.encoder_bottom_out(F.cat([h, self.top_to_bottom(top.z_q).relu()], dim=1))
-        bottom = self.quantizer_bottom(z_e_bottom)
+        bottom = self.quantizer_bottom(self.encoder_bottom_out(F.cat([h, self.decoder_top(top.z_q)], dim=1)))
+        return [top, bottom]
+
+    def forward(self, x):
+        top, bottom = self.quantize(x)
         return self.decode(top.z_q, bottom.z_q), [top, bottom]
 
     def decode(self, q_top, q_bottom):
         return self.decoder(F.cat([q_bottom, self.upsample_top(q_top)], dim=1))
 
     def decode_codes(self, codes):
-        """x̂ from [top codes (N, ht, wt), bottom codes (N, hb, wb)]."""
+        """Decoder output from [top codes (N, ht, wt), bottom codes (N, hb, wb)]."""
         return self.decode(self.quantizer_top.lookup(codes[0]), self.quantizer_bottom.lookup(codes[1]))
 
 
 class Priors(nn.Module):
-    """One :class:`CodePrior` per level, top first; each lower level is conditioned on the codes of
-    the level above: p(top) p(bottom | top)."""
+    """One prior per level, top first; each lower level is conditioned on the codes of the level
+    above: p(top [| class]) p(bottom | top). ``kind`` "pixelcnn" (:class:`GatedPixelCNN`) or "made"
+    (:class:`CodePrior`). Codes are flattened grids (N, h·w)."""
 
-    def __init__(self, grids, num_codes, hidden, embed):
+    def __init__(self, grids, num_codes, o, kind, num_classes=0):
         super().__init__()
-        lengths = [h * w for h, w in grids]
-        self.levels = nn.Sequential(*[CodePrior(n, num_codes, hidden, embed, context_length=lengths[i - 1] if i else 0)
-                                      for i, n in enumerate(lengths)])
+        self.kind = kind
+        levels = []
+        for i, grid in enumerate(grids):
+            if kind == "made":
+                levels.append(CodePrior(grid[0] * grid[1], num_codes, int_list(o["prior_hidden"]), o["prior_embed"],
+                                        context_length=grids[i - 1][0] * grids[i - 1][1] if i else 0))
+            else:
+                levels.append(GatedPixelCNN(grid, num_codes, o["prior_channels"], o["prior_layers"],
+                                            o["prior_kernel"], o["prior_embed"],
+                                            num_classes=num_classes if i == 0 else 0,
+                                            context_grid=grids[i - 1] if i else None))
+        self.levels = nn.Sequential(*levels)
 
-    def losses(self, codes):
+    def _extra(self, i, labels):
+        return {"labels": labels} if self.kind == "pixelcnn" and i == 0 and labels is not None else {}
+
+    def losses(self, codes, labels=None):
         """Cross-entropy (nats per code) of each level; ``codes`` a list of (N, L_level) integer arrays."""
-        return [p.loss(c, codes[i - 1] if i else None) for i, (p, c) in enumerate(zip(self.levels, codes))]
+        return [p.loss(c, codes[i - 1] if i else None, **self._extra(i, labels))
+                for i, (p, c) in enumerate(zip(self.levels, codes))]
 
-    def sample(self, n):
+    def sample(self, n, labels=None, temperature=1.0):
         codes = []
         for i, p in enumerate(self.levels):
-            codes.append(p.sample(n, codes[-1] if i else None))
+            extra = self._extra(i, labels)
+            if self.kind == "pixelcnn":
+                extra["temperature"] = temperature
+            codes.append(p.sample(n, codes[-1] if i else None, **extra))
         return codes
 
 
 VQ_OPTIONS = (
     Option("codebook_size", int, 32, "K: number of codewords"),
     Option("code_dim", int, 8, "D: size of a codeword (the encoder's output channels)"),
-    Option("channels", int, 32, "channels of the hidden convolutions"),
+    Option("channels", int, 32, "C: channels of the encoder's and decoder's convolutions"),
+    Option("res_channels", int, 16, "hidden channels of a residual block (ReLU, 3x3 conv, ReLU, 1x1 conv, skip)"),
+    Option("res_blocks", int, 2, "residual blocks in each encoder and decoder"),
     Option("downsample", int, 1, "stride-2 convolutions before the (bottom) code grid: 8x8 -> 4x4 with 1, "
                                  "28x28 -> 7x7 with 2"),
     Option("beta", float, 0.25, "weight of the commitment loss"),
@@ -195,28 +228,46 @@ VQ_OPTIONS = (
     Option("ema_decay", float, 0.99, "--codebook-update ema: decay of the moving averages"),
     Option("codebook_init", str, "data", "initial codewords: encoder outputs of the first batch, or "
                                          "U(-1/K, 1/K)", INITS),
+    Option("restart_threshold", float, 0.0, "dead-code restarts: a code whose moving-average usage falls below "
+                                            "this fraction of the uniform share 1/K is moved onto a random "
+                                            "encoder output of the batch (0: never)"),
+    Option("likelihood", str, "gaussian", "decoder: gaussian (mean squared error on grey levels) or bernoulli "
+                                          "(logits, cross-entropy; for binarized data)", ("gaussian", "bernoulli")),
     Option("prior_fraction", float, 0.5, "fraction of the training steps, at the end, that fit the prior "
                                          "(the autoencoder frozen)"),
-    Option("prior_hidden", int_list, [256], "hidden layer sizes of the MADE prior, comma-separated"),
+    Option("prior", str, "pixelcnn", "the prior over code grids: gated PixelCNN, or MADE (a masked MLP)",
+           ("pixelcnn", "made")),
+    Option("prior_channels", int, 32, "--prior pixelcnn: channels of each stack"),
+    Option("prior_layers", int, 4, "--prior pixelcnn: gated layers"),
+    Option("prior_kernel", int, 3, "--prior pixelcnn: kernel size of the masked convolutions (odd)"),
+    Option("prior_hidden", int_list, [256], "--prior made: hidden layer sizes, comma-separated"),
     Option("prior_embed", int, 8, "size of the code embeddings the prior reads"),
+    Option("prior_conditional", int, 0, "1: the (top) prior is class-conditional, sample(label=...) works"),
+    Option("compare_made", int, 0, "1: also fit a MADE prior (--prior-hidden) to the same codes, reported as "
+                                   "prior_ce_made (which prior fits better)"),
+    Option("temperature", float, 1.0, "sampling temperature of the PixelCNN prior (logits / T)"),
 )
 
 
 @register
 class VQVAE(Experiment):
     name = "vqvae"
-    help = "vector-quantised autoencoder with a learned autoregressive prior (van den Oord et al., 2017)"
+    help = "vector-quantised autoencoder with a gated PixelCNN prior over its codes (van den Oord et al., 2017)"
     levels = 1
     defaults = dict(data="digits8", epochs=20, batch_size=32, lr=3e-3, scale="01")
     options = VQ_OPTIONS
+    eval_options = ("temperature",)
     presets = {
-        "digits8": dict(help="small: 8x8 digits, 4x4 codes from 32 codewords of size 8; 16 epochs (half of them fit "
-                                     "the prior), seconds each",
-                        data="digits8", epochs=16, batch_size=32, lr=3e-3, channels=32, codebook_size=32,
-                        code_dim=8, downsample=1, prior_hidden=[256], prior_fraction=0.5),
-        "mnist": dict(help="MNIST: 7x7 codes from 64 codewords of size 16, 64 channels, batch 128, 10 epochs",
-                      data="mnist", epochs=10, batch_size=128, lr=1e-3, channels=64, codebook_size=64,
-                      code_dim=16, downsample=2, prior_hidden=[512], prior_fraction=0.3),
+        "digits8": dict(help="small: 8x8 digits, 4x4 codes from 32 codewords of size 8, 2 residual blocks, a 3-layer "
+                             "gated PixelCNN prior; 16 epochs (half of them fit the prior), seconds each",
+                        data="digits8", epochs=16, batch_size=32, lr=3e-3, channels=32, res_channels=16, res_blocks=2,
+                        codebook_size=32, code_dim=8, downsample=1, prior_fraction=0.5, prior_channels=32,
+                        prior_layers=3, prior_embed=8),
+        "mnist": dict(help="MNIST: 7x7 codes from 64 codewords of size 16, 64 channels, 2 residual blocks, EMA "
+                           "codebook; a 6-layer gated PixelCNN prior (and a MADE beside it); 6 epochs, 2 fit the prior",
+                      data="mnist", epochs=6, batch_size=128, lr=1e-3, channels=64, res_channels=32, res_blocks=2,
+                      codebook_size=64, code_dim=16, downsample=2, codebook_update="ema", prior_fraction=1 / 3,
+                      prior_channels=64, prior_layers=6, prior_embed=16, prior_hidden=[512], compare_made=1),
     }
     monitor = None  # best.npz = latest: the two phases optimise different things
 
@@ -225,13 +276,20 @@ class VQVAE(Experiment):
         o = self.opts  # options missing from an older run's config.json got their defaults in Experiment
         self._check_setup(info, config)
         self.scale = config.get("scale", "01")
+        self.conditional = bool(o["prior_conditional"])
         self.net = (VQVAENet if self.levels == 1 else VQVAE2Net)(info.shape, o)
-        self.prior = Priors(self.net.grids, o["codebook_size"], int_list(o["prior_hidden"]), o["prior_embed"])
+        classes = info.num_classes if self.conditional else 0
+        self.prior = Priors(self.net.grids, o["codebook_size"], o, o["prior"], classes)
         self.optimizer = optim.Adam(self.net.parameters(), lr=config["lr"])
         self.prior_optimizer = optim.Adam(self.prior.parameters(), lr=config["lr"])
+        self.made = None
+        if o["compare_made"]:
+            self.made = Priors(self.net.grids, o["codebook_size"], o, "made")
+            self.made_optimizer = optim.Adam(self.made.parameters(), lr=config["lr"])
         self.suffixes = [""] if self.levels == 1 else ["_top", "_bottom"]
         self.loss_terms = ("loss", "recon", "codebook", "commitment",
-                           *(f"perplexity{s}" for s in self.suffixes), *(f"prior_ce{s}" for s in self.suffixes))
+                           *(f"perplexity{s}" for s in self.suffixes), *(f"prior_ce{s}" for s in self.suffixes),
+                           *((f"prior_ce_made{s}" for s in self.suffixes) if self.made else ()))
         self.val_terms = tuple(f"codes_used{s}" for s in self.suffixes)
 
     def _check_setup(self, info, config):
@@ -240,20 +298,32 @@ class VQVAE(Experiment):
         if config.get("scale", "01") not in RANGES:
             raise ValueError(f"{self.name} models pixels in [0, 1] (--scale 01) or [-1, 1] (--scale pm1), "
                              f"got --scale {config.get('scale')}")
-        for key in ("codebook_size", "code_dim", "channels", "downsample", "prior_embed"):
+        for key in ("codebook_size", "code_dim", "channels", "res_channels", "downsample", "prior_embed",
+                    "prior_channels", "prior_layers"):
             if o[key] < 1:
                 raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {o[key]}")
+        if o["res_blocks"] < 0:
+            raise ValueError(f"--res-blocks must be 0 or more, got {o['res_blocks']}")
         if o["codebook_size"] < 2:
             raise ValueError(f"--codebook-size must be at least 2, got {o['codebook_size']}")
+        if o["prior_kernel"] < 1 or o["prior_kernel"] % 2 == 0:
+            raise ValueError(f"--prior-kernel must be odd (the kernel's centre is the position), got {o['prior_kernel']}")
         if not 0.0 < o["prior_fraction"] < 1.0:
             raise ValueError(f"--prior-fraction must lie strictly between 0 and 1 (the share of training steps "
                              f"spent fitting the prior), got {o['prior_fraction']}")
+        if o["temperature"] <= 0:
+            raise ValueError(f"--temperature must be positive, got {o['temperature']}")
+        if o["prior_conditional"] and (o["prior"] != "pixelcnn" or not info.num_classes):
+            raise ValueError("--prior-conditional 1 needs --prior pixelcnn and a labelled dataset "
+                             f"({info.name} has {info.num_classes or 'no'} classes)")
+        if o["likelihood"] == "bernoulli" and self.config.get("scale", "01") != "01":
+            raise ValueError("--likelihood bernoulli models pixels in [0, 1]: use --scale 01")
 
     def describe(self):
         o = self.opts
         grids = " + ".join(f"{h}x{w}" for h, w in self.net.grids)
         return (f"{'VQ-VAE' if self.levels == 1 else 'VQ-VAE-2'} (codes {grids} from K={o['codebook_size']} codewords "
-                f"of size {o['code_dim']}) with {self.net.num_parameters():,} parameters, prior with "
+                f"of size {o['code_dim']}) with {self.net.num_parameters():,} parameters, {o['prior']} prior with "
                 f"{self.prior.num_parameters():,}; the prior is fitted during steps {self.autoencoder_steps() + 1}.."
                 f"{self.total_steps()}")
 
@@ -272,69 +342,111 @@ class VQVAE(Experiment):
 
     # ---- the two kinds of step
     def forward(self, x):
-        """(x̂, [Quantized per level], reconstruction MSE, VQ-VAE loss) for images x."""
+        """(decoder output, [Quantized per level], reconstruction term, VQ-VAE loss) for images x.
+
+        The reconstruction term is the mean squared error (Gaussian decoder) or the mean Bernoulli
+        cross-entropy per pixel of the decoder's logits (``--likelihood bernoulli``)."""
         x = Tensor(x)
-        x_hat, qs = self.net(x)
-        recon = F.mse_loss(x_hat, x)
+        out, qs = self.net(x)
+        if self.opts["likelihood"] == "bernoulli":
+            recon = F.binary_cross_entropy_with_logits(out, x)
+        else:
+            recon = F.mse_loss(out, x)
         loss = recon
         for q in qs:
             loss = loss + q.loss
-        return x_hat, qs, recon, loss
+        return out, qs, recon, loss
 
     def flat_codes(self, qs):
         return [q.indices.reshape(len(q.indices), -1) for q in qs]
 
-    def _terms(self, qs, recon, loss, prior_losses):
-        terms = {"loss": loss.item(), "recon": recon.item(),
-                 "codebook": sum(q.codebook_loss.item() for q in qs),
-                 "commitment": sum(q.commitment_loss.item() for q in qs)}
+    def _labels(self, y):
+        return np.asarray(y, dtype=np.int64) if self.conditional else None
+
+    def _terms(self, qs, recon, loss, prior_losses, made_losses=None):
+        terms = {} if recon is None else {"loss": loss.item(), "recon": recon.item()}
+        terms.update({"codebook": sum(q.codebook_loss.item() for q in qs),
+                      "commitment": sum(q.commitment_loss.item() for q in qs)})
         for s, q, p in zip(self.suffixes, qs, prior_losses):
             terms[f"perplexity{s}"], terms[f"prior_ce{s}"] = q.perplexity, p.item()
+        for s, p in zip(self.suffixes, made_losses or ()):
+            terms[f"prior_ce_made{s}"] = p.item()
         return terms
 
-    def autoencoder_step(self, x):
-        """Phase 1: one Adam step on encoder, codebook and decoder (the prior is only measured)."""
+    def autoencoder_step(self, x, y):
+        """Phase 1: one Adam step on encoder, codebook and decoder (the priors are only measured)."""
         self.net.train()
         _, qs, recon, loss = self.forward(x)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
         with no_grad():
-            prior_losses = self.prior.losses(self.flat_codes(qs))
-        return self._terms(qs, recon, loss, prior_losses)
+            codes = self.flat_codes(qs)
+            prior_losses = self.prior.losses(codes, self._labels(y))
+            made_losses = self.made.losses(codes) if self.made else None
+        return self._terms(qs, recon, loss, prior_losses, made_losses)
 
-    def prior_step(self, x):
+    @staticmethod
+    def _fit(prior, optimizer, losses):
+        total = losses[0]
+        for p in losses[1:]:
+            total = total + p
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+
+    def prior_step(self, x, y):
         """Phase 2: the autoencoder frozen (eval mode: no moving-average updates either); one Adam step
-        on the prior's cross-entropy of the codes of x."""
+        on the prior's cross-entropy of the codes of x (and one on the comparison MADE's).
+
+        Only the encoder runs (no decoder), so the step logs no ``loss``/``recon``: the frozen
+        autoencoder's are measured on the validation split every epoch. NOTE: in the epoch where the
+        phase changes, the logged train means of ``loss`` and ``recon`` are therefore averaged over
+        all of its steps, the prior steps counting as zero."""
         self.net.eval()
         self.prior.train()
         with no_grad():
-            _, qs, recon, loss = self.forward(x)
-        prior_losses = self.prior.losses(self.flat_codes(qs))
-        total = prior_losses[0]
-        for p in prior_losses[1:]:
-            total = total + p
-        self.prior_optimizer.zero_grad()
-        total.backward()
-        self.prior_optimizer.step()
-        return self._terms(qs, recon, loss, prior_losses)
+            qs = self.net.quantize(Tensor(x))
+        codes = self.flat_codes(qs)
+        prior_losses = self.prior.losses(codes, self._labels(y))
+        self._fit(self.prior, self.prior_optimizer, prior_losses)
+        made_losses = None
+        if self.made:
+            made_losses = self.made.losses(codes)
+            self._fit(self.made, self.made_optimizer, made_losses)
+        terms = self._terms(qs, None, None, prior_losses, made_losses)
+        return terms
 
     def train_step(self, batch):
-        x, _ = batch
-        return self.autoencoder_step(x) if self.phase() == "autoencoder" else self.prior_step(x)
+        x, y = batch
+        return self.autoencoder_step(x, y) if self.phase() == "autoencoder" else self.prior_step(x, y)
 
     # ---- evaluation
-    def evaluate(self, data):
-        """Means per element over the split: ``recon`` (pixel MSE), ``codebook``, ``commitment`` and the
-        VQ-VAE ``loss``; per level the ``perplexity`` and number of distinct codes (``codes_used``) over the
-        whole split, and the prior's cross-entropy ``prior_ce`` (nats per code; log K = guessing)."""
+    def code_histograms(self, data):
+        """How often each code occurs over the split, per level: a list of (K,) integer arrays."""
+        counts = [np.zeros(self.opts["codebook_size"], np.int64) for _ in self.suffixes]
         self.net.eval()
+        with no_grad():
+            for x, _ in self.batches(data):
+                for c, q in zip(counts, self.net.quantize(Tensor(x))):
+                    c += code_counts(q.indices, len(c))
+        return counts
+
+    def evaluate(self, data):
+        """Means per element over the split: ``recon`` (pixel MSE, or Bernoulli cross-entropy per pixel),
+        ``codebook``, ``commitment`` and the VQ-VAE ``loss``; per level the ``perplexity``, the number of
+        distinct codes (``codes_used``) and of never-used ones (``dead_codes``) over the whole split, and
+        the prior's cross-entropy ``prior_ce`` (nats per code; log K = guessing)."""
+        self.net.eval()
+        self.prior.eval()
         sums, n = {}, 0
         counts = [np.zeros(self.opts["codebook_size"], np.int64) for _ in self.suffixes]
         with no_grad():
-            for x, _ in self.batches(data):
+            for x, y in self.batches(data):
                 _, qs, recon, loss = self.forward(x)
-                terms = self._terms(qs, recon, loss, self.prior.losses(self.flat_codes(qs)))
+                codes = self.flat_codes(qs)
+                terms = self._terms(qs, recon, loss, self.prior.losses(codes, self._labels(y)),
+                                    self.made.losses(codes) if self.made else None)
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + v * len(x)
                 for c, q in zip(counts, qs):
@@ -344,17 +456,33 @@ class VQVAE(Experiment):
         for s, c in zip(self.suffixes, counts):
             out[f"perplexity{s}"] = perplexity(np.repeat(np.arange(len(c)), c), len(c))
             out[f"codes_used{s}"] = int((c > 0).sum())
+            out[f"dead_codes{s}"] = int((c == 0).sum())
         return out
 
     def report(self, data, split):
-        """``scratchgen eval``: :meth:`evaluate`, the MSE of predicting every image by the split's mean
-        image (``mse_data_mean``, the baseline ``recon`` must beat), and the prior's code length
-        Σ_levels L · prior_ce / ln 2 in bits per image (``prior_bits_per_image``)."""
+        """``scratchgen eval``, stable keys. Per split: :meth:`evaluate`'s keys, the MSE of predicting every
+        image by the split's mean image (``mse_data_mean``, the baseline ``recon`` must beat), the prior's
+        ``prior_bits_per_code{level}`` and code length Σ_levels L · prior_ce / ln 2 (``prior_bits_per_image``).
+        With ``--likelihood bernoulli`` on binary data: ``recon_nats_per_image`` = -log p(x | z_q) and the
+        bound ``bound_nats`` = -log p(x | z_q) - log p(z_q) >= -log p(x) (the one-hot posterior has zero
+        entropy). For labelled image data, the sample-quality report of
+        :func:`scratchgen.evaluation.sample_quality.sample_quality` on 10,000 samples."""
         out = {f"{split}_{k}": v for k, v in self.evaluate(data).items()}
         x = data[:][0]
         out[f"{split}_mse_data_mean"] = float(((x - x.mean(axis=0)) ** 2).mean())
-        out[f"{split}_prior_bits_per_image"] = sum(
-            h * w * out[f"{split}_prior_ce{s}"] for (h, w), s in zip(self.net.grids, self.suffixes)) / math.log(2)
+        nats = 0.0
+        for (h, w), s in zip(self.net.grids, self.suffixes):
+            out[f"{split}_prior_bits_per_code{s}"] = out[f"{split}_prior_ce{s}"] / math.log(2)
+            nats += h * w * out[f"{split}_prior_ce{s}"]
+        out[f"{split}_prior_bits_per_image"] = nats / math.log(2)
+        if self.opts["likelihood"] == "bernoulli":
+            pixels = int(np.prod(self.info.shape))
+            out[f"{split}_recon_nats_per_image"] = out[f"{split}_recon"] * pixels
+            out[f"{split}_bound_nats"] = out[f"{split}_recon_nats_per_image"] + nats
+        if self.info.num_classes and self.info.shape[1] >= 16:
+            from ..evaluation.sample_quality import sample_quality
+            out.update(sample_quality(self.sample, data, self.info.name, data_dir=self.config.get("data_dir"),
+                                      scale=self.scale))
         return out
 
     # ---- using the model
@@ -365,28 +493,38 @@ class VQVAE(Experiment):
         """The code grids of images x: a list (top first) of integer arrays (N, h, w)."""
         self.net.eval()
         with no_grad():
-            return [q.indices for q in self.net(Tensor(x))[1]]
+            return [q.indices for q in self.net.quantize(Tensor(x))]
 
     def decode(self, codes):
-        """Images from a list of code grids (top first), clipped to the data's range."""
+        """Images from a list of code grids (top first): the decoder's mean (Gaussian: clipped to the data's
+        range; Bernoulli: the pixel probabilities σ(logits))."""
         self.net.eval()
         with no_grad():
-            return self._clip(self.net.decode_codes(codes).data)
+            out = self.net.decode_codes(codes).data
+        if self.opts["likelihood"] == "bernoulli":
+            return 1 / (1 + np.exp(-out))
+        return self._clip(out)
 
     def reconstruct(self, x):
         return self.decode(self.encode(x))
 
     def sample(self, n, label=None):
-        """Codes from the prior(s) (top first), decoded: (n, C, H, W) in the data's range."""
-        self.check_label(label)
+        """Codes from the prior(s) (top first; ``--temperature``), decoded: (n, C, H, W) in the data's range."""
+        label = self.check_label(label)
+        labels = None
+        if self.conditional:
+            labels = np.full(n, label, np.int64) if label is not None else np.arange(n) % self.info.num_classes
         self.prior.eval()
-        flat = self.prior.sample(n)
+        flat = self.prior.sample(n, labels, self.opts["temperature"])
         return self.decode([c.reshape(n, h, w) for c, (h, w) in zip(flat, self.net.grids)])
 
     # ---- state
     def checkpointed(self):
-        return {"model": self.net, "optimizer": self.optimizer, "prior": self.prior,
-                "prior_optimizer": self.prior_optimizer}
+        parts = {"model": self.net, "optimizer": self.optimizer, "prior": self.prior,
+                 "prior_optimizer": self.prior_optimizer}
+        if self.made:
+            parts.update(made=self.made, made_optimizer=self.made_optimizer)
+        return parts
 
     def figures(self, run, data):
         x = data[:32][0]
@@ -396,18 +534,40 @@ class VQVAE(Experiment):
                                            title=f"{title}: originals (odd rows), reconstructions from the codes",
                                            value_range=rng),
                 plots.save_image_grid(self.sample(64), run.figures / "samples.png",
-                                      title=f"{title}: codes drawn from the prior, decoded", value_range=rng)]
+                                      title=f"{title}: codes drawn from the {self.opts['prior']} prior, decoded",
+                                      value_range=rng),
+                save_code_usage(self.code_histograms(data), self.suffixes, run.figures / "code-usage.png",
+                                title=f"{title}: how often each code is used ({data.split} split)")]
+
+
+def save_code_usage(counts, suffixes, path, title):
+    """Bar chart of each level's code histogram, codes sorted by use; dead codes show as empty bars."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(6, 2.2 * len(counts)))
+    axes = fig.subplots(len(counts), 1, squeeze=False)
+    for ax, c, s in zip(axes[:, 0], counts, suffixes):
+        order = np.sort(c)[::-1]
+        ax.bar(np.arange(len(c)), order / max(order.sum(), 1), width=1.0, color="C0")
+        ax.set_ylabel("fraction")
+        ax.set_title(f"{s.strip('_') or 'codes'}: {int((c > 0).sum())}/{len(c)} used, "
+                     f"perplexity {perplexity(np.repeat(np.arange(len(c)), c), len(c)):.1f}", fontsize=9)
+    axes[-1, 0].set_xlabel("codes, most used first")
+    fig.suptitle(title, fontsize=10)
+    return plots.save_figure(fig, path, tight_layout=True)
 
 
 @register
 class VQVAE2(VQVAE):
     name = "vqvae2"
-    help = ("two-level VQ-VAE: top codes at half the bottom resolution, priors p(top) p(bottom|top) "
+    help = ("two-level VQ-VAE: top codes at half the bottom resolution, gated PixelCNN priors p(top) p(bottom|top) "
             "(Razavi et al., 2019)")
     levels = 2
     presets = {
         "digits8": dict(VQVAE.presets["digits8"], help="small: 8x8 digits, 2x2 top and 4x4 bottom codes from 32 "
                                                        "codewords each; 16 epochs, seconds each"),
-        "mnist": dict(VQVAE.presets["mnist"], help="MNIST: 4x4 top and 7x7 bottom codes from 64 codewords of size "
-                                                   "16, 64 channels, batch 128, 10 epochs"),
+        "mnist": dict(VQVAE.presets["mnist"], downsample=1, channels=32, res_channels=16, prior_channels=32,
+                      prior_layers=6, compare_made=0,
+                      help="MNIST: 7x7 top and 14x14 bottom codes from 64 codewords of size 16, 32 channels, EMA "
+                           "codebooks; gated PixelCNN priors p(top), p(bottom | top) of 6 layers, 32 channels; "
+                           "6 epochs, 2 fit the priors"),
     }
