@@ -94,8 +94,8 @@ def test_each_loss_term_trains_only_its_own_side(family):
     net, x = model.net, Tensor(load("digits8", "train")[:16][0])
     names = [n for n, _ in net.named_parameters()]
     codebooks = {n for n in names if n.startswith("quantizer")}
-    decoder = {n for n in names if n.startswith(("decoder", "upsample_top"))}
-    encoder = set(names) - codebooks - decoder  # VQ-VAE-2: includes top_to_bottom, which feeds the bottom encoder
+    decoder = {n for n in names if n.startswith(("decoder.", "upsample_top"))}
+    encoder = set(names) - codebooks - decoder  # VQ-VAE-2: includes decoder_top, which feeds the bottom encoder
     net.train()
     for term in ("recon", "codebook", "commitment"):
         net.zero_grad()
@@ -302,7 +302,7 @@ def test_vqvae2_has_a_top_grid_and_a_bottom_prior_conditioned_on_it():
     model = make(VQVAE2, epochs=2)
     assert model.net.grids == [(2, 2), (4, 4)]
     top, bottom = model.prior.levels
-    assert (top.length, top.context_length, bottom.length, bottom.context_length) == (4, 0, 16, 4)
+    assert (top.grid, top.context_grid, bottom.grid, bottom.context_grid) == ((2, 2), None, (4, 4), (2, 2))
     x = load("digits8", "train")[:64][0]
     recon = [model.autoencoder_step(x)["recon"] for _ in range(20)]
     assert recon[-1] < 0.8 * recon[0]

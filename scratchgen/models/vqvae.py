@@ -361,7 +361,11 @@ class VQVAE(Experiment):
         return [q.indices.reshape(len(q.indices), -1) for q in qs]
 
     def _labels(self, y):
-        return np.asarray(y, dtype=np.int64) if self.conditional else None
+        if not self.conditional:
+            return None
+        if y is None:
+            raise ValueError("this VQ-VAE's prior is class-conditional (--prior-conditional 1): pass the labels y")
+        return np.asarray(y, dtype=np.int64)
 
     def _terms(self, qs, recon, loss, prior_losses, made_losses=None):
         terms = {} if recon is None else {"loss": loss.item(), "recon": recon.item()}
@@ -373,7 +377,7 @@ class VQVAE(Experiment):
             terms[f"prior_ce_made{s}"] = p.item()
         return terms
 
-    def autoencoder_step(self, x, y):
+    def autoencoder_step(self, x, y=None):
         """Phase 1: one Adam step on encoder, codebook and decoder (the priors are only measured)."""
         self.net.train()
         _, qs, recon, loss = self.forward(x)
@@ -395,7 +399,7 @@ class VQVAE(Experiment):
         total.backward()
         optimizer.step()
 
-    def prior_step(self, x, y):
+    def prior_step(self, x, y=None):
         """Phase 2: the autoencoder frozen (eval mode: no moving-average updates either); one Adam step
         on the prior's cross-entropy of the codes of x (and one on the comparison MADE's).
 
