@@ -312,3 +312,20 @@ class GatedPixelCNN(nn.Module):
                     u = rng.random((n, 1))
                     codes[:, r, s] = np.minimum((p.cumsum(axis=1) < u).sum(axis=1), self.num_codes - 1)
         return codes.reshape(n, -1)
+
+
+def receptive_field(logits_fn, codes, num_codes, position):
+    """Which positions the logits at ``position`` depend on, found by perturbing one code at a time.
+
+    ``logits_fn`` maps codes (1, L) to an array (1, L, K); ``codes`` (1, L) is the point where it is
+    probed. Returns (L,) booleans: True where changing that code changes the logits at ``position``.
+    (A probe can miss a dependence that happens to vanish at ``codes``; float64 networks make that rare.)
+    """
+    codes = np.asarray(codes)
+    base = logits_fn(codes)[0, position]
+    field = np.zeros(codes.shape[1], bool)
+    for i in range(codes.shape[1]):
+        other = codes.copy()
+        other[0, i] = (other[0, i] + 1) % num_codes
+        field[i] = np.abs(logits_fn(other)[0, position] - base).max() > 0
+    return field
