@@ -8,10 +8,12 @@ Generated images have no labels, so a classifier trained on real data labels the
   the Fréchet distance of :mod:`scratchgen.evaluation.frechet` (our small-scale FID analogue);
 * the accuracy of conditional samples (a CVAE asked for a 7 should make something labelled 7).
 
-The network is a plain MLP, Flatten -> (Linear -> ReLU) x len(hidden) -> Linear, trained with
-Adam on cross-entropy. It is trained once per (dataset, hidden sizes, epochs, seed) and cached as
-an ``.npz`` (no pickle) under ``<cache>/classifiers/``, together with its test accuracy, so every
-evaluation uses the same network:
+Two networks, both trained with Adam on cross-entropy: ``kind="mlp"``, a plain MLP, Flatten ->
+(Linear -> ReLU) x len(hidden) -> Linear; and ``kind="conv"``, a LeNet-like convolutional network
+(LeCun et al. 1998), two 5x5 stride-2 convolutions and a hidden linear layer whose activations
+are the features — the stronger instrument of :mod:`scratchgen.evaluation.sample_quality`. Each is
+trained once per (dataset, kind, sizes, epochs, seed) and cached as an ``.npz`` (no pickle) under
+``<cache>/classifiers/``, together with its test accuracy, so every evaluation uses the same network:
 
     >>> clf = load_or_train("mnist")                                   # ~1 min the first time
     >>> clf.test_accuracy                                            # reported beside the metrics
@@ -52,12 +54,40 @@ class MLPClassifier(nn.Module):
         return self.head(self.body(x))
 
 
-class Classifier:
-    """A trained :class:`MLPClassifier` with what it was trained on, and batched helpers."""
+class ConvClassifier(nn.Module):
+    """LeNet-like: x (N, C, H, W) -> [Conv 5x5 stride 2 -> ReLU] x 2 -> Flatten -> Linear -> ReLU (the
+    features, ``hidden[2]`` of them) -> Linear -> class logits. ``hidden`` = (channels 1, channels 2,
+    features); 28x28 -> 14x14 -> 7x7."""
 
-    def __init__(self, net, dataset, shape, num_classes, hidden, test_accuracy=None, meta=None):
+    def __init__(self, shape, num_classes, hidden=(16, 32, 128)):
+        super().__init__()
+        c1, c2, f = (int(h) for h in hidden)
+        h, w = ((s + 1) // 2 for s in shape[1:])
+        h, w = (h + 1) // 2, (w + 1) // 2
+        self.body = nn.Sequential(nn.Conv2d(shape[0], c1, 5, stride=2, padding=2), nn.ReLU(),
+                                  nn.Conv2d(c1, c2, 5, stride=2, padding=2), nn.ReLU(), nn.Flatten(),
+                                  nn.Linear(c2 * h * w, f), nn.ReLU())
+        self.head = nn.Linear(f, num_classes)
+
+    def features(self, x):
+        return self.body(x)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+NETS = {"mlp": MLPClassifier, "conv": ConvClassifier}
+DEFAULT_SIZES = {"mlp": (256, 256), "conv": (16, 32, 128)}
+
+
+class Classifier:
+    """A trained :class:`MLPClassifier` or :class:`ConvClassifier` with what it was trained on, and
+    batched helpers."""
+
+    def __init__(self, net, dataset, shape, num_classes, hidden, test_accuracy=None, meta=None, kind="mlp"):
         self.net, self.dataset, self.shape, self.num_classes = net, dataset, tuple(shape), num_classes
         self.hidden, self.test_accuracy, self.meta = list(hidden), test_accuracy, dict(meta or {})
+        self.kind = kind
 
     def _check(self, x):
         x = np.asarray(x, dtype=np.float32)
@@ -86,13 +116,20 @@ class Classifier:
         """Last-hidden-layer activations (n, hidden[-1]), float64 for the Fréchet statistics."""
         return self._batched(self.net.features, x, batch_size).astype(np.float64)
 
+    def probabilities(self, x, batch_size=1000):
+        """softmax of the logits, (n, num_classes) float64."""
+        z = self.logits(x, batch_size).astype(np.float64)
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        return p / p.sum(axis=1, keepdims=True)
+
     def accuracy(self, x, y, batch_size=1000):
         return float((self.predict(x, batch_size) == np.asarray(y)).mean())
 
 
 def train_classifier(train_set, test_set=None, *, num_classes=None, hidden=(256, 256), epochs=5,
-                     batch_size=128, lr=1e-3, seed=0, log=None):
-    """Train an :class:`MLPClassifier` on an ``ArrayDataset`` with labels; returns a :class:`Classifier`.
+                     batch_size=128, lr=1e-3, seed=0, log=None, kind="mlp"):
+    """Train an :class:`MLPClassifier` (or ``kind="conv"``: a :class:`ConvClassifier`) on an
+    ``ArrayDataset`` with labels; returns a :class:`Classifier`.
 
     Runs inside :func:`~scratchgen.training.trainer.isolated_rng`, so it neither depends on nor
     disturbs the caller's random stream. ``test_accuracy`` is filled in when ``test_set`` is given.
@@ -102,7 +139,7 @@ def train_classifier(train_set, test_set=None, *, num_classes=None, hidden=(256,
     k = num_classes or int(train_set.targets.max()) + 1
     shape = train_set.data.shape[1:]
     with isolated_rng(seed):
-        net = MLPClassifier(shape, k, hidden)
+        net = NETS[kind](shape, k, hidden)
         opt = optim.Adam(net.parameters(), lr=lr)
         loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, seed=seed)
         net.train()
@@ -116,49 +153,59 @@ def train_classifier(train_set, test_set=None, *, num_classes=None, hidden=(256,
                 total += loss.item() * len(x)
             if log:
                 log(f"classifier epoch {epoch + 1}/{epochs}: train cross-entropy {total / len(train_set):.4f}")
-    clf = Classifier(net, train_set.name, shape, k, hidden)
+    clf = Classifier(net, train_set.name, shape, k, hidden, kind=kind)
     if test_set is not None:
         clf.test_accuracy = clf.accuracy(test_set.data, test_set.targets)
     return clf
 
 
-def default_path(dataset, hidden=(256, 256), epochs=5, seed=0):
-    tag = f"{dataset}-mlp{'x'.join(map(str, hidden))}-e{epochs}-seed{seed}"
+def default_path(dataset, hidden=(256, 256), epochs=5, seed=0, kind="mlp"):
+    tag = f"{dataset}-{kind}{'x'.join(map(str, hidden))}-e{epochs}-seed{seed}"
     return default_cache_dir() / "classifiers" / f"{tag}.npz"
 
 
 def save_classifier(clf, path):
     meta = dict(clf.meta, dataset=clf.dataset, shape=list(clf.shape), num_classes=clf.num_classes,
-                hidden=clf.hidden, test_accuracy=clf.test_accuracy)
+                hidden=clf.hidden, test_accuracy=clf.test_accuracy, kind=clf.kind)
     return save_checkpoint(path, clf.net.state_dict(), meta)
 
 
 def load_classifier(path):
     """Rebuild a classifier saved by :func:`save_classifier` (raises CheckpointError if unreadable)."""
     state, meta = load_checkpoint(path)
-    net = MLPClassifier(meta["shape"], meta["num_classes"], meta["hidden"])
+    kind = meta.get("kind", "mlp")
+    if kind not in NETS:
+        raise ValueError(f"{path}: unknown classifier kind {kind!r} (expected one of {sorted(NETS)}); delete the "
+                         f"file and it is trained again")
+    net = NETS[kind](meta["shape"], meta["num_classes"], meta["hidden"])
     check_compatible(net.state_dict(), state, path)
     net.load_state_dict(state)
     return Classifier(net, meta["dataset"], meta["shape"], meta["num_classes"], meta["hidden"],
-                      meta.get("test_accuracy"), meta)
+                      meta.get("test_accuracy"), meta, kind)
 
 
-def load_or_train(dataset="mnist", *, data_dir=None, path=None, hidden=(256, 256), epochs=5, seed=0,
-                  log=print):
+CONV_EPOCHS = 4
+
+
+def load_or_train(dataset="mnist", *, data_dir=None, path=None, hidden=None, epochs=None, seed=0,
+                  log=print, kind="mlp"):
     """The cached classifier for ``dataset``, training (and caching) it on the train split first if
-    there is none. Its ``test_accuracy`` is measured on the test split."""
+    there is none. Its ``test_accuracy`` is measured on the test split. Defaults: ``kind="mlp"``
+    hidden (256, 256), 5 epochs; ``kind="conv"`` sizes (16, 32, 128), 4 epochs."""
+    hidden = tuple(hidden) if hidden else DEFAULT_SIZES[kind]
+    epochs = epochs or (CONV_EPOCHS if kind == "conv" else 5)
     if dataset not in DATASETS or DATASETS[dataset].num_classes is None:
         labelled = sorted(k for k, v in DATASETS.items() if v.num_classes and len(v.shape) == 3)
         raise ValueError(f"no labelled image dataset {dataset!r}; a classifier can be trained on {labelled}")
-    path = Path(path) if path else default_path(dataset, hidden, epochs, seed)
+    path = Path(path) if path else default_path(dataset, hidden, epochs, seed, kind)
     if path.is_file():
         return load_classifier(path)
     if log:
-        log(f"training the evaluation classifier on {dataset} (once; cached at {path})")
+        log(f"training the {kind} evaluation classifier on {dataset} (once; cached at {path})")
     train = load(dataset, "train", data_dir=data_dir, scale="01")
     test = load(dataset, "test", data_dir=data_dir, scale="01")
     clf = train_classifier(train, test, num_classes=DATASETS[dataset].num_classes, hidden=hidden,
-                           epochs=epochs, seed=seed, log=log)
+                           epochs=epochs, seed=seed, log=log, kind=kind)
     clf.meta.update(epochs=epochs, seed=seed, train_examples=len(train), test_examples=len(test),
                     train_sha256=hashlib.sha256(train.data.tobytes()).hexdigest()[:16])
     save_classifier(clf, path)
