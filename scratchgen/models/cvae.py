@@ -135,7 +135,8 @@ class CVAE(VAE):
         """The VAE metrics (with y), plus ``bayes_accuracy`` (classification by p(y|x) ∝ p(x|y) p(y),
         :mod:`scratchgen.evaluation.bayes_classifier`), ``conditional_accuracy`` (samples of each class
         that the evaluation classifier labels as that class) and ``discriminative_accuracy`` (an MLP
-        classifier trained in scratchgen on the same data for as many epochs)."""
+        classifier trained in scratchgen on the same data for as many epochs); on 28x28 images the
+        sample quality of :mod:`scratchgen.evaluation.sample_quality`."""
         o = self.opts
         out = vae_metrics.report(self, data, split, k=o["iwae_k"], examples=o["iwae_examples"])
         x, y = data[:]
@@ -148,6 +149,8 @@ class CVAE(VAE):
         out.update(bayes_classifier.discriminative_baseline(
             self.config["data"], x[:n], y[:n], hidden=self.opts["hidden"], epochs=self.config["epochs"],
             seed=self.config["seed"], data_dir=self.config.get("data_dir")))
+        from ..evaluation.sample_quality import experiment_sample_quality
+        out.update(experiment_sample_quality(self, data))  # samples of all classes in turn
         return out
 
     def figures(self, run, data):

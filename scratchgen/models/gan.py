@@ -421,7 +421,9 @@ class GAN(Experiment):
           ``classes_covered`` (classes with >= 5% of the samples) from the cached evaluation
           classifier (``classifier_test_accuracy``), ``frechet_distance`` between its hidden
           features on the split's real images and on the samples (a small-scale analogue of FID,
-          not comparable with published FIDs), and the Parzen-window estimate
+          not comparable with published FIDs); for 28x28 images the convolutional classifier's
+          ``conv_frechet_distance``, ``conv_precision``, ``conv_recall``, ``conv_mean_confidence``,
+          ``conv_classes_covered`` (:mod:`scratchgen.evaluation.sample_quality`); and the Parzen-window estimate
           ``parzen_log_likelihood`` ± ``parzen_se`` with bandwidth ``parzen_sigma`` chosen on the
           validation split (Goodfellow et al. 2014; high variance, see
           :mod:`scratchgen.evaluation.parzen`).
@@ -449,6 +451,10 @@ class GAN(Experiment):
         out = classifier.label_report(clf, samples)
         out["classifier_test_accuracy"] = clf.test_accuracy
         out["frechet_distance"] = frechet_distance_of_features(clf.features(real), clf.features(samples))
+        if self.info.shape[1] >= 16:  # the convolutional classifier's numbers (conv_*), as for every family
+            from ..evaluation.sample_quality import image_quality
+            conv = classifier.load_or_train(self.info.name, data_dir=self.config.get("data_dir"), kind="conv")
+            out.update(image_quality(samples, real, conv))
         val = load(self.info.name, "val", data_dir=self.config.get("data_dir"), scale="01").data
         parzen = parzen_log_likelihood(real, samples, val[:len(real)], sigmas=np.logspace(-1.3, -0.3, 11))
         out.update(parzen_log_likelihood=parzen["mean"], parzen_se=parzen["se"], parzen_sigma=parzen["sigma"])

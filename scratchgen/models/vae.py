@@ -322,8 +322,12 @@ class VAE(Experiment):
     def report(self, data, split):
         """``scratchgen eval``: the ELBO and its terms, bits/dim, active units, and the IWAE
         estimate of the negative log-likelihood (``nll_iwae`` with ``nll_iwae_k`` samples on the
-        first ``nll_iwae_examples`` images)."""
-        return vae_metrics.report(self, data, split, k=self.opts["iwae_k"], examples=self.opts["iwae_examples"])
+        first ``nll_iwae_examples`` images); for labelled images of 16x16 or more, the sample quality of
+        10,000 samples (:func:`scratchgen.evaluation.sample_quality.sample_quality`), as for every family."""
+        out = vae_metrics.report(self, data, split, k=self.opts["iwae_k"], examples=self.opts["iwae_examples"])
+        from ..evaluation.sample_quality import experiment_sample_quality
+        out.update(experiment_sample_quality(self, data))
+        return out
 
     def sample(self, n, label=None):
         """Decoder means E[x|z] for z ~ p(z) (or p(z|y)): (n, C, H, W)."""

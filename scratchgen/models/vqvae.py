@@ -246,6 +246,7 @@ VQ_OPTIONS = (
     Option("compare_made", int, 0, "1: also fit a MADE prior (--prior-hidden) to the same codes, reported as "
                                    "prior_ce_made (which prior fits better)"),
     Option("temperature", float, 1.0, "sampling temperature of the PixelCNN prior (logits / T)"),
+    Option("eval_samples", int, 10000, "scratchgen eval: samples drawn for the sample-quality numbers"),
 )
 
 
@@ -256,7 +257,7 @@ class VQVAE(Experiment):
     levels = 1
     defaults = dict(data="digits8", epochs=20, batch_size=32, lr=3e-3, scale="01")
     options = VQ_OPTIONS
-    eval_options = ("temperature",)
+    eval_options = ("temperature", "eval_samples")
     presets = {
         "digits8": dict(help="small: 8x8 digits, 4x4 codes from 32 codewords of size 8, 2 residual blocks, a 3-layer "
                              "gated PixelCNN prior; 16 epochs (half of them fit the prior), seconds each",
@@ -483,10 +484,8 @@ class VQVAE(Experiment):
             pixels = int(np.prod(self.info.shape))
             out[f"{split}_recon_nats_per_image"] = out[f"{split}_recon"] * pixels
             out[f"{split}_bound_nats"] = out[f"{split}_recon_nats_per_image"] + nats
-        if self.info.num_classes and self.info.shape[1] >= 16:
-            from ..evaluation.sample_quality import sample_quality
-            out.update(sample_quality(self.sample, data, self.info.name, data_dir=self.config.get("data_dir"),
-                                      scale=self.scale))
+        from ..evaluation.sample_quality import experiment_sample_quality
+        out.update(experiment_sample_quality(self, data, n=self.opts["eval_samples"]))
         return out
 
     # ---- using the model
