@@ -347,3 +347,80 @@ def test_cli_trains_one_epoch_then_samples_and_evaluates_from_the_checkpoint(tmp
     assert report["test_recon"] == pytest.approx(model.evaluate(load("digits8", "test"))["recon"], rel=1e-6)
     assert 1 < report["test_codes_used"] <= 32 and report["test_prior_bits_per_image"] > 0
     assert {p.name for p in (out / "figures").iterdir()} >= {"reconstructions.png", "samples.png"}
+
+
+# ---------------------------------------------------------------------------- the paper's design
+def test_residual_block_adds_relu_conv3_relu_conv1_to_its_input_and_passes_gradcheck():
+    from scratchgen.gradcheck import gradcheck
+    from scratchgen.kernels.backend import use_backend
+    from scratchgen.models.blocks import ResidualBlock, ResidualStack
+    manual_seed(0)
+    block = ResidualBlock(3, 2, dtype=np.float64)
+    x = Tensor(np.random.default_rng(0).standard_normal((2, 3, 4, 4)), requires_grad=True)
+    branch = F.conv2d(F.conv2d(x.relu(), block.conv3.weight, block.conv3.bias, padding=1).relu(),
+                      block.conv1.weight, block.conv1.bias)
+    np.testing.assert_allclose(block(x).data, x.data + branch.data, rtol=1e-12)
+    with use_backend("numpy"):
+        assert gradcheck(lambda x, *_: block(x), [x, *block.parameters()], atol=1e-7, rtol=1e-5)
+    stack = ResidualStack(3, 2, 2, dtype=np.float64)
+    assert stack(x).data.min() >= 0 and len(stack.blocks) == 2
+
+
+@pytest.mark.parametrize("downsample, grid", [(1, (4, 4)), (2, (2, 2))])
+def test_encoder_and_decoder_are_configurable_and_mirror_each_other(downsample, grid):
+    model = make(downsample=downsample, res_blocks=1, channels=8, res_channels=4)
+    x = load("digits8", "train")[:3][0]
+    out, (q,) = model.net(Tensor(x))
+    assert model.net.grids == [grid] and q.indices.shape == (3, *grid) and out.shape == x.shape
+    kinds = [type(m).__name__ for m in model.net.encoder[0]]
+    assert kinds.count("Conv2d") == downsample + 1 and "ResidualStack" in kinds
+    assert [type(m).__name__ for m in model.net.decoder].count("ConvTranspose2d") == downsample
+    with pytest.raises(ValueError, match="divisible by 2\\^4"):
+        make(downsample=4)
+
+
+def test_dead_code_restarts_move_unused_codes_onto_encoder_outputs():
+    rng = np.random.default_rng(6)
+    z = rng.standard_normal((2, 2, 4, 4))
+    book = np.array([[0.0, 0.0], [50.0, 50.0], [-50.0, 50.0]])  # codes 1 and 2 are never the nearest
+    layer = quantizer_with(book, restart_threshold=0.5, decay=0.5)
+    vectors = z.transpose(0, 2, 3, 1).reshape(-1, 2)
+    layer(Tensor(z))  # usage of codes 1, 2: 0.5 · 1/3 = 1/6 = the threshold 0.5 / 3: not yet below it
+    np.testing.assert_array_equal(layer.codebook.data[1:], book[1:])
+    layer(Tensor(z))  # 1/12 < 1/6: both restart on encoder outputs of this batch
+    for e in layer.codebook.data[1:]:
+        assert np.any(np.all(vectors == e, axis=1))
+    np.testing.assert_array_equal(layer.codebook.data[0], book[0])
+    assert layer(Tensor(z)).perplexity > 1  # the restarted codes are used at once
+    never = quantizer_with(book)  # without restarts they stay dead
+    for _ in range(3):
+        assert never(Tensor(z)).perplexity == 1
+
+
+def test_bernoulli_decoder_reports_the_bound_in_nats_per_image():
+    model = make(likelihood="bernoulli", epochs=1)
+    data = load("digits8", "test", binarize="dynamic")
+    x = data[:16][0]
+    for _ in range(2):
+        model.autoencoder_step(x)
+    out = model.report(data, "test")
+    pixels = 64
+    assert out["test_recon_nats_per_image"] == pytest.approx(out["test_recon"] * pixels)
+    prior_nats = out["test_prior_bits_per_image"] * np.log(2)
+    assert out["test_bound_nats"] == pytest.approx(out["test_recon_nats_per_image"] + prior_nats)
+    assert prior_nats == pytest.approx(16 * out["test_prior_ce"])  # 4x4 codes
+    s = model.sample(2)
+    assert s.min() >= 0 and s.max() <= 1  # pixel probabilities
+
+
+def test_class_conditional_prior_and_the_made_comparison():
+    model = make(prior_conditional=1, compare_made=1, epochs=1)
+    x, y = load("digits8", "train")[:32]
+    terms = model.prior_step(x, y)
+    assert {"prior_ce", "prior_ce_made"} <= set(terms) and "recon" not in terms
+    assert model.sample(3, label=7).shape == (3, 1, 8, 8)
+    assert set(model.checkpointed()) >= {"made", "made_optimizer"}
+    with pytest.raises(ValueError, match="labels"):
+        model.prior_step(x)
+    with pytest.raises(ValueError, match="prior-conditional"):
+        make(prior_conditional=1, prior="made")
