@@ -10,7 +10,7 @@ from scratchgen.gradcheck import gradcheck
 from scratchgen.kernels.backend import use_backend
 from scratchgen.models import pixelcnn as pc
 from scratchgen.random import manual_seed
-from scratchgen.tensor import Tensor, no_grad
+from scratchgen.autograd import Tensor, no_grad
 
 
 def small_net(grid=(4, 5), k=3, layers=3, num_codes=5, **kw):

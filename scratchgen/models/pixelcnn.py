@@ -44,7 +44,7 @@ import numpy as np
 from .. import functional as F
 from .. import nn
 from ..random import get_rng
-from ..tensor import Tensor, no_grad
+from ..autograd import Tensor, no_grad
 
 
 # ---------------------------------------------------------------------- masks

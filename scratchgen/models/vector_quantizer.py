@@ -173,6 +173,13 @@ class VectorQuantizer(nn.Module):
         # 1 once the codebook has been set from data (init="data"), saved with the weights
         self.register_buffer("initialized", np.array(float(init == "uniform"), dtype))
 
+    @classmethod
+    def from_options(cls, o):
+        """The quantiser a VQ-VAE's options describe (``codebook_size``, ``code_dim``, ``beta``,
+        ``codebook_update``, ``ema_decay``, ``codebook_init`` and, if given, ``restart_threshold``)."""
+        return cls(o["codebook_size"], o["code_dim"], beta=o["beta"], update=o["codebook_update"],
+                   decay=o["ema_decay"], init=o["codebook_init"], restart_threshold=o.get("restart_threshold", 0.0))
+
     def _codebook_array(self):
         return self.codebook.data if isinstance(self.codebook, Tensor) else self.codebook
 

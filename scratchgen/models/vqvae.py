@@ -48,6 +48,7 @@ from .registry import register
 from .blocks import ResidualStack
 from .code_prior import CodePrior
 from .pixelcnn import GatedPixelCNN
+from .vqvae_plain import PlainVQVAE2Net, PlainVQVAENet
 from .vector_quantizer import INITS, UPDATES, VectorQuantizer, code_counts, perplexity
 
 RANGES = {"01": (0.0, 1.0), "pm1": (-1.0, 1.0)}
@@ -92,11 +93,6 @@ def decoder(in_channels, channels, res_channels, res_blocks, steps, out_channels
     return nn.Sequential(*layers)
 
 
-def quantizer(o):
-    return VectorQuantizer(o["codebook_size"], o["code_dim"], beta=o["beta"], update=o["codebook_update"],
-                           decay=o["ema_decay"], init=o["codebook_init"], restart_threshold=o["restart_threshold"])
-
-
 def _arch(o):
     return o["channels"], o["res_channels"], o["res_blocks"], o["code_dim"], o["downsample"]
 
@@ -110,7 +106,7 @@ class VQVAENet(nn.Module):
         check_divisible(shape[1:], steps, "VQ-VAE")
         self.grids = [tuple(s // 2 ** steps for s in shape[1:])]
         self.encoder = nn.Sequential(encoder(c, C, R, B, steps), nn.Conv2d(C, D, 1))
-        self.quantizer = quantizer(o)
+        self.quantizer = VectorQuantizer.from_options(o)
         self.decoder = decoder(D, C, R, B, steps, c)
 
     @property
@@ -147,7 +143,7 @@ class VQVAE2Net(nn.Module):
         self.grids = [tuple(s // 2 for s in bottom), bottom]
         self.encoder_bottom = encoder(c, C, R, B, steps)                            # x -> h (C, bottom)
         self.encoder_top = nn.Sequential(encoder(C, C, R, B, 1), nn.Conv2d(C, D, 1))  # h -> z_e top
-        self.quantizer_top, self.quantizer_bottom = quantizer(o), quantizer(o)
+        self.quantizer_top, self.quantizer_bottom = VectorQuantizer.from_options(o), VectorQuantizer.from_options(o)
         self.decoder_top = decoder(D, C, R, B, 1, D)        # the top code, decoded for the bottom encoder
         self.encoder_bottom_out = nn.Conv2d(C + D, D, 1)    # [h, decoded top] -> z_e bottom
         self.upsample_top = unstrided(D, D)                 # the top code at the bottom resolution, for x̂
@@ -217,6 +213,8 @@ class Priors(nn.Module):
 VQ_OPTIONS = (
     Option("codebook_size", int, 32, "K: number of codewords"),
     Option("code_dim", int, 8, "D: size of a codeword (the encoder's output channels)"),
+    Option("arch", str, "residual", "encoder and decoder: the paper's strided convolutions with residual blocks, "
+                                    "or the plain convolution stacks of earlier scratchgen", ("residual", "plain")),
     Option("channels", int, 32, "C: channels of the encoder's and decoder's convolutions"),
     Option("res_channels", int, 16, "hidden channels of a residual block (ReLU, 3x3 conv, ReLU, 1x1 conv, skip)"),
     Option("res_blocks", int, 2, "residual blocks in each encoder and decoder"),
@@ -272,13 +270,20 @@ class VQVAE(Experiment):
     }
     monitor = None  # best.npz = latest: the two phases optimise different things
 
+    # a run folder written before the PixelCNN prior existed (its config.json has no "prior" option)
+    # is rebuilt with the design of that time
+    legacy = {"arch": "plain", "prior": "made"}
+
     def __init__(self, config, info):
         super().__init__(config, info)
         o = self.opts  # options missing from an older run's config.json got their defaults in Experiment
+        if "prior" not in config.get("options", {}):  # a run from before the PixelCNN prior: its design
+            o.update(self.legacy)
         self._check_setup(info, config)
         self.scale = config.get("scale", "01")
         self.conditional = bool(o["prior_conditional"])
-        self.net = (VQVAENet if self.levels == 1 else VQVAE2Net)(info.shape, o)
+        nets = {"residual": (VQVAENet, VQVAE2Net), "plain": (PlainVQVAENet, PlainVQVAE2Net)}[o["arch"]]
+        self.net = nets[self.levels - 1](info.shape, o)
         classes = info.num_classes if self.conditional else 0
         self.prior = Priors(self.net.grids, o["codebook_size"], o, o["prior"], classes)
         self.optimizer = optim.Adam(self.net.parameters(), lr=config["lr"])
@@ -369,9 +374,9 @@ class VQVAE(Experiment):
         return np.asarray(y, dtype=np.int64)
 
     def _terms(self, qs, recon, loss, prior_losses, made_losses=None):
-        terms = {} if recon is None else {"loss": loss.item(), "recon": recon.item()}
-        terms.update({"codebook": sum(q.codebook_loss.item() for q in qs),
-                      "commitment": sum(q.commitment_loss.item() for q in qs)})
+        terms = {"loss": loss.item(), "recon": recon.item(),
+                 "codebook": sum(q.codebook_loss.item() for q in qs),
+                 "commitment": sum(q.commitment_loss.item() for q in qs)}
         for s, q, p in zip(self.suffixes, qs, prior_losses):
             terms[f"perplexity{s}"], terms[f"prior_ce{s}"] = q.perplexity, p.item()
         for s, p in zip(self.suffixes, made_losses or ()):
@@ -402,16 +407,12 @@ class VQVAE(Experiment):
 
     def prior_step(self, x, y=None):
         """Phase 2: the autoencoder frozen (eval mode: no moving-average updates either); one Adam step
-        on the prior's cross-entropy of the codes of x (and one on the comparison MADE's).
-
-        Only the encoder runs (no decoder), so the step logs no ``loss``/``recon``: the frozen
-        autoencoder's are measured on the validation split every epoch. NOTE: in the epoch where the
-        phase changes, the logged train means of ``loss`` and ``recon`` are therefore averaged over
-        all of its steps, the prior steps counting as zero."""
+        on the prior's cross-entropy of the codes of x (and one on the comparison MADE's). The frozen
+        autoencoder's terms are logged too, so the metrics stay one table."""
         self.net.eval()
         self.prior.train()
         with no_grad():
-            qs = self.net.quantize(Tensor(x))
+            _, qs, recon, loss = self.forward(x)
         codes = self.flat_codes(qs)
         prior_losses = self.prior.losses(codes, self._labels(y))
         self._fit(self.prior, self.prior_optimizer, prior_losses)
@@ -419,8 +420,7 @@ class VQVAE(Experiment):
         if self.made:
             made_losses = self.made.losses(codes)
             self._fit(self.made, self.made_optimizer, made_losses)
-        terms = self._terms(qs, None, None, prior_losses, made_losses)
-        return terms
+        return self._terms(qs, recon, loss, prior_losses, made_losses)
 
     def train_step(self, batch):
         x, y = batch
