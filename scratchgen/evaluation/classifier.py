@@ -59,7 +59,7 @@ class ConvClassifier(nn.Module):
     features, ``hidden[2]`` of them) -> Linear -> class logits. ``hidden`` = (channels 1, channels 2,
     features); 28x28 -> 14x14 -> 7x7."""
 
-    def __init__(self, shape, num_classes, hidden=(16, 32, 128)):
+    def __init__(self, shape, num_classes, hidden=(32, 64, 128)):
         super().__init__()
         c1, c2, f = (int(h) for h in hidden)
         h, w = ((s + 1) // 2 for s in shape[1:])
@@ -77,7 +77,7 @@ class ConvClassifier(nn.Module):
 
 
 NETS = {"mlp": MLPClassifier, "conv": ConvClassifier}
-DEFAULT_SIZES = {"mlp": (256, 256), "conv": (16, 32, 128)}
+DEFAULT_SIZES = {"mlp": (256, 256), "conv": (32, 64, 128)}
 
 
 class Classifier:
@@ -184,14 +184,14 @@ def load_classifier(path):
                       meta.get("test_accuracy"), meta, kind)
 
 
-CONV_EPOCHS = 4
+CONV_EPOCHS = 6
 
 
 def load_or_train(dataset="mnist", *, data_dir=None, path=None, hidden=None, epochs=None, seed=0,
                   log=print, kind="mlp"):
     """The cached classifier for ``dataset``, training (and caching) it on the train split first if
     there is none. Its ``test_accuracy`` is measured on the test split. Defaults: ``kind="mlp"``
-    hidden (256, 256), 5 epochs; ``kind="conv"`` sizes (16, 32, 128), 4 epochs."""
+    hidden (256, 256), 5 epochs; ``kind="conv"`` sizes (32, 64, 128), 6 epochs."""
     hidden = tuple(hidden) if hidden else DEFAULT_SIZES[kind]
     epochs = epochs or (CONV_EPOCHS if kind == "conv" else 5)
     if dataset not in DATASETS or DATASETS[dataset].num_classes is None:
