@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from scratchgen import optim
-from scratchgen.gradcheck import gradcheck
+from scratchgen.finite_differences import gradcheck
 from scratchgen.kernels.backend import use_backend
 from scratchgen.models import pixelcnn as pc
 from scratchgen.random import manual_seed

@@ -351,7 +351,7 @@ def test_cli_trains_one_epoch_then_samples_and_evaluates_from_the_checkpoint(tmp
 
 # ---------------------------------------------------------------------------- the paper's design
 def test_residual_block_adds_relu_conv3_relu_conv1_to_its_input_and_passes_gradcheck():
-    from scratchgen.gradcheck import gradcheck
+    from scratchgen.finite_differences import gradcheck
     from scratchgen.kernels.backend import use_backend
     from scratchgen.models.blocks import ResidualBlock, ResidualStack
     manual_seed(0)
