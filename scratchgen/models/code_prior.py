@@ -66,6 +66,16 @@ class MaskedLinear(nn.Linear):
         return F.linear(x, self.weight * Tensor(self.mask), self.bias)
 
 
+def check_codes(codes, length, what, owner):
+    """``codes`` as an integer array (N, length), or a ValueError naming ``owner`` and ``what``."""
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or codes.shape[1] != length:
+        raise ValueError(f"{owner}: {what} must be integer codes (N, {length}), got shape {codes.shape}")
+    if not np.issubdtype(codes.dtype, np.integer):
+        raise ValueError(f"{owner}: {what} must be integers, got dtype {codes.dtype}")
+    return codes
+
+
 class CodePrior(nn.Module):
     """p(c_1..c_L [| context]) for grids of ``length`` codes in 0..num_codes-1 (a MADE).
 
@@ -95,12 +105,7 @@ class CodePrior(nn.Module):
             self.context = nn.Linear(self.context_length * embed, hidden[0])
 
     def _check(self, codes, length, what):
-        codes = np.asarray(codes)
-        if codes.ndim != 2 or codes.shape[1] != length:
-            raise ValueError(f"CodePrior: {what} must be integer codes (N, {length}), got shape {codes.shape}")
-        if not np.issubdtype(codes.dtype, np.integer):
-            raise ValueError(f"CodePrior: {what} must be integers, got dtype {codes.dtype}")
-        return codes
+        return check_codes(codes, length, what, "CodePrior")
 
     def logits(self, codes, context=None):
         """Logits (N, length, num_codes); those of position i depend only on codes[:, :i] (and context)."""

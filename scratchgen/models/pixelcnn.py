@@ -44,6 +44,7 @@ import numpy as np
 from .. import functional as F
 from .. import nn
 from ..random import get_rng
+from .code_prior import check_codes
 from ..autograd import Tensor, no_grad
 
 
@@ -227,12 +228,7 @@ class GatedPixelCNN(nn.Module):
 
     # ---- checks
     def _check(self, codes, length, what):
-        codes = np.asarray(codes)
-        if codes.ndim != 2 or codes.shape[1] != length:
-            raise ValueError(f"GatedPixelCNN: {what} must be integer codes (N, {length}), got shape {codes.shape}")
-        if not np.issubdtype(codes.dtype, np.integer):
-            raise ValueError(f"GatedPixelCNN: {what} must be integers, got dtype {codes.dtype}")
-        return codes
+        return check_codes(codes, length, what, "GatedPixelCNN")
 
     def context_map(self, context):
         """The upsampled, embedded context codes (N, C, H, W); computed once per batch."""

@@ -49,6 +49,7 @@ from .blocks import ResidualStack
 from .code_prior import CodePrior
 from .pixelcnn import GatedPixelCNN
 from .vqvae_plain import PlainVQVAE2Net, PlainVQVAENet
+from .vq_levels import OneLevelNet, TwoLevelNet
 from .vector_quantizer import INITS, UPDATES, VectorQuantizer, code_counts, perplexity
 
 RANGES = {"01": (0.0, 1.0), "pm1": (-1.0, 1.0)}
@@ -97,7 +98,7 @@ def _arch(o):
     return o["channels"], o["res_channels"], o["res_blocks"], o["code_dim"], o["downsample"]
 
 
-class VQVAENet(nn.Module):
+class VQVAENet(OneLevelNet):
     """One level: x -> encoder -> z_e -> quantizer -> z_q -> decoder -> x̂ (``levels`` = 1)."""
 
     def __init__(self, shape, o):
@@ -109,25 +110,8 @@ class VQVAENet(nn.Module):
         self.quantizer = VectorQuantizer.from_options(o)
         self.decoder = decoder(D, C, R, B, steps, c)
 
-    @property
-    def quantizers(self):
-        return [self.quantizer]
 
-    def quantize(self, x):
-        """[Quantized] for images x (N, C, H, W): the encoder and the codebook, no decoder."""
-        return [self.quantizer(self.encoder(x))]
-
-    def forward(self, x):
-        """-> (decoder output, [Quantized]) for images x (N, C, H, W)."""
-        qs = self.quantize(x)
-        return self.decoder(qs[0].z_q), qs
-
-    def decode_codes(self, codes):
-        """Decoder output from a list with one grid of integer codes (N, h, w)."""
-        return self.decoder(self.quantizer.lookup(codes[0]))
-
-
-class VQVAE2Net(nn.Module):
+class VQVAE2Net(TwoLevelNet):
     """Two levels, top first: the top grid has half the bottom grid's resolution (``levels`` = 2).
 
     The bottom encoder's features h are encoded once more into the top code; the top code is
@@ -149,27 +133,12 @@ class VQVAE2Net(nn.Module):
         self.upsample_top = unstrided(D, D)                 # the top code at the bottom resolution, for x̂
         self.decoder = decoder(2 * D, C, R, B, steps, c)
 
-    @property
-    def quantizers(self):
-        return [self.quantizer_top, self.quantizer_bottom]
-
     def quantize(self, x):
         """[Quantized top, Quantized bottom] for images x: the encoders and codebooks, no decoder."""
         h = self.encoder_bottom(x)
         top = self.quantizer_top(self.encoder_top(h))
         bottom = self.quantizer_bottom(self.encoder_bottom_out(F.cat([h, self.decoder_top(top.z_q)], dim=1)))
         return [top, bottom]
-
-    def forward(self, x):
-        top, bottom = self.quantize(x)
-        return self.decode(top.z_q, bottom.z_q), [top, bottom]
-
-    def decode(self, q_top, q_bottom):
-        return self.decoder(F.cat([q_bottom, self.upsample_top(q_top)], dim=1))
-
-    def decode_codes(self, codes):
-        """Decoder output from [top codes (N, ht, wt), bottom codes (N, hb, wb)]."""
-        return self.decode(self.quantizer_top.lookup(codes[0]), self.quantizer_bottom.lookup(codes[1]))
 
 
 class Priors(nn.Module):

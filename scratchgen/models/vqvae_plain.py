@@ -7,6 +7,7 @@ rebuilds these networks. New runs use the paper's design in :mod:`scratchgen.mod
 """
 from .. import functional as F
 from .. import nn
+from .vq_levels import OneLevelNet, TwoLevelNet
 from .vector_quantizer import VectorQuantizer
 
 
@@ -53,7 +54,7 @@ def decoder(in_channels, channels, out_channels, sizes):
     return nn.Sequential(*layers)
 
 
-class PlainVQVAENet(nn.Module):
+class PlainVQVAENet(OneLevelNet):
     """One level: x -> encoder -> z_e -> quantizer -> z_q -> decoder -> x̂ (``levels`` = 1)."""
 
     def __init__(self, shape, o):
@@ -65,24 +66,8 @@ class PlainVQVAENet(nn.Module):
         self.quantizer = VectorQuantizer.from_options(o)
         self.decoder = decoder(D, C, c, sizes)
 
-    @property
-    def quantizers(self):
-        return [self.quantizer]
 
-    def quantize(self, x):
-        return [self.quantizer(self.encoder(x))]
-
-    def forward(self, x):
-        """-> (x̂, [Quantized]) for images x (N, C, H, W)."""
-        qs = self.quantize(x)
-        return self.decoder(qs[0].z_q), qs
-
-    def decode_codes(self, codes):
-        """x̂ from a list with one grid of integer codes (N, h, w)."""
-        return self.decoder(self.quantizer.lookup(codes[0]))
-
-
-class PlainVQVAE2Net(nn.Module):
+class PlainVQVAE2Net(TwoLevelNet):
     """Two levels, top first: the top grid has half the bottom grid's resolution (``levels`` = 2)."""
 
     def __init__(self, shape, o):
@@ -99,23 +84,8 @@ class PlainVQVAE2Net(nn.Module):
         self.upsample_top = up(D, D, top, bottom)       # the top code at the bottom resolution, for x̂
         self.decoder = decoder(2 * D, C, c, sizes[:-1])
 
-    @property
-    def quantizers(self):
-        return [self.quantizer_top, self.quantizer_bottom]
-
     def quantize(self, x):
         h = self.encoder_bottom(x)
         top = self.quantizer_top(self.encoder_top(h))
         z_e_bottom = self.encoder_bottom_out(F.cat([h, self.top_to_bottom(top.z_q).relu()], dim=1))
         return [top, self.quantizer_bottom(z_e_bottom)]
-
-    def forward(self, x):
-        top, bottom = self.quantize(x)
-        return self.decode(top.z_q, bottom.z_q), [top, bottom]
-
-    def decode(self, q_top, q_bottom):
-        return self.decoder(F.cat([q_bottom, self.upsample_top(q_top)], dim=1))
-
-    def decode_codes(self, codes):
-        """x̂ from [top codes (N, ht, wt), bottom codes (N, hb, wb)]."""
-        return self.decode(self.quantizer_top.lookup(codes[0]), self.quantizer_bottom.lookup(codes[1]))
