@@ -20,6 +20,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # A typical mistake for each exercise: a missing ½, a sign, a swapped argument, a missing shift.
 WRONG = {
+    "masked-conv-mask": """
+        import numpy as np
+        def horizontal_mask(kernel_size, mask_type):
+            if mask_type not in ("A", "B"):
+                raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}")
+            mask = np.zeros((1, kernel_size))
+            mask[0, :kernel_size // 2 + 1] = 1                               # type A sees the centre too
+            return mask
+        """,
     "tanh-backward": """
         import numpy as np
         from scratchgen import Tensor

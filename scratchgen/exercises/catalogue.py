@@ -245,7 +245,21 @@ EXERCISES = (
          "The result is ½[log σq² - log σp² + (σp² + (μp - μq)²)/σq² - 1], elementwise."),
         imports=NUMPY, example=lambda: (np.array([0.0, 1.0]), np.array([0.0, 0.5]), np.array([1.0, 1.0]),
                                         np.array([0.0, -1.0]))),
-    # ---------------------------------------------------------------- chapter 8 (VQ-VAE)
+    # ---------------------------------------------------------------- chapter 8 (autoregressive models)
+    Exercise(
+        "masked-conv-mask", "scratchgen.models.pixelcnn:horizontal_mask",
+        "autoregressive-models", "Masked convolutions, and the blind spot",
+        "the mask of a masked convolution's horizontal stack: type A (first layer) and type B",
+        ("tests/test_pixelcnn.py::test_masks_keep_exactly_the_past",
+         "tests/test_pixelcnn.py::test_perturbing_code_i_changes_no_output_at_or_before_i_in_any_layer[3]"),
+        ("The horizontal stack is a (1, k) kernel centred on the current position: columns left of the centre "
+         "are the past of the same row, the centre is the position itself.",
+         "Type A (the first layer, which reads the input codes) must not see the position it predicts: only "
+         "the columns left of the centre. Type B (later layers, which read features) may see the centre too.",
+         "Return a (1, k) float array of 0/1: ones in the first k // 2 columns, plus the centre for type B. "
+         "Any other mask_type raises a ValueError that names mask_type."),
+        imports=NUMPY, example=lambda: (5, "A")),
+    # ---------------------------------------------------------------- chapter 9 (VQ-VAE)
     Exercise(
         "straight-through", "scratchgen.models.vector_quantizer:straight_through",
         "vq-vae", "The straight-through gradient",
