@@ -43,9 +43,16 @@ def record(names=None):
         if item not in store[current[0]]:
             store[current[0]].append(item)
 
+    depth = [0]
+
     def matmul_3d(a, b, out_batch, kernel=None):
-        note(products, (a.shape[1], a.shape[2], b.shape[2], out_batch))
-        return original[0](a, b, out_batch, kernel)
+        if depth[0] == 0:       # the caller's product, not the one it may turn into (Cᵀ = BᵀAᵀ)
+            note(products, (a.shape[1], a.shape[2], b.shape[2], out_batch))
+        depth[0] += 1
+        try:
+            return original[0](a, b, out_batch, kernel)
+        finally:
+            depth[0] -= 1
 
     def conv2d(x, weight, bias=None, stride=1, padding=0):
         note(layers, dict(kind="conv2d", x=x.shape, w=weight.shape, stride=stride, padding=padding,
