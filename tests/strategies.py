@@ -231,9 +231,11 @@ def spd_matrices(draw, d):
 FLOAT_DTYPES = st.sampled_from([np.float32, np.float64])
 
 
-def matmul_shape_pairs(max_dims=4, max_side=9):
-    """Shapes (a, b) that ``np.matmul`` accepts: 1-D operands and broadcast batch dimensions."""
-    return hnp.mutually_broadcastable_shapes(signature="(n?,k),(k,m?)->(n?,m?)", max_dims=max_dims,
+def matmul_shape_pairs(max_dims=4, max_side=9, vectors=True):
+    """Shapes (a, b) that ``np.matmul`` accepts: broadcast batch dimensions, and 1-D operands
+    unless ``vectors=False`` (the kernel's contract: at least 2-D; ``Tensor @`` promotes vectors)."""
+    signature = "(n?,k),(k,m?)->(n?,m?)" if vectors else "(n,k),(k,m)->(n,m)"
+    return hnp.mutually_broadcastable_shapes(signature=signature, max_dims=max_dims,
                                              max_side=max_side).map(lambda r: r.input_shapes)
 
 

@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
+from scratchgen import Tensor
 from scratchgen.kernels import conv, conv_numba, layouts, matmul as mm, matmul_numba as mmn
 from scratchgen.kernels import threads as mm_threads
 from scratchgen.kernels.backend import BACKENDS, get_backend, set_backend, use_backend
 from strategies import layouts as layouts_
 from strategies import (FLOAT_DTYPES, conv2d_cases, conv2d_grad_input_shapes, matmul_operands,
-                        matrix_triples, seeded_arrays, with_layout)
+                        matmul_shape_pairs, matrix_triples, seeded_arrays, with_layout)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -107,20 +108,25 @@ def test_reference_is_the_sum_over_k():
 
 
 @on_both_backends
-@given(operands=matmul_operands())
+@given(operands=matmul_operands(matmul_shape_pairs(vectors=False)))
 def test_matmul_matches_numpy(backend, operands):
     with use_backend(backend):
         a, b = operands
         out = mm.matmul(a, b)
         expected = np.matmul(a, b)
         assert_close(out, expected, a.shape[-1])
-        a2, b2 = (a[None] if a.ndim == 1 else a), (b[:, None] if b.ndim == 1 else b)
-        reference = mm.matmul_reference(a2.astype(expected.dtype), b2.astype(expected.dtype))
-        if a.ndim == 1:
-            reference = reference[..., 0, :]
-        if b.ndim == 1:
-            reference = reference[..., 0]
-        assert_close(out, reference, a.shape[-1])
+        assert_close(out, mm.matmul_reference(a.astype(expected.dtype), b.astype(expected.dtype)), a.shape[-1])
+
+
+@on_both_backends
+@given(operands=matmul_operands())
+def test_tensor_matmul_promotes_vectors_as_numpy_does_on_both_backends(backend, operands):
+    # the kernel refuses a vector; the autograd op is the one place that promotes it
+    # (its gradients, 1-D included, are checked in test_autograd.py::test_matmul_values_and_gradients)
+    with use_backend(backend):
+        a, b = operands
+        out = Tensor(a) @ Tensor(b)
+        assert_close(np.asarray(out.data), np.matmul(a, b), a.shape[-1])
 
 
 @pytest.mark.parametrize("kernel", ["dot", "axpy"])
@@ -230,9 +236,11 @@ def test_matmul_does_not_modify_inputs(backend):
 @on_both_backends
 @pytest.mark.parametrize("a_shape, b_shape, message", [
     ((3, 4), (5, 2), "inner dimensions differ: (3, 4) @ (5, 2)"),
-    ((4,), (3,), "inner dimensions differ: (4,) @ (3,)"),
     ((2, 3, 4), (3, 4, 5), "batch dimensions do not broadcast: (2, 3, 4) @ (3, 4, 5)"),
-    ((), (3, 4), "at least 1-D"),
+    ((), (3, 4), "at least 2-D"),
+    ((4,), (4, 3), "operands must be at least 2-D"),     # a vector is Tensor @'s to promote
+    ((3, 4), (4,), "at least 2-D"),
+    ((4,), (3,), "(4,) @ (3,)"),
 ])
 def test_matmul_bad_shapes_name_both(backend, a_shape, b_shape, message):
     with use_backend(backend):

@@ -2,11 +2,12 @@
 
     C[i, j] = Σ_k A[i, k] · B[k, j]
 
-``matmul(a, b)`` follows ``np.matmul``: operands are (..., n, k) @ (..., k, m) with the batch
-dimensions broadcast; a 1-D operand is promoted to a matrix (a row for ``a``, a column for
-``b``) and that axis is removed from the result again. The result's dtype is float32 if both
-operands are float32 and float64 otherwise (float64 with float32 gives float64); other dtypes
-are refused.
+``matmul(a, b)`` follows ``np.matmul`` for operands of two or more dimensions:
+(..., n, k) @ (..., k, m) with the batch dimensions broadcast. A 1-D operand is refused here:
+NumPy's vector rules (a row on the left, a column on the right, removed from the result again)
+live in one place, the autograd op :func:`scratchgen.ops.matmul`, which reshapes the vector
+before it calls this function. The result's dtype is float32 if both operands are float32 and
+float64 otherwise (float64 with float32 gives float64); other dtypes are refused.
 
 The two implementations (:mod:`scratchgen.kernels.backend`):
 
@@ -41,26 +42,17 @@ def _shape_error(a_shape, b_shape, why):
 
 
 def matmul(a, b):
-    """``a @ b`` with NumPy's rules (batch broadcasting, 1-D promotion) on the selected backend."""
+    """``a @ b`` for operands of at least two dimensions, with NumPy's batch broadcasting, on the
+    selected backend. A vector is the caller's to promote (``Tensor @`` does it)."""
     a, b = np.asarray(a), np.asarray(b)
-    a_shape, b_shape = a.shape, b.shape
-    if a.ndim == 0 or b.ndim == 0:
-        raise _shape_error(a_shape, b_shape, "operands must be at least 1-D (use * for scalars)")
+    if a.ndim < 2 or b.ndim < 2:
+        raise _shape_error(a.shape, b.shape, "operands must be at least 2-D (a vector times a matrix is "
+                                             "Tensor @, or reshape it to a row (1, k) or a column (k, 1))")
     dtype = result_dtype(a, b)
-    drop_row, drop_col = a.ndim == 1, b.ndim == 1
-    if drop_row:
-        a = a[None, :]
-    if drop_col:
-        b = b[:, None]
     if a.shape[-1] != b.shape[-2]:
-        raise _shape_error(a_shape, b_shape, "inner dimensions differ")
+        raise _shape_error(a.shape, b.shape, "inner dimensions differ")
     try:
         np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     except ValueError:
-        raise _shape_error(a_shape, b_shape, "batch dimensions do not broadcast") from None
-    out = implementation(IMPLEMENTATIONS)(a.astype(dtype, copy=False), b.astype(dtype, copy=False))
-    if drop_row:
-        out = out[..., 0, :]
-    if drop_col:
-        out = out[..., 0]
-    return out
+        raise _shape_error(a.shape, b.shape, "batch dimensions do not broadcast") from None
+    return implementation(IMPLEMENTATIONS)(a.astype(dtype, copy=False), b.astype(dtype, copy=False))
