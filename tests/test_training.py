@@ -178,6 +178,20 @@ def test_resume_drops_metric_rows_written_after_the_checkpoint(tmp_path, capsys)
     assert rows[:len(expected)] == expected and all(r["step"] != "999" for r in rows)
 
 
+def test_the_trainer_hands_its_epoch_to_the_learning_rate_schedule_also_on_resume(tmp_path, capsys):
+    # Burda's schedule: stage 0 is epoch 0, stage 1 epochs 1-3, stage 2 epochs 4-12
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert train(capsys, straight, "--epochs", "5", "--lr-schedule", "burda")[0] == 0
+    assert train(capsys, resumed, "--epochs", "1", "--lr-schedule", "burda")[0] == 0
+
+    def lr(run):
+        return float(arrays(run / "checkpoints" / "latest.npz")["state/optimizer.lr"])
+    assert lr(resumed) == 3e-3
+    assert train(capsys, resumed, "--resume", "--epochs", "5")[0] == 0
+    assert lr(resumed) == pytest.approx(3e-3 * 10 ** (-2 / 7), rel=1e-12)
+    assert_same_checkpoint(straight / "checkpoints" / "latest.npz", resumed / "checkpoints" / "latest.npz")
+
+
 def test_metrics_file_has_step_and_epoch_rows_with_every_column(tmp_path, capsys):
     out = tmp_path / "run"
     assert train(capsys, out, "--epochs", "2")[0] == 0

@@ -273,9 +273,10 @@ def test_burda_learning_rate_schedule():
 
 def test_train_step_uses_the_scheduled_learning_rate(digits):
     train, _ = digits
-    model = make(lr=1e-3, lr_schedule="burda", batch_size=len(train.data))   # one step per epoch
+    model = make(lr=1e-3, lr_schedule="burda")
     x = train.data[:8]
     for epoch in range(5):
+        model.start_epoch(epoch)   # as the trainer does before each epoch
         model.train_step((x, None))
         assert model.optimizer.lr == pytest.approx(model.learning_rate(epoch), rel=1e-12)
     assert model.optimizer.lr < 1e-3

@@ -71,7 +71,8 @@ def train_beta(beta, data="digits8", epochs=15, latent=8, hidden=(128,), seed=0,
     kw = dict(data_dir=data_dir, scale=config["scale"], binarize=config["binarize"], seed=seed)
     train, val = load(data, "train", **kw), load(data, "val", **kw)
     loader = DataLoader(train, batch_size=config["batch_size"], shuffle=True, seed=seed)
-    for _ in range(epochs):
+    for epoch in range(epochs):
+        experiment.start_epoch(epoch)
         for batch in loader:
             experiment.train_step(batch)
     stats = experiment.evaluate(val)

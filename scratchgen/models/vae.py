@@ -284,7 +284,8 @@ class VAE(Experiment):
     def learning_rate(self, epoch):
         """The learning rate in (0-based) ``epoch``: constant, or Burda et al.'s (2016, Sec. 5) schedule,
         lr·10^(-i/7) during stage i, which lasts 3^i epochs — stages start at epochs 0, 1, 4, 13, 40, 121, ...
-        (their 3,280 epochs are stages 0-7). It depends on the epoch only, so a resumed run follows it exactly."""
+        (their 3,280 epochs are stages 0-7). It depends on the epoch only, so a resumed run follows it exactly.
+        The trainer passes the epoch through :meth:`start_epoch`."""
         if self.opts["lr_schedule"] == "constant":
             return self.base_lr
         stage = 0
@@ -293,12 +294,15 @@ class VAE(Experiment):
         return self.base_lr * 10 ** (-stage / 7)
 
     # ---- the protocol
+    def start_epoch(self, epoch):
+        """Adam's learning rate for ``epoch`` (:meth:`learning_rate`); the trainer calls this."""
+        self.optimizer.lr = self.learning_rate(epoch)
+
     def train_step(self, batch):
         """One step of the lecture's loop: encode, sample z = μ + σ ε, decode, loss = -ELBO
         (with the current KL weight and free bits), backward through both networks, Adam."""
         x, y = batch
         self.net.train()
-        self.optimizer.lr = self.learning_rate(self.optimizer.step_count // self.steps_per_epoch)
         w = self.kl_weight()
         result = self.net(Tensor(x), y, kl_weight=w, free_bits=self.opts["free_bits"])
         self.optimizer.zero_grad()

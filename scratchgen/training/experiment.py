@@ -18,6 +18,7 @@ A family is a subclass registered by name in :mod:`scratchgen.models`::
         monitor = "loss"                               # validation key that picks best.npz
 
         def __init__(self, config, info): ...          # build networks and optimizers
+        def start_epoch(self, epoch): ...              # optional: e.g. the epoch's learning rate
         def train_step(self, batch): ...               # -> {"loss": ..., "recon": ..., "kl": ...}
         def evaluate(self, data): ...                  # -> {"loss": ..., "elbo": ...} (stable keys)
         def report(self, data, split): ...             # what `scratchgen eval` prints (optional)
@@ -32,6 +33,10 @@ Conventions the trainer relies on:
   :class:`~scratchgen.data.DatasetInfo` (shape of one example, number of classes).
 * A batch is ``(x, y)``: ``x`` a float32 array of shape (B, *info.shape) in the data's scale
   (``config["scale"]``: [0, 1] or [-1, 1]), ``y`` integer labels or None.
+* The trainer calls ``start_epoch(epoch)`` (0-based) before the first ``train_step`` of every
+  epoch, and again with that epoch when a run resumes inside it: what depends on the epoch (a
+  learning-rate schedule) is set there, from the trainer's count, not recomputed from steps.
+  Code that calls ``train_step`` in a loop of its own calls it too.
 * ``train_step`` returns floats for every name in :attr:`loss_terms`; ``evaluate`` returns at
   least those and :attr:`monitor` (lower is better; None keeps ``best.npz`` = the latest), and
   the names in :attr:`val_terms` if any (extra validation columns, e.g. a VAE's active units).
@@ -153,6 +158,10 @@ class Experiment:
                 raise ValueError(f"{self.name} option {o.flag}: {why}")
 
     # ---- training and evaluation
+    def start_epoch(self, epoch):
+        """Called before the first step of (0-based) ``epoch`` and on resuming inside it: set what
+        depends on the epoch, e.g. the learning rate. Default: nothing depends on it."""
+
     def train_step(self, batch):
         """One optimisation step (or one round of steps) on ``batch = (x, y)``; returns floats."""
         raise NotImplementedError

@@ -3,6 +3,7 @@
 One loop serves every model family (see :mod:`scratchgen.training.experiment`)::
 
     for epoch in epochs:
+        experiment.start_epoch(epoch)                              # e.g. the epoch's learning rate
         for batch in loader.iter_epoch(epoch, start=batch_done):   # seeded by (seed, epoch)
             terms = experiment.train_step(batch)                    # {"loss": ..., ...}
             stop if a term is NaN or infinite                      # before anything is saved
@@ -230,6 +231,7 @@ class Trainer:
                        unit="img" if np.ndim(self.train_set.data) == 4 else "ex", desc=f"epoch {self.epoch + 1}/{self.config['epochs']}",
                        leave=False, file=sys.stderr, dynamic_ncols=True)
         t0 = interval_t0 = time.perf_counter()
+        self.exp.start_epoch(self.epoch)  # also on resuming mid-epoch: the schedule is the epoch's
         try:
             for batch in self.loader.iter_epoch(self.epoch, start=self.batch):
                 self.step += 1
