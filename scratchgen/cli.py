@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from .training.config import RESUMABLE, TRAIN_SETTINGS, load_run, resolve_config, setting
-from .training.experiment import int_list
+from .training.experiment import int_list, name_list
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 
@@ -51,7 +51,7 @@ def _formatter(prog):
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
 
 
-_METAVARS = {int: "N", float: "X", str: "NAME", int_list: "SIZES"}
+_METAVARS = {int: "N", float: "X", str: "NAME", int_list: "SIZES", name_list: "NAMES"}
 
 
 def _add_model_parser(models_sub, family, data_names):
@@ -94,8 +94,9 @@ def _add_model_parser(models_sub, family, data_names):
     g = p.add_argument_group(f"{family.name} options")
     for o in family.options:
         default = ",".join(map(str, o.default)) if isinstance(o.default, list) else o.default
-        g.add_argument(o.flag, dest=o.name, type=o.type, choices=o.choices,
-                       metavar=None if o.choices else _METAVARS.get(o.type, "X"),
+        listed = o.choices and o.type is not name_list   # a list's names are checked with the config
+        g.add_argument(o.flag, dest=o.name, type=o.type, choices=o.choices if listed else None,
+                       metavar=None if listed else _METAVARS.get(o.type, "X"),
                        help=f"{o.help} (default: {default})")
     p.set_defaults(func=cmd_train, family=family)
 
@@ -123,11 +124,16 @@ def build_parser():
                                    "(N, ...) in the data's own scale; a .png file a picture.",
                        epilog="examples:\n  scratchgen sample runs/vae-digits8-seed0 --n 64 --out samples.png\n"
                               "  scratchgen sample runs/vae-digits8-seed0 --n 1000 --out samples.npy --seed 1\n"
-                              "  scratchgen sample RUN_DIR --label 3 --out threes.png      (conditional models)\n")
+                              "  scratchgen sample RUN_DIR --label 3 --out threes.png      (conditional models)\n"
+                              "  scratchgen sample RUN_DIR --label 7 --attribute thickness=+2 --attribute slant=-1 "
+                              "--out x.png\n")
     s.add_argument("run_dir", metavar="RUN_DIR")
     s.add_argument("--n", type=int, default=64, help="number of samples (default: 64)")
     s.add_argument("--out", metavar="FILE", help="a .npy or .png file (default: RUN_DIR/samples.png)")
     s.add_argument("--label", type=int, help="class to condition on (conditional models only)")
+    s.add_argument("--attribute", action="append", metavar="NAME=VALUE",
+                   help="an attribute in training standard deviations, e.g. thickness=+2 (repeatable; "
+                        "a cvae run trained with --attributes)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     s.add_argument("--checkpoint", choices=("latest", "best"), default="latest", help="default: latest")
     s.set_defaults(func=cmd_sample)
@@ -378,13 +384,22 @@ def cmd_sample(args, argv):
         raise CLIError(f"--n must be at least 1, got {args.n}")
     if args.out and Path(args.out).suffix not in (".npy", ".png"):
         raise CLIError(f"--out must end in .npy (raw array) or .png (picture), got {args.out}")
+    attributes = _sample_attributes(args.attribute)
     run, config, experiment, meta = load_run(args.run_dir, args.checkpoint)
+    if attributes:
+        trained = tuple(experiment.opts.get("attributes") or ())
+        if not trained:
+            raise CLIError(f"{run.path} was trained without attributes, so --attribute does not apply; train a "
+                           f"run with them: scratchgen train cvae --attributes thickness,slant")
+        if unknown := sorted(set(attributes) - set(trained)):
+            raise CLIError(f"{run.path} was trained with the attributes {', '.join(trained)}; it cannot be "
+                           f"asked for {', '.join(unknown)}")
     out = Path(args.out) if args.out else run.path / "samples.png"
     if out.is_dir():
         raise CLIError(f"--out {out} is a folder; give a file name ending in .npy or .png")
     check_sample_request(args.n, experiment.info.shape, out.suffix)
     manual_seed(args.seed)
-    samples = experiment.sample(args.n, label=args.label)
+    samples = experiment.sample(args.n, label=args.label, **({"attributes": attributes} if attributes else {}))
     if not np.isfinite(samples).all():
         raise CLIError(f"the model of {run.path} produced NaN or infinite samples; nothing was written. "
                        f"Try the other checkpoint (--checkpoint best or latest), or train again.")
@@ -397,10 +412,20 @@ def cmd_sample(args, argv):
     else:
         lo = -1.0 if config.get("scale") == "pm1" else 0.0
         label = "" if args.label is None else f", label {args.label}"
+        label += "".join(f", {k} {v:+g}σ" for k, v in attributes.items())
         plots.save_image_grid(samples, out, title=f"{config['model']} on {config['data']}{label} "
                               f"(epoch {meta['epoch']})", value_range=(lo, 1.0))
     print(f"wrote {args.n} samples of shape {samples.shape[1:]} to {out}")
     return 0
+
+
+def _sample_attributes(items):
+    """``--attribute NAME=VALUE`` items -> ``{name: value}`` (names of :mod:`scratchgen.data.attributes`)."""
+    from .models.cvae import parse_attributes
+    try:
+        return parse_attributes(items)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
 
 
 def _plain(value):

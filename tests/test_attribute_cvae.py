@@ -50,7 +50,7 @@ def test_training_lowers_the_loss_and_the_prior_learns_to_depend_on_y():
     model = lab.AttributeCVAE(x.shape[1:], y.shape[1], latent=4, hidden=32)
     history = lab.train(model, x, y, epochs=3, batch=32, lr=3e-3)
     assert history[-1] < history[0] - 3
-    assert np.abs(model.prior_net.weight.data).max() > 1e-3
+    assert np.abs(model.prior.linear.weight.data).max() > 1e-3
     assert model.sample(y[:5]).shape == (5, 1, 8, 8)
 
 

@@ -171,3 +171,82 @@ def test_mnist_preset():
     c = resolve_config(CVAE, {"preset": "mnist"})
     assert (c["data"], c["epochs"], c["batch_size"], c["lr"], c["binarize"]) == ("mnist", 40, 128, 1e-3, None)
     assert (c["options"]["hidden"], c["options"]["latent"], c["options"]["bayes_k"]) == ([400], 8, 100)
+
+
+# ---- conditioned on attributes too: y = (one-hot class, standardised thickness and slant)
+ATTRIBUTE_RUN = ["--latent", "2", "--hidden", "16", "--batch-size", "32", "--plot-every", "1000",
+                 "--attributes", "thickness,slant"]
+
+
+@pytest.fixture(scope="module")
+def attribute_run(tmp_path_factory):
+    """A CVAE with attributes trained 2 epochs on digits8, and the same run trained 1 epoch then resumed."""
+    root = tmp_path_factory.mktemp("attributes")
+    assert cli.main(["train", "cvae", "--epochs", "2", "--out", str(root / "run"), *ATTRIBUTE_RUN]) == 0
+    assert cli.main(["train", "cvae", "--epochs", "1", "--out", str(root / "split"), *ATTRIBUTE_RUN]) == 0
+    assert cli.main(["train", "cvae", "--epochs", "2", "--out", str(root / "split"), "--resume"]) == 0
+    return root
+
+
+def test_a_run_with_attributes_keeps_their_standardisation_and_resumes_bit_for_bit(attribute_run):
+    a, b = (np.load(attribute_run / name / "checkpoints" / "latest.npz") for name in ("run", "split"))
+    assert sorted(a.files) == sorted(b.files)
+    assert [k for k in a.files if not np.array_equal(a[k], b[k])] == []
+    _, _, model, _ = load_run(attribute_run / "run")
+    assert model.net.attributes == ("thickness", "slant")
+    # the training split's mean and standard deviation, measured once before the first step
+    from scratchgen.data import attributes as A
+    x = np.asarray(load("digits8", "train").data)
+    m = A.measure(x)
+    np.testing.assert_allclose(model.net.attribute_mean, [np.mean(m["thickness"]), np.mean(m["slant"])], rtol=1e-6)
+    np.testing.assert_allclose(model.net.attribute_std, [np.std(m["thickness"]), np.std(m["slant"])], rtol=1e-6)
+
+
+def test_asking_for_thick_strokes_draws_thicker_strokes_than_asking_for_thin_ones(attribute_run):
+    from scratchgen.data import attributes as A
+    _, _, model, _ = load_run(attribute_run / "run")
+    manual_seed(0)
+    thick, thin = (A.measure(model.sample(200, label=7, attributes={"thickness": v}))["thickness"]
+                   for v in (2.0, -2.0))
+    thick, thin = thick[np.isfinite(thick)], thin[np.isfinite(thin)]
+    se = np.sqrt(thick.var(ddof=1) / len(thick) + thin.var(ddof=1) / len(thin))
+    assert thick.mean() - thin.mean() > 5 * se, (thick.mean(), thin.mean(), se)
+
+
+def test_sample_and_eval_take_the_attributes_of_a_run_trained_with_them(attribute_run, tmp_path, capsys,
+                                                                       monkeypatch):
+    run = str(attribute_run / "run")
+    assert cli.main(["sample", run, "--label", "7", "--attribute", "thickness=+2", "--attribute", "slant=-1",
+                     "--n", "16", "--out", str(tmp_path / "x.png")]) == 0
+    assert (tmp_path / "x.png").is_file()
+    assert cli.main(["sample", run, "--attribute", "glasses=1", "--out", str(tmp_path / "g.png")]) == 1
+    assert "glasses" in capsys.readouterr().err and not (tmp_path / "g.png").exists()
+    assert cli.main(["sample", run, "--attribute", "width=1", "--out", str(tmp_path / "w.png")]) == 1
+    assert "trained with the attributes thickness, slant" in capsys.readouterr().err
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert cli.main(["eval", run, "--json", "--set", "iwae_k=2", "--set", "iwae_examples=10", "--set", "bayes_k=2",
+                     "--set", "bayes_examples=10", "--set", "conditional_samples=5",
+                     "--set", "attribute_samples=10"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for name in ("thickness", "slant"):
+        assert 0.5 < report[f"{name}_correlation"] <= 1 and report[f"{name}_mae"] >= 0
+
+
+def test_sample_refuses_attributes_for_a_run_trained_without_them(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "cvae", "--epochs", "1", "--out", str(out), "--latent", "2", "--hidden", "16",
+                     "--batch-size", "64", "--plot-every", "1000"]) == 0
+    capsys.readouterr()
+    assert cli.main(["sample", str(out), "--label", "7", "--attribute", "thickness=+2",
+                     "--out", str(tmp_path / "x.png")]) == 1
+    err = capsys.readouterr().err
+    assert "trained without attributes" in err and "--attributes thickness,slant" in err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_unknown_attribute_names_are_refused_before_any_folder_is_made(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "cvae", "--out", str(out), "--attributes", "thickness,glasses"]) == 1
+    err = capsys.readouterr().err
+    assert "--attributes" in err and "glasses" in err and "nothing was created" in err
+    assert not out.exists()

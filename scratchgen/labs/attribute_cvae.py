@@ -24,9 +24,10 @@ classifier on the samples.
 
 Run ``python -m scratchgen.labs.attribute_cvae --out DIR --data-dir MNIST_DIR`` (the lecture's
 figure: ``--out lectures/figures``); ``--label 7 --attribute thickness=+2 --attribute slant=-1`` also
-draws that request. The model lives here, beside its lab, not yet behind ``scratchgen train``.
+draws that request. The condition vector, the prior p(z|y) and the evaluation by measurement are the
+CVAE family's (:mod:`scratchgen.models.cvae`), which trains the same idea behind
+``scratchgen train cvae --attributes thickness,slant``.
 """
-import math
 import sys
 from pathlib import Path
 
@@ -38,11 +39,12 @@ from ..autograd import Tensor, no_grad
 from ..data import attributes as A
 from ..distributions import Bernoulli, Normal, kl_divergence
 from ..models.blocks import mlp
+from ..models.cvae import VALUES, AttributePrior, condition, evaluate_attributes
+from ..models.cvae import parse_attributes as parse_named
 from ..random import manual_seed
 from . import lab_parser
 
 ATTRIBUTES = ("thickness", "slant")
-VALUES = (-2.0, -1.0, 0.0, 1.0, 2.0)
 
 
 def prepare(data="mnist", split="train", n=None, data_dir=None, seed=0):
@@ -58,13 +60,6 @@ def prepare(data="mnist", split="train", n=None, data_dir=None, seed=0):
     return x[keep], labels[keep], raw[keep]
 
 
-def condition(labels, z_attributes, num_classes=10):
-    """y = (one-hot label, standardised attributes): (N, K + 2) float32."""
-    labels = np.asarray(labels)
-    one_hot = (labels[:, None] == np.arange(num_classes)).astype(np.float32)
-    return np.concatenate([one_hot, np.asarray(z_attributes, np.float32)], axis=1)
-
-
 class AttributeCVAE(nn.Module):
     """q(z|x, y), p(x|z, y) and p(z|y) for images (N, 1, H, W) and conditions y (N, c)."""
 
@@ -74,9 +69,7 @@ class AttributeCVAE(nn.Module):
         d = int(np.prod(shape))
         self.encoder = mlp([d + cond_dim, hidden, 2 * latent])
         self.decoder = mlp([latent + cond_dim, hidden, d])
-        self.prior_net = nn.Linear(cond_dim, 2 * latent)
-        nn.init.zeros_(self.prior_net.weight)                     # p(z|y) = N(0, I) at the start
-        nn.init.zeros_(self.prior_net.bias)
+        self.prior = AttributePrior(cond_dim, latent)             # p(z|y) = N(0, I) at the start
 
     def _split(self, h):
         return h[:, :self.latent], h[:, self.latent:]
@@ -84,10 +77,6 @@ class AttributeCVAE(nn.Module):
     def posterior(self, x, y):
         mu, log_var = self._split(self.encoder(F.cat([x.reshape(x.shape[0], -1), y], dim=1)))
         return Normal(mu, log_var=log_var)
-
-    def prior(self, y):
-        m, s = self._split(self.prior_net(y))
-        return Normal(m, log_var=s)
 
     def decode(self, z, y):
         """p(x|z, y) as a Bernoulli over the flattened pixels."""
@@ -132,33 +121,8 @@ def train(model, x, y, epochs=10, batch=128, lr=1e-3, seed=0, log=None):
 
 
 def evaluate(sample_fn, mean, std, num_classes=10, n_per=20, values=VALUES, classifier=None, seed=0):
-    """Ask for each class and value of each attribute (the other at 0), measure the samples.
-
-    ``sample_fn(y) -> images``. Returns, per attribute, ``correlation`` and ``mae`` between the requested
-    and the measured standardised value, and ``requested``/``measured`` arrays; and ``class_accuracy``
-    of ``classifier`` on all samples (if given).
-    """
-    manual_seed(seed)
-    out, all_images, all_labels = {}, [], []
-    for j, name in enumerate(ATTRIBUTES):
-        requested, measured = [], []
-        for k in range(num_classes):
-            z = np.zeros((len(values) * n_per, len(ATTRIBUTES)))
-            z[:, j] = np.repeat(values, n_per)
-            images = sample_fn(condition(np.full(len(z), k), z, num_classes))
-            got = A.measure(images)[name]
-            ok = np.isfinite(got)
-            requested.append(z[ok, j])
-            measured.append((got[ok] - mean[j]) / std[j])
-            all_images.append(images)
-            all_labels.append(np.full(len(images), k))
-        r, m = np.concatenate(requested), np.concatenate(measured)
-        out[name] = {"correlation": float(np.corrcoef(r, m)[0, 1]), "mae": float(np.abs(r - m).mean()),
-                     "requested": r, "measured": m}
-    if classifier is not None:
-        images, labels = np.concatenate(all_images), np.concatenate(all_labels)
-        out["class_accuracy"] = float((classifier.predict(images) == labels).mean())
-    return out
+    """:func:`scratchgen.models.cvae.evaluate_attributes` for this lab's two attributes."""
+    return evaluate_attributes(sample_fn, ATTRIBUTES, mean, std, num_classes, n_per, values, classifier, seed)
 
 
 def plot_sweeps(model, mean, std, path, digits=(7, 2, 4), values=VALUES, num_classes=10, seed=0):
@@ -190,17 +154,8 @@ def plot_sweeps(model, mean, std, path, digits=(7, 2, 4), values=VALUES, num_cla
 
 def parse_attributes(items):
     """['thickness=+2', 'slant=-1'] -> standardised vector (2,) in ATTRIBUTES order (others 0)."""
-    z = np.zeros(len(ATTRIBUTES))
-    for item in items or []:
-        name, sep, value = item.partition("=")
-        if not sep or name not in ATTRIBUTES:
-            raise ValueError(f"--attribute takes NAME=VALUE with NAME one of {ATTRIBUTES}, got {item!r}")
-        try:
-            z[ATTRIBUTES.index(name)] = float(value)
-        except ValueError:
-            raise ValueError(f"--attribute {item!r}: the value must be a number of standard deviations, "
-                             f"like thickness=+2") from None
-    return z
+    asked = parse_named(items, ATTRIBUTES)
+    return np.array([asked.get(name, 0.0) for name in ATTRIBUTES])
 
 
 def main(argv=None):

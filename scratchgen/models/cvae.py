@@ -17,14 +17,24 @@ The regulariser is then the KL between two general diagonal Gaussians, still in 
 With the label counts seen in training as p(y), the model is a class-conditional density
 p(x|y) p(y), so Bayes' rule makes it a classifier
 (:mod:`scratchgen.evaluation.bayes_classifier`).
+
+**Attributes** (``--attributes thickness,slant``): the condition becomes the vector
+y = (one-hot class, standardised attributes), the attributes measured from each image's pixels by
+:mod:`scratchgen.data.attributes` (after Morpho-MNIST) and standardised with the training split's
+mean and standard deviation (measured once, kept in the checkpoint as buffers). The prior is then
+linear in y, p(z|y) = N(A y + a, diag exp(B y + b)) (:class:`AttributePrior`), so a class's prior
+moves smoothly as the requested thickness or slant changes. A bare label (sampling without
+attributes, the Bayes classifier) stands for the mean attributes, 0 standard deviations.
 """
 import numpy as np
 
 from .. import functional as F
 from .. import nn
+from ..autograd import Tensor
+from ..data import attributes as A
 from ..distributions import Normal
 from ..evaluation import bayes_classifier, vae_metrics
-from ..training.experiment import Option
+from ..training.experiment import Option, name_list
 from .registry import register
 from .vae import ARCHITECTURES, VAE, VAE_OPTIONS, VAENet
 
@@ -54,22 +64,74 @@ class ClassPrior(nn.Module):
         return Normal(F.embedding(y, self.mean), log_var=F.embedding(y, self.log_var))
 
 
+def condition(labels, z_attributes, num_classes=10):
+    """y = (one-hot label, standardised attributes): (N, K + m) float32."""
+    return np.concatenate([one_hot(np.asarray(labels), num_classes), np.asarray(z_attributes, np.float32)],
+                          axis=1)
+
+
+class AttributePrior(nn.Module):
+    """p(z|y) = N(A y + a, diag exp(B y + b)) for y = (one-hot, attributes): linear in y, starting at
+    N(0, I) (A = B = 0, a = b = 0). Given bare labels (N,), the attributes are 0 (their mean)."""
+
+    def __init__(self, cond_dim, latent, num_classes=None):
+        super().__init__()
+        self.latent, self.num_classes, self.cond_dim = latent, num_classes, cond_dim
+        self.linear = nn.Linear(cond_dim, 2 * latent)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, y):
+        if y is None:
+            raise ValueError("the conditional VAE needs the condition y of every image; this batch has none")
+        if not isinstance(y, Tensor):
+            y = np.asarray(y)
+            if y.ndim == 1:   # labels only: the mean attributes
+                y = condition(y, np.zeros((len(y), self.cond_dim - self.num_classes)), self.num_classes)
+            y = Tensor(y.astype(np.float32))
+        h = self.linear(y)
+        return Normal(h[:, :self.latent], log_var=h[:, self.latent:])
+
+
 class CVAENet(VAENet):
     """The VAE's three distributions, each also given the label y (as a one-hot vector): the
     encoder and decoder read it, and ``prior`` is the learned :class:`ClassPrior` p(z|y);
     ``forward`` (the ELBO) is the VAE's."""
 
-    def __init__(self, encoder, decoder, prior, num_classes, likelihood="bernoulli"):
+    def __init__(self, encoder, decoder, prior, num_classes, likelihood="bernoulli", attributes=()):
         super().__init__(encoder, decoder, likelihood, prior)
-        self.num_classes = num_classes
+        self.num_classes, self.attributes = num_classes, tuple(attributes)
         # how many training images of each class the model has seen: the empirical p(y)
         self.register_buffer("class_counts", np.zeros(num_classes, dtype=np.float64))
+        if self.attributes:  # the training split's attribute mean and std (std 0: not measured yet)
+            self.register_buffer("attribute_mean", np.zeros(len(self.attributes), dtype=np.float64))
+            self.register_buffer("attribute_std", np.zeros(len(self.attributes), dtype=np.float64))
+
+    def measured_condition(self, x, y):
+        """y = (one-hot label, standardised attributes measured from the images x): the condition of
+        training and of the ELBO. Without attributes, or if y already is a condition, y unchanged."""
+        if not self.attributes or y is None or np.ndim(y) != 1:
+            return y
+        m = A.measure(np.asarray(x.data if isinstance(x, Tensor) else x))
+        raw = np.stack([m[a] for a in self.attributes], axis=1)
+        z, _, _ = A.standardise(raw, self.attribute_mean, self.attribute_std)
+        return condition(y, np.nan_to_num(z), self.num_classes)   # an image without ink: the mean
+
+    def forward(self, x, y=None, **kw):
+        return super().forward(x, self.measured_condition(x, y), **kw)
 
     def condition(self, y, rows):
-        """The labels y (N,) as one-hot rows, repeated to ``rows`` rows: the encoder and decoder read them."""
+        """The labels y (N,) as one-hot rows — or the condition vectors (N, K + m) as they are —
+        repeated to ``rows`` rows: the encoder and decoder read them."""
         if y is None:
             raise ValueError("the conditional VAE needs the label y of every image; this batch has none")
-        c = one_hot(y, self.num_classes)
+        y = np.asarray(y)
+        if y.ndim == 2:
+            c = y.astype(np.float32)
+        elif self.attributes:
+            c = condition(y, np.zeros((len(y), len(self.attributes))), self.num_classes)
+        else:
+            c = one_hot(y, self.num_classes)
         if rows != len(c) and len(c) and rows % len(c) == 0:
             # NOTE: the ELBO and IWAE code stack S samples of z for N images as S·N rows, sample
             # by sample (row r belongs to image r mod N), so the labels repeat the same way.
@@ -88,8 +150,13 @@ class CVAE(VAE):
         Option("bayes_examples", int, 0, "evaluation: test images the Bayes classifier labels (0 = all)"),
         Option("conditional_samples", int, 1000, "evaluation: samples per class labelled by the evaluation "
                                                  "classifier"),
+        Option("attributes", name_list, [], "condition also on these attributes measured from the pixels, "
+               "standardised (comma-separated, e.g. thickness,slant; empty: the label only)",
+               choices=A.ATTRIBUTES),
+        Option("attribute_samples", int, 20, "evaluation: samples per class and requested attribute value"),
     )
-    eval_options = ("iwae_k", "iwae_examples", "bayes_k", "bayes_examples", "conditional_samples")
+    eval_options = ("iwae_k", "iwae_examples", "bayes_k", "bayes_examples", "conditional_samples",
+                    "attribute_samples")
     presets = {
         "tiny": dict(help="a seconds-long smoke run", latent=2, hidden=[16], epochs=2),
         # NOTE: latent 8, not 20: with a larger code the decoder can draw any digit whatever the label
@@ -106,9 +173,11 @@ class CVAE(VAE):
                              f"(mnist, fashion-mnist, digits8).")
 
     def make_net(self, info):
-        k = info.num_classes
-        encoder, decoder = ARCHITECTURES[self.opts["arch"]](info.shape, self.opts, condition=k)
-        return CVAENet(encoder, decoder, ClassPrior(k, self.opts["latent"]), k, self.opts["likelihood"])
+        k, names = info.num_classes, self.opts["attributes"]
+        encoder, decoder = ARCHITECTURES[self.opts["arch"]](info.shape, self.opts, condition=k + len(names))
+        prior = (AttributePrior(k + len(names), self.opts["latent"], k) if names
+                 else ClassPrior(k, self.opts["latent"]))
+        return CVAENet(encoder, decoder, prior, k, self.opts["likelihood"], names)
 
     def describe(self):
         return "C" + super().describe()
@@ -119,17 +188,50 @@ class CVAE(VAE):
         return np.log(counts / counts.sum())
 
     # ---- the protocol
+    def start_epoch(self, epoch):
+        """Before the first step of a new run with attributes: measure them once on the training split,
+        and keep their mean and standard deviation (the checkpoint carries them on)."""
+        super().start_epoch(epoch)
+        net = self.net
+        if net.attributes and not np.any(net.attribute_std):
+            from ..data import load
+            c = self.config
+            data = load(c["data"], c.get("train_split", "train"), data_dir=c.get("data_dir"), scale=c["scale"],
+                        binarize=c.get("binarize"), seed=c["seed"])
+            m = A.measure(np.asarray(data.data))
+            raw = np.stack([m[a] for a in net.attributes], axis=1)
+            _, net.attribute_mean[...], net.attribute_std[...] = A.standardise(raw[np.all(np.isfinite(raw), 1)])
+
     def train_step(self, batch):
         x, y = batch
         self.net.condition(y, len(x))
         self.net.class_counts += np.bincount(np.asarray(y), minlength=self.info.num_classes)
         return super().train_step(batch)
 
-    def sample(self, n, label=None):
-        """E[x|z, y] with z ~ p(z|y): all of class ``label``, or labels 0, 1, ..., K-1, 0, ... if None."""
+    def sample(self, n, label=None, attributes=None):
+        """E[x|z, y] with z ~ p(z|y): all of class ``label``, or labels 0, 1, ..., K-1, 0, ... if None;
+        ``attributes`` ({name: standard deviations}, others 0) for a run trained with them."""
         y = self.check_label(label)
         y = np.arange(n) % self.info.num_classes if y is None else np.full(n, y)
+        if attributes:
+            z = np.zeros((n, len(self.net.attributes)))
+            for name, value in attributes.items():
+                if name not in self.net.attributes:
+                    trained = ", ".join(self.net.attributes) or "none"
+                    raise ValueError(f"this run was trained with attributes: {trained}; it cannot be asked for "
+                                     f"{name!r}" + ("" if self.net.attributes else
+                                                    ". Train one with --attributes thickness,slant"))
+                z[:, self.net.attributes.index(name)] = value
+            y = condition(y, z, self.info.num_classes)
         return self.sample_given(n, y)
+
+    def attribute_report(self, seed=0):
+        """Correlation and mean absolute error between requested and measured attributes (in training
+        standard deviations), per attribute (:func:`evaluate_attributes`)."""
+        res = evaluate_attributes(lambda y: self.sample_given(len(y), y), self.net.attributes,
+                                  self.net.attribute_mean, self.net.attribute_std, self.info.num_classes,
+                                  self.opts["attribute_samples"], seed=seed)
+        return {f"{a}_{k}": res[a][k] for a in self.net.attributes for k in ("correlation", "mae")}
 
     def report(self, data, split):
         """The VAE metrics (with y), plus ``bayes_accuracy`` (classification by p(y|x) ∝ p(x|y) p(y),
@@ -151,8 +253,61 @@ class CVAE(VAE):
             seed=self.config["seed"], data_dir=self.config.get("data_dir")))
         from ..evaluation.sample_quality import experiment_sample_quality
         out.update(experiment_sample_quality(self, data))  # samples of all classes in turn
+        if self.net.attributes:
+            out.update(self.attribute_report(self.config["seed"]))
         return out
 
     def figures(self, run, data):
         from . import vae_figures
         return vae_figures.cvae_figures(self, run, data)
+
+
+VALUES = (-2.0, -1.0, 0.0, 1.0, 2.0)
+
+
+def evaluate_attributes(sample_fn, names, mean, std, num_classes=10, n_per=20, values=VALUES, classifier=None,
+                        seed=0):
+    """Ask for each class and value of each attribute (the others at 0), measure the samples.
+
+    ``sample_fn(y) -> images`` for conditions y (N, K + m). Returns, per attribute, ``correlation``
+    and ``mae`` between the requested and the measured standardised value, and the
+    ``requested``/``measured`` arrays; and ``class_accuracy`` of ``classifier`` on all samples (if given).
+    """
+    from ..random import manual_seed
+    manual_seed(seed)
+    out, all_images, all_labels = {}, [], []
+    for j, name in enumerate(names):
+        requested, measured = [], []
+        for k in range(num_classes):
+            z = np.zeros((len(values) * n_per, len(names)))
+            z[:, j] = np.repeat(values, n_per)
+            images = sample_fn(condition(np.full(len(z), k), z, num_classes))
+            got = A.measure(images)[name]
+            ok = np.isfinite(got)
+            requested.append(z[ok, j])
+            measured.append((got[ok] - mean[j]) / std[j])
+            all_images.append(images)
+            all_labels.append(np.full(len(images), k))
+        r, m = np.concatenate(requested), np.concatenate(measured)
+        out[name] = {"correlation": float(np.corrcoef(r, m)[0, 1]), "mae": float(np.abs(r - m).mean()),
+                     "requested": r, "measured": m}
+    if classifier is not None:
+        images, labels = np.concatenate(all_images), np.concatenate(all_labels)
+        out["class_accuracy"] = float((classifier.predict(images) == labels).mean())
+    return out
+
+
+def parse_attributes(items, names=A.ATTRIBUTES):
+    """``["thickness=+2", "slant=-1"]`` -> ``{"thickness": 2.0, "slant": -1.0}``, names among ``names``."""
+    out = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in names:
+            raise ValueError(f"--attribute takes NAME=VALUE with NAME one of {', '.join(names)}, got {item!r}")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--attribute {item!r}: the value must be a number of standard deviations, "
+                             f"like thickness=+2") from None
+    return out

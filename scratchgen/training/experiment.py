@@ -59,8 +59,8 @@ import numpy as np
 class Option:
     """A model option: ``--name`` on the command line, ``config["options"][name]`` in code.
 
-    ``type`` is ``int``, ``float``, ``str`` or :func:`int_list` (``--hidden 200,200``).
-    ``choices`` lists the valid strings; ``low``/``high`` bound a number. Without ``low``, an
+    ``type`` is ``int``, ``float``, ``str``, :func:`int_list` (``--hidden 200,200``) or
+    :func:`name_list` (``--attributes thickness,slant``). ``choices`` lists the valid strings (names); ``low``/``high`` bound a number. Without ``low``, an
     int option whose default is positive must be at least 1, any other number at least 0.
     """
     name: str
@@ -98,6 +98,12 @@ def value_problem(value, kind, choices=None, low=None, high=None, nullable=False
     if kind is int_list:
         ok = isinstance(value, (list, tuple)) and value and all(type(v) is int and v >= 1 for v in value)
         return None if ok else f"expected a list of positive whole numbers like [200, 200], got {value!r}"
+    if kind is name_list:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value) and len(set(value)) == len(value)
+        if not ok or (choices is not None and not set(value) <= set(choices)):
+            return (f"expected distinct names separated by commas, from {', '.join(choices or ())}; "
+                    f"got {','.join(map(str, value)) if isinstance(value, list) else value!r}")
+        return None
     if kind is str:
         if not isinstance(value, str):
             return f"expected text, got {value!r}"
@@ -114,6 +120,11 @@ def value_problem(value, kind, choices=None, low=None, high=None, nullable=False
     if high is not None and value > high:
         return f"must be at most {high}, got {value!r}"
     return None
+
+
+def name_list(text):
+    """``"thickness,slant"`` -> ``["thickness", "slant"]`` (an empty text: no names)."""
+    return [w.strip() for w in text.split(",") if w.strip()]
 
 
 def int_list(text):
