@@ -26,6 +26,8 @@ linear in y, p(z|y) = N(A y + a, diag exp(B y + b)) (:class:`AttributePrior`), s
 moves smoothly as the requested thickness or slant changes. A bare label (sampling without
 attributes, the Bayes classifier) stands for the mean attributes, 0 standard deviations.
 """
+import hashlib
+
 import numpy as np
 
 from .. import functional as F
@@ -62,6 +64,9 @@ class ClassPrior(nn.Module):
             raise ValueError("the conditional VAE needs the label y of every image; this batch has none")
         y = np.asarray(y)
         return Normal(F.embedding(y, self.mean), log_var=F.embedding(y, self.log_var))
+
+
+MEASURE_CHUNK = 1000   # images measured at once (measuring 28x28 images upsamples them to 112x112)
 
 
 def condition(labels, z_attributes, num_classes=10):
@@ -106,16 +111,29 @@ class CVAENet(VAENet):
         if self.attributes:  # the training split's attribute mean and std (std 0: not measured yet)
             self.register_buffer("attribute_mean", np.zeros(len(self.attributes), dtype=np.float64))
             self.register_buffer("attribute_std", np.zeros(len(self.attributes), dtype=np.float64))
+        self.measured = {}   # image digest -> raw attributes (not state: measuring is a pure function)
 
     def measured_condition(self, x, y):
         """y = (one-hot label, standardised attributes measured from the images x): the condition of
         training and of the ELBO. Without attributes, or if y already is a condition, y unchanged."""
         if not self.attributes or y is None or np.ndim(y) != 1:
             return y
-        m = A.measure(np.asarray(x.data if isinstance(x, Tensor) else x))
-        raw = np.stack([m[a] for a in self.attributes], axis=1)
-        z, _, _ = A.standardise(raw, self.attribute_mean, self.attribute_std)
+        z = self.standardised_attributes(np.asarray(x.data if isinstance(x, Tensor) else x))
         return condition(y, np.nan_to_num(z), self.num_classes)   # an image without ink: the mean
+
+    def standardised_attributes(self, x):
+        """(N, m) attributes of the images x in training standard deviations. Each image is measured
+        once per process: the values are remembered by the image's digest (training sees the same
+        images every epoch; a freshly binarized image is new)."""
+        keys = [hashlib.blake2b(image.tobytes(), digest_size=16).digest() for image in x]
+        new = [i for i, k in enumerate(keys) if k not in self.measured]
+        for start in range(0, len(new), MEASURE_CHUNK):   # chunks: measuring upsamples each image 4x
+            idx = new[start:start + MEASURE_CHUNK]
+            m = A.measure(x[idx])
+            raw = np.stack([m[a] for a in self.attributes], axis=1)
+            self.measured.update(zip((keys[i] for i in idx), raw))
+        raw = np.array([self.measured[k] for k in keys]).reshape(len(x), len(self.attributes))
+        return A.standardise(raw, self.attribute_mean, self.attribute_std)[0]
 
     def forward(self, x, y=None, **kw):
         return super().forward(x, self.measured_condition(x, y), **kw)
@@ -189,18 +207,23 @@ class CVAE(VAE):
 
     # ---- the protocol
     def start_epoch(self, epoch):
-        """Before the first step of a new run with attributes: measure them once on the training split,
-        and keep their mean and standard deviation (the checkpoint carries them on)."""
+        """With attributes, before the first step: measure the training split once (remembered per image);
+        a new run keeps its mean and standard deviation (the checkpoint carries them on)."""
         super().start_epoch(epoch)
         net = self.net
-        if net.attributes and not np.any(net.attribute_std):
+        if net.attributes and not net.measured:
+            # NOTE: a resumed run measures the training split here too, in the same chunks, so its
+            # conditions are the uninterrupted run's to the last bit
             from ..data import load
             c = self.config
             data = load(c["data"], c.get("train_split", "train"), data_dir=c.get("data_dir"), scale=c["scale"],
                         binarize=c.get("binarize"), seed=c["seed"])
-            m = A.measure(np.asarray(data.data))
-            raw = np.stack([m[a] for a in net.attributes], axis=1)
-            _, net.attribute_mean[...], net.attribute_std[...] = A.standardise(raw[np.all(np.isfinite(raw), 1)])
+            new_run = not np.any(net.attribute_std)
+            if new_run:   # mean 0 and std 1 for now: the standardised values are the raw ones
+                net.attribute_std[...] = 1.0
+            raw = net.standardised_attributes(np.asarray(data.data))
+            if new_run:   # the standardisation, from the whole split (images with ink)
+                _, net.attribute_mean[...], net.attribute_std[...] = A.standardise(raw[np.all(np.isfinite(raw), 1)])
 
     def train_step(self, batch):
         x, y = batch
