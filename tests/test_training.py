@@ -244,3 +244,15 @@ def test_progress_bar_shows_running_loss_and_images_per_second(tmp_path, capsys,
     err = capsys.readouterr().err
     assert "epoch 1/1" in err and "img/s" in err and "loss=" in err
     assert "/1297 [" in err  # counts images of the training split
+
+
+def test_a_term_left_out_of_some_steps_is_averaged_over_the_steps_that_reported_it():
+    from scratchgen.training.trainer import Means
+    m = Means()
+    m.add({"loss": 1.0}, 10)
+    m.add({"loss": 3.0, "prior_ce": 2.0}, 30)
+    assert m.means() == {"loss": 2.5, "prior_ce": 2.0}
+    restored = Means(json.loads(json.dumps(m.state())))  # as a checkpoint stores it
+    assert restored.means() == m.means()
+    old = Means({"sums": {"loss": 40.0}, "count": 20})  # a checkpoint from before per-term counts
+    assert old.means() == {"loss": 2.0}

@@ -120,10 +120,16 @@ def _valid(kind, v):
         return _is_number(v)
     if kind == "text":
         return isinstance(v, str)
-    # running means: {"sums": {term: number}, "count": number}
-    return (isinstance(v, dict) and set(v) == {"sums", "count"} and _is_number(v["count"])
-            and v["count"] >= 0 and isinstance(v["sums"], dict)
-            and all(isinstance(k, str) and _is_number(x) for k, x in v["sums"].items()))
+    # running means: {"sums": {term: number}, "count": number[, "counts": {term: number}]}
+    # ("counts", one per term, since 2026-12; older checkpoints counted every term at every step)
+    return (isinstance(v, dict) and set(v) in ({"sums", "count"}, {"sums", "count", "counts"})
+            and _is_number(v["count"]) and v["count"] >= 0
+            and _is_term_map(v["sums"]) and _is_term_map(v.get("counts", {}))
+            and set(v.get("counts", v["sums"])) == set(v["sums"]))
+
+
+def _is_term_map(m):
+    return isinstance(m, dict) and all(isinstance(k, str) and _is_number(x) for k, x in m.items())
 
 
 def _read_meta(array, path, required):

@@ -90,22 +90,28 @@ class StopRequest:
 
 
 class Means:
-    """Running means of loss terms, weighted by batch size; saved in checkpoints."""
+    """Running means of loss terms, weighted by batch size; saved in checkpoints.
+
+    Each term has its own count: a step may leave a term out (the VQ-VAE's autoencoder phase does not
+    measure the prior it is not training), and that term's mean is over the steps that reported it."""
 
     def __init__(self, state=None):
         state = state or {}
         self.sums, self.count = dict(state.get("sums", {})), state.get("count", 0)
+        # a checkpoint from before per-term counts: every term was reported at every step
+        self.counts = dict(state.get("counts", {k: self.count for k in self.sums}))
 
     def add(self, terms, n):
         for k, v in terms.items():
             self.sums[k] = self.sums.get(k, 0.0) + float(v) * n
+            self.counts[k] = self.counts.get(k, 0) + n
         self.count += n
 
     def means(self):
-        return {k: s / self.count for k, s in self.sums.items()} if self.count else {}
+        return {k: s / self.counts[k] for k, s in self.sums.items() if self.counts[k]}
 
     def state(self):
-        return {"sums": self.sums, "count": self.count}
+        return {"sums": self.sums, "count": self.count, "counts": self.counts}
 
 
 def _fmt_terms(terms):
