@@ -367,10 +367,10 @@ def test_im2col_layouts_and_col2im_match_their_definitions(case, dtype):
     (n, c, _, _), (kh, kw) = x.shape, case["w_shape"][2:]
     stride, padding, out_hw = conv._output_size("conv2d", x.shape, case["w_shape"], case["stride"],
                                                 case["padding"])
-    # P[n, (y, x), (c, i, j)] = x_pad[n, c, y·sh + i, x·sw + j], from the reference's windows
+    # P[n, (y, x), (i, j, c)] = x_pad[n, c, y·sh + i, x·sw + j], from the reference's windows
     xp = conv._pad(x, padding)
-    windows = np.stack([conv._window(xp, i, j, stride, out_hw) for i in range(kh) for j in range(kw)], axis=2)
-    rows = windows.reshape(n, c * kh * kw, -1).transpose(0, 2, 1)           # (N, L, Q)
+    windows = np.stack([conv._window(xp, i, j, stride, out_hw) for i in range(kh) for j in range(kw)], axis=1)
+    rows = windows.reshape(n, kh * kw * c, -1).transpose(0, 2, 1)           # (N, L, Q)
     np.testing.assert_array_equal(conv_numba._im2col(x, kh, kw, stride, padding, out_hw, "rows", dtype), rows)
     columns = conv_numba._im2col(x, kh, kw, stride, padding, out_hw, "columns", dtype)
     np.testing.assert_array_equal(columns, rows.transpose(2, 0, 1).reshape(c * kh * kw, -1))
