@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from unittest.mock import patch
 
 import numba
 import numpy as np
@@ -359,10 +360,10 @@ def test_conv2d_layer_of_the_dcgan(backend):
         assert_close(dw, conv.conv2d_grad_weight_reference(x, y, w.shape, 2, 1), 196)
 
 
-@given(case=conv2d_cases(max_n=3, max_c=4, max_hw=9, max_k=4), dtype=FLOAT_DTYPES)
-def test_im2col_layouts_and_col2im_match_their_definitions(case, dtype):
-    # the Numba im2col/col2im kernels directly (odd sizes, any stride and padding, both dtypes),
-    # whatever layout and kernel the dispatch would pick for this shape
+@given(case=conv2d_cases(max_n=3, max_c=4, max_hw=9, max_k=4), dtype=FLOAT_DTYPES, data=st.data())
+def test_im2col_packing_and_col2im_match_their_definitions(case, dtype, data):
+    # the Numba copies directly (odd sizes, any stride and padding, both dtypes), whichever path
+    # the dispatch would pick for this shape
     x = rng_array(case["x_shape"], dtype, 3, "transposed")
     (n, c, _, _), (kh, kw) = x.shape, case["w_shape"][2:]
     stride, padding, out_hw = conv._output_size("conv2d", x.shape, case["w_shape"], case["stride"],
@@ -371,15 +372,52 @@ def test_im2col_layouts_and_col2im_match_their_definitions(case, dtype):
     xp = conv._pad(x, padding)
     windows = np.stack([conv._window(xp, i, j, stride, out_hw) for i in range(kh) for j in range(kw)], axis=1)
     rows = windows.reshape(n, kh * kw * c, -1).transpose(0, 2, 1)           # (N, L, Q)
-    np.testing.assert_array_equal(conv_numba._im2col(x, kh, kw, stride, padding, out_hw, "rows", dtype), rows)
-    columns = conv_numba._im2col(x, kh, kw, stride, padding, out_hw, "columns", dtype)
+    columns = conv_numba._im2col_t(x, kh, kw, stride, padding, out_hw, dtype)
     np.testing.assert_array_equal(columns, rows.transpose(2, 0, 1).reshape(c * kh * kw, -1))
+    # any block of one image's P, packed from the channels-last image (as the fused kernels do)
+    xh = conv_numba._nhwc(x, padding, dtype)
+    positions, features = rows.shape[1:]
+    p0 = data.draw(st.integers(0, positions - 1))
+    p1 = data.draw(st.integers(p0 + 1, positions))
+    q0 = data.draw(st.integers(0, features - 1))
+    q1 = data.draw(st.integers(q0 + 1, features))
+    img = data.draw(st.integers(0, n - 1))
+    block = np.full((p1 - p0, q1 - q0), np.nan, dtype=dtype)
+    conv_numba._pack_patches(xh[img], kw, stride[0], stride[1], out_hw[1], p0, p1, q0, q1, block)
+    np.testing.assert_array_equal(block, rows[img, p0:p1, q0:q1])
     # col2im is im2col's adjoint: <im2col(x), r> = <x, col2im(r)> for every x and r
     r = rng_array(rows.shape, dtype, 4)
-    dx = conv_numba._col2im(r, x.shape, kh, kw, stride, padding, out_hw, dtype)
+    dx = conv_numba._col2im(r, x.shape, kw, stride, padding, out_hw, dtype)
     assert dx.shape == x.shape and dx.dtype == dtype
     scale = (np.abs(rows) * np.abs(r)).sum() + 1
     assert abs(np.sum(x * dx) - np.sum(rows * r)) <= (1e-5 if dtype == np.float32 else 1e-12) * scale
+
+
+@given(problem=conv_problems(), fused=st.booleans(), blocks=st.sampled_from([None, (8, 3)]))
+def test_conv2d_fused_and_separate_paths_match_the_definitions(problem, fused, blocks):
+    # the dispatch fuses im2col into the products only for many features (kh·kw·C >= 256), which
+    # small cases never reach: force each path; ``blocks`` makes the fused kernels cut the features
+    # into several column blocks (weight gradient: at most 8 columns, input gradient: 3)
+    case, x, w, g = problem
+    stride, padding = case["stride"], case["padding"]
+    x, w, g = (a.astype(np.result_type(x, w), copy=False) for a in (x, w, g))
+    small = blocks or (conv_numba.GRAD_WEIGHT_BLOCK, conv_numba.AXPY_COL_BLOCK)
+    with patch.object(conv_numba, "GRAD_WEIGHT_BLOCK", small[0]), patch.object(conv_numba, "AXPY_COL_BLOCK", small[1]):
+        out = conv_numba.forward(x, w, stride, padding, fused=fused)
+        dx = conv_numba.grad_input(g, w, x.shape, stride, padding, fused=fused)
+        dw = conv_numba.grad_weight(x, g, w.shape, stride, padding, fused=fused)
+    assert_close(out, conv.conv2d_forward_reference(x, w, stride, padding), w[0].size)
+    assert_close(dx, conv.conv2d_grad_input_reference(g, w, x.shape, stride, padding), w.shape[0] * 16)
+    assert_close(dw, conv.conv2d_grad_weight_reference(x, g, w.shape, stride, padding), g[:, 0].size)
+
+
+def test_conv2d_fused_input_gradient_with_more_channels_than_one_k_block():
+    # more output channels than AXPY_K_BLOCK: the input gradient's strips add several K blocks
+    x = rng_array((2, 3, 5, 4), np.float64, 5)
+    w = rng_array((conv_numba.AXPY_K_BLOCK + 5, 3, 3, 2), np.float64, 6)
+    g = rng_array((2, w.shape[0], 3, 3), np.float64, 7)
+    dx = conv_numba.grad_input(g, w, x.shape, (1, 1), (0, 0), fused=True)
+    assert_close(dx, conv.conv2d_grad_input_reference(g, w, x.shape, (1, 1), (0, 0)), w.shape[0] * 6)
 
 
 X, W = np.ones((1, 3, 5, 5)), np.ones((2, 3, 3, 3))     # a valid pair: output (1, 2, 3, 3)

@@ -1,14 +1,18 @@
-"""The Numba convolution: im2col and col2im kernels, and conv2d lowered onto the matmul kernels.
+"""The Numba convolution: conv2d lowered onto the matmul kernels, with the im2col copy inside them.
 
 The ``"numba"`` entries of :mod:`scratchgen.kernels.conv` (which holds the definitions, the
-argument checks and the NumPy references): ``forward``, ``grad_input``, ``grad_weight``. Each
-copies receptive fields into a "patch matrix" P (N·Ho·Wo, C·kH·kW) — *im2col* — so that
+argument checks and the NumPy references): ``forward``, ``grad_input``, ``grad_weight``. Each is a
+matrix product with the "patch matrix" P (N·Ho·Wo, kH·kW·C), one row per receptive field — *im2col*:
 
-    forward      out[n] = w_mat @ P[n]ᵀ                 (w_mat = w.reshape(O, C·kH·kW))
+    forward      out[n] = w_mat @ P[n]ᵀ                 (w_mat: w as (O, kH·kW·C), features (i, j, c))
     grad_weight  dw     = Σ_n g[n] @ P[n]
     grad_input   dP[n]  = g[n]ᵀ @ w_mat, then *col2im* adds each patch row back into dx
 
-and the products run on :mod:`scratchgen.kernels.matmul_numba`.
+The products run on the tiles of :mod:`scratchgen.kernels.matmul_numba`. For many features
+(Q = kH·kW·C of at least ``FUSED_MIN_FEATURES``) the copy is done *inside* the product, one image
+or one block of P at a time, into a buffer that stays in cache (``_conv_*_fused``); for few
+features the product is long and thin, and im2col and col2im run as passes of their own over
+the whole batch (``_im2col_columns``, ``_col2im_rows``) around one call of ``matmul_3d``.
 """
 import numpy as np
 from numba import njit, prange
@@ -17,6 +21,9 @@ from .matmul_numba import (AXPY_COL_BLOCK, AXPY_K_BLOCK, FASTMATH, PAD_BYTES, _a
                            _dot_block, choose_kernel, matmul_3d)
 from .threads import sized_for
 
+FUSED_MIN_FEATURES = 256    # features per patch from which the fused kernels pay (measured, see below)
+GRAD_WEIGHT_BLOCK = 128     # columns of dw per task of _conv_grad_weight_fused, at most
+
 
 def _out_hw(x_shape, w_shape, stride, padding):
     """(Ho, Wo) of a conv2d whose arguments the caller has checked (the formula of ``conv.py``)."""
@@ -24,27 +31,25 @@ def _out_hw(x_shape, w_shape, stride, padding):
 
 
 # ---------------------------------------------------------------------------- Numba kernels
-# Feature order. A patch's features are numbered q = (i, j, c) — kernel row, kernel column, channel —
-# so that in an image stored channels-last (NHWC: x_h[n, y, x, c]) one kernel row's kw·C features
-# are kw·C *consecutive* numbers: a patch row of P is kh contiguous runs, copied at memory speed.
-# The weight is read in the same order, w_mat = w.transpose(0, 2, 3, 1).reshape(O, kh·kw·C).
-# (Gathering every number through an index table from the NCHW image instead, feature order
-# (c, i, j), took 1.6 ms for the VQ-VAE's 3x3 layer on 64 channels, (128, 64, 7, 7); the NHWC
-# copy 0.3 ms, plus 0.3 ms to build the NHWC image. Zen 4, one thread, CPU time.)
+# Feature order. A patch's features are numbered q = (i, j, c) — kernel row, kernel column,
+# channel — so that in an image stored channels-last (NHWC, x_h[n, y, x, c]) with its zero border,
+# one kernel row's kw·C features are kw·C *consecutive* numbers: a row of P is kh contiguous runs,
+# copied at memory speed. The weight is read in the same order, w.transpose(0, 2, 3, 1).
+# Measured (one thread, CPU time, Zen 4): the patch rows of the VQ-VAE's 3x3 layer on
+# (128, 64, 7, 7) took 1.6 ms gathered one number at a time through an index table from the NCHW
+# image, 0.3 ms copied in runs from the NHWC image (+ 0.3 ms to build that image).
 
 @njit(parallel=True, cache=True)
 def _nhwc_padded(x, ph, pw, out):
-    """out[n, y + ph, x + pw, c] = x[n, c, y, x]: the channels-last copy of x inside a zero border
-    (``out`` must be zero on entry).
+    """out[n, y + ph, x + pw, c] = x[n, c, y, x]: x channels-last inside a zero border (``out``
+    must be zero on entry).
 
         for n in parallel:
-            for y, x:
-                for c: out[n, y + ph, x + pw, c] = x[n, c, y, x]
+            for y, x, c: out[n, y + ph, x + pw, c] = x[n, c, y, x]
 
     Optimisations:
-    - one image (C·H·W numbers, a few KB to a few hundred) stays in L1/L2 while it is turned;
-      the writes are in memory order;
-    - one task per image: disjoint writes.
+    - one image (a few KB to a few hundred) stays in L1/L2 while it is turned, and the writes
+      are in memory order; one task per image: disjoint writes.
     """
     n_img, channels, h, w = x.shape
     for n in prange(n_img):
@@ -56,112 +61,31 @@ def _nhwc_padded(x, ph, pw, out):
                     dst[c] = src[c, y, xx]
 
 
-@njit(parallel=True, cache=True)
-def _im2col_rows(xh, kh, kw, sh, sw, ho, wo, out):
-    """One row of ``out`` (N, L, Q) per patch, from the padded channels-last images ``xh``
-    (N, Hp, Wp, C), features in the order (i, j, c):
+@njit(cache=True)
+def _from_nhwc(acc, ph, pw, wp, out):
+    """out[c, r, s] = acc[r + ph, s + pw, c] for one image: the interior of a padded channels-last
+    image (flat ``acc``) back in CHW order."""
+    channels, h, w = out.shape
+    for r in range(h):
+        for s in range(w):
+            at = ((r + ph) * wp + s + pw) * channels
+            for c in range(channels):
+                out[c, r, s] = acc[at + c]
 
-        for (n, y) in parallel:
-            for x in range(Wo):
-                for i in range(kh):            # kw·C consecutive numbers of xh
-                    out[n, y·Wo + x, i·kw·C: (i+1)·kw·C] = xh[n, y·sh + i, x·sw: x·sw + kw, :]
-
-    Optimisations:
-    - each run is a contiguous copy, which LLVM vectorises (no gathers, no index table);
-    - one task per output row (n, y): disjoint writes, enough tasks for any thread count.
-    """
-    n_img, hp, wp, channels = xh.shape
-    run = kw * channels
-    for task in prange(n_img * ho):
-        n, y = task // ho, task % ho
-        src = xh[n].reshape(-1)
-        for x in range(wo):
-            row = out[n, y * wo + x]
-            for i in range(kh):
-                start = ((y * sh + i) * wp + x * sw) * channels
-                seg, dst = src[start: start + run], row[i * run: (i + 1) * run]
-                for q in range(run):
-                    dst[q] = seg[q]
-
-
-@njit(parallel=True, cache=True)
-def _im2col_columns(xp, starts, off, out):
-    """The transpose layout, ``out`` (Q, N·L): P[n, p, q] goes to out[q, n·L + p], gathered from the
-    padded NCHW images flattened, ``xp`` (N·C·Hp·Wp,), through two index tables (``_offsets``):
-    patch t = (n, p) starts at starts[t] = n·C·Hp·Wp + base[p], and feature q = (i, j, c) lies
-    off[q] = (c·Hp + i)·Wp + j further on.
-
-        for q in parallel:
-            for t in range(N·L):
-                out[q, t] = xp[starts[t] + off[q]]
-
-    Optimisations:
-    - each task writes one long row of ``out`` in memory order, one indexed load per number
-      (``starts`` stays in L2); no bounds tests, the padding supplies the zeros. (Copying runs of
-      Wo numbers per image row instead was slower: 0.36 against 0.22 ms for the VQ-VAE's 1x1
-      layer on (128, 64, 7, 7), 6.9 against 5.0 ms for its 4x4 layer on (128, 64, 14, 14).)
-    - tasks own disjoint features q, so no two threads write the same memory.
-    """
-    for q in prange(off.shape[0]):
-        row, shift = out[q], off[q]
-        for t in range(starts.shape[0]):
-            row[t] = xp[starts[t] + shift]
-
-
-@njit(parallel=True, cache=True)
-def _col2im_rows(rows, kh, kw, sh, sw, ho, wo, ph, pw, wp, dx):
-    """The adjoint of ``_im2col_rows``: add each patch row of ``rows`` (N, L, Q) back onto the pixels
-    it was copied from, in a padded channels-last image, then write it to NCHW ``dx`` unpadded.
-
-        for n in parallel:
-            acc = 0                                          (Hp, Wp, C), flat
-            for y, x, i:
-                acc[y·sh + i, x·sw: x·sw + kw, :] += rows[n, y·Wo + x, i·kw·C: (i+1)·kw·C]
-            dx[n, c, r, s] = acc[r + ph, s + pw, c]
-
-    Optimisations:
-    - the additions are contiguous runs of kw·C numbers (vectorised), into one image's
-      accumulator, which stays in cache while the overlapping windows add up;
-    - one task per image, so the overlapping additions need no locks or atomics.
-    """
-    n_img = rows.shape[0]
-    channels, h, w = dx.shape[1], dx.shape[2], dx.shape[3]
-    hp = h + 2 * ph
-    run = kw * channels
-    for n in prange(n_img):
-        acc = np.zeros(hp * wp * channels, dtype=dx.dtype)
-        for y in range(ho):
-            for x in range(wo):
-                row = rows[n, y * wo + x]
-                for i in range(kh):
-                    start = ((y * sh + i) * wp + x * sw) * channels
-                    seg, src = acc[start: start + run], row[i * run: (i + 1) * run]
-                    for q in range(run):
-                        seg[q] += src[q]
-        out = dx[n]
-        for r in range(h):
-            for s in range(w):
-                at = ((r + ph) * wp + s + pw) * channels
-                for c in range(channels):
-                    out[c, r, s] = acc[at + c]
-
-
-# ---------------------------------------------------------------------------- fused kernels
-# The three products of a convolution, each with im2col (or col2im) done inside it, one image or one
-# block of P at a time, into a buffer that stays in cache. The patch matrix of a whole batch is
-# large — 25 MB for the VQ-VAE's 4x4 convolution on (128, 64, 14, 14), 100 MB in the transposed
-# (columns) layout the weight gradient used — so writing it and reading it back went through main
-# memory; a block of it packed just before the product reads it comes from L1/L2.
 
 @njit(cache=True)
-def _pack_patches(xh, kh, kw, sh, sw, wo, p0, p1, q0, q1, dst):
+def _pack_patches(xh, kw, sh, sw, wo, p0, p1, q0, q1, dst):
     """dst[p - p0, q - q0] = P[p, q] for positions p0 <= p < p1 and features q0 <= q < q1 of one
-    image, copied from its padded channels-last form ``xh`` (Hp, Wp, C) (feature order (i, j, c)).
+    image, copied from its padded channels-last form ``xh`` (Hp, Wp, C).
 
         for p in range(p0, p1):
             y, x = divmod(p, Wo)
-            for each kernel row i that [q0, q1) meets:      # kw·C consecutive numbers of xh
-                dst[p - p0, part of row i] = xh[y·sh + i, x·sw: x·sw + kw, :] (the same part)
+            for each kernel row i that [q0, q1) meets:         # kw·C consecutive numbers of xh
+                dst[p - p0, (that part of row i)] = xh[y·sh + i, x·sw: x·sw + kw, :] (same part)
+
+    Optimisations:
+    - whole runs of consecutive numbers, copied by a vectorised loop (no per-number index);
+    - any block of P can be packed, so a product packs exactly the block it is about to read.
     """
     wp, channels = xh.shape[1], xh.shape[2]
     run = kw * channels
@@ -181,91 +105,11 @@ def _pack_patches(xh, kh, kw, sh, sw, wo, p0, p1, q0, q1, dst):
             q += count
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _conv_forward_fused(xh, w_mat, kh, kw, sh, sw, wo, out):
-    """out[n] (O, L) = w_mat (O, Q) @ P[n]ᵀ for every image n, P[n] packed per image.
-
-        for n in parallel:
-            buf = P[n]                               (L, Q): _pack_patches
-            out[n] += w_mat @ bufᵀ                   (4x4 dot tiles, _dot_block)
-
-    ``out`` (N, O, L) must be zero on entry.
-
-    Optimisations:
-    - im2col inside the task: one image's patches (L·Q numbers: 113 KB for the VQ-VAE's 3x3
-      layer on 64 channels) are written to a buffer that stays in L2 and read back at once by
-      the dot tiles, instead of the whole batch's going out to main memory and back;
-    - the dot kernel reads both operands as they are (rows of w_mat and of P[n]);
-    - one task per image: disjoint outputs, the same order of additions for any thread count.
-    """
-    n_img, o = out.shape[0], out.shape[1]
-    positions, features = out.shape[2], w_mat.shape[1]
-    for n in prange(n_img):
-        buf = np.empty((positions, features), dtype=out.dtype)
-        _pack_patches(xh[n], kh, kw, sh, sw, wo, 0, positions, 0, features, buf)
-        _dot_block(w_mat, buf, out[n], 0, o, 0, positions)
-
-
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _conv_grad_input_fused(g_rows, panels, kh, kw, sh, sw, wo, ph, pw, dx):
-    """dx[n] = col2im(g[n]ᵀ @ w_mat) for every image n, a strip of four patch rows at a time.
-
-    ``g_rows`` (N, L, O) holds g[n]ᵀ; ``panels`` (K blocks, column blocks, AXPY_K_BLOCK, width + pad)
-    holds w_mat (O, Q) packed once for the axpy strips.
-
-        for n in parallel:
-            acc = 0                                          padded channels-last image, flat
-            for each column block [q0, q1) of Q, each strip of 4 positions p:
-                strip = g[n]ᵀ[p: p+4] @ w_mat[:, q0: q1]     (_axpy_strip_4x4, K block by K block)
-                acc += strip, scattered back onto the 4 patches     (_add_patch_block)
-            dx[n, c, r, s] = acc[r + ph, s + pw, c]
-
-    Optimisations:
-    - col2im inside the task: the patch gradients dP[n] never exist as a whole (4 rows at a
-      time, in L1); the batch's dP (N, L, Q) was as large as its P;
-    - w_mat is packed once per call and shared by all tasks (it stays in L2);
-    - one task per image: the overlapping additions of one image need no locks, and every
-      pixel adds its terms in the same order for any thread count.
-    """
-    n_img, positions = g_rows.shape[0], g_rows.shape[1]
-    o = g_rows.shape[2]
-    channels, h, w = dx.shape[1], dx.shape[2], dx.shape[3]
-    hp, wp = h + 2 * ph, w + 2 * pw
-    k_blocks, col_blocks, k_block, padded = panels.shape
-    features = kh * kw * channels
-    width_max = padded - PAD_BYTES // dx.itemsize
-    p_end = positions // 4 * 4
-    for n in prange(n_img):
-        acc = np.zeros(hp * wp * channels, dtype=dx.dtype)
-        a = g_rows[n]
-        strip = np.empty((4, padded), dtype=dx.dtype)
-        for cb in range(col_blocks):
-            q0 = cb * width_max
-            width = min(width_max, features - q0)
-            for p in range(0, positions, 4):
-                rows = 4 if p < p_end else positions - p
-                strip[:, :width] = 0.0
-                for kb in range(k_blocks):
-                    kc = min(k_block, o - kb * k_block)
-                    if rows == 4:
-                        _axpy_strip_4x4(a, p, kb * k_block, kc, width, panels[kb, cb], strip)
-                    else:
-                        for r in range(rows):
-                            _axpy_row(a, p + r, kb * k_block, kc, width, panels[kb, cb], strip[r, :width])
-                for r in range(rows):
-                    _add_patch_block(acc, strip[r, :width], kw, sh, sw, wo, p + r, wp, channels, q0)
-        out = dx[n]
-        for r in range(h):
-            for s in range(w):
-                at = ((r + ph) * wp + s + pw) * channels
-                for c in range(channels):
-                    out[c, r, s] = acc[at + c]
-
-
 @njit(cache=True)
-def _add_patch_block(acc, values, kw, sh, sw, wo, p, wp, channels, q0):
-    """acc (a padded channels-last image, flat) += features q0 .. q0 + len(values) of patch p
-    (the adjoint of ``_pack_patches`` for one row and one block of features)."""
+def _add_patch(acc, values, kw, sh, sw, wo, p, wp, channels, q0):
+    """The adjoint of ``_pack_patches`` for one patch: acc[y·sh + i, x·sw + j, c] += values[q - q0]
+    for the features q = (i, j, c) from q0 on of patch p = (y, x); ``acc`` is one padded
+    channels-last image, flat. Contiguous runs again, so the additions are vectorised."""
     run = kw * channels
     y, x = p // wo, p % wo
     q, q1 = q0, q0 + values.shape[0]
@@ -280,40 +124,166 @@ def _add_patch_block(acc, values, kw, sh, sw, wo, p, wp, channels, q0):
         q += count
 
 
+@njit(parallel=True, cache=True)
+def _im2col_columns(xp, starts, off, out):
+    """P transposed, ``out`` (Q, N·L): P[n, p, q] goes to out[q, n·L + p], gathered from the padded
+    NCHW images flattened, ``xp`` (N·C·Hp·Wp,), through two index tables (``_offsets``): patch
+    t = (n, p) starts at starts[t] = n·C·Hp·Wp + base[p], feature q = (i, j, c) lies
+    off[q] = (c·Hp + i)·Wp + j further on.
+
+        for q in parallel:
+            for t in range(N·L):
+                out[q, t] = xp[starts[t] + off[q]]
+
+    Optimisations:
+    - each task writes one long row of ``out`` in memory order, one indexed load per number
+      (``starts`` stays in L2), no bounds tests: the padding supplies the zeros. (Copying runs of
+      Wo numbers per image row instead was slower, for the short rows of 7x7 and 14x14 images:
+      0.36 against 0.22 ms for the VQ-VAE's 1x1 layer on (128, 64, 7, 7).)
+    - tasks own disjoint features q, so no two threads write the same memory.
+    """
+    for q in prange(off.shape[0]):
+        row, shift = out[q], off[q]
+        for t in range(starts.shape[0]):
+            row[t] = xp[starts[t] + shift]
+
+
+@njit(parallel=True, cache=True)
+def _col2im_rows(rows, kw, sh, sw, wo, ph, pw, dx):
+    """The adjoint of im2col: add each patch row of ``rows`` (N, L, Q) back onto the pixels it was
+    copied from, then write the image without its border to NCHW ``dx``.
+
+        for n in parallel:
+            acc = 0                                          (Hp, Wp, C), flat
+            for p: acc += rows[n, p] on patch p's pixels     (_add_patch)
+            dx[n] = acc's interior, (C, H, W)                (_from_nhwc)
+
+    Optimisations:
+    - channels-last: the additions are runs of kw·C consecutive numbers (vectorised), into one
+      image's accumulator, which stays in cache while its overlapping windows add up;
+    - one task per image, so the overlapping additions need no locks or atomics.
+    """
+    channels, h, w = dx.shape[1], dx.shape[2], dx.shape[3]
+    hp, wp = h + 2 * ph, w + 2 * pw
+    for n in prange(rows.shape[0]):
+        acc = np.zeros(hp * wp * channels, dtype=dx.dtype)
+        for p in range(rows.shape[1]):
+            _add_patch(acc, rows[n, p], kw, sh, sw, wo, p, wp, channels, 0)
+        _from_nhwc(acc, ph, pw, wp, dx[n])
+
+
+# ---------------------------------------------------------------------------- fused kernels
+# For many features the patch matrix of a whole batch is large — 25 MB for the VQ-VAE's 4x4
+# convolution on (128, 64, 14, 14), and as much again for dP — so writing it and reading it back
+# went through main memory. These kernels pack one image's P, or one block of it, just before the
+# tiles read it, into a buffer that stays in L1/L2.
+
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _conv_grad_weight_fused(xh, g, kh, kw, sh, sw, wo, width_max, dw):
-    """dw (O, Q) = Σ_n g[n] (O, L) @ P[n] (L, Q), one block of Q's columns per task.
+def _conv_forward_fused(xh, w_mat, kw, sh, sw, wo, out):
+    """out[n] (O, L) = w_mat (O, Q) @ P[n]ᵀ for every image n; ``out`` must be zero on entry.
+
+        for n in parallel:
+            buf = P[n]                               (L, Q)     _pack_patches
+            out[n] += w_mat @ bufᵀ                   4x4 dot tiles, _dot_block
+
+    Optimisations:
+    - im2col inside the task: one image's patches (113 KB for the VQ-VAE's 3x3 layer on 64
+      channels) go to a buffer that stays in L2 and is read back at once by the dot tiles;
+    - the dot tiles read both operands as they lie (rows of w_mat and of P[n]);
+    - one task per image: disjoint outputs, the same additions in the same order on any number
+      of threads.
+    """
+    n_img, o, positions = out.shape
+    features = w_mat.shape[1]
+    for n in prange(n_img):
+        buf = np.empty((positions, features), dtype=out.dtype)
+        _pack_patches(xh[n], kw, sh, sw, wo, 0, positions, 0, features, buf)
+        _dot_block(w_mat, buf, out[n], 0, o, 0, positions)
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _conv_grad_input_fused(g_rows, panels, kh, kw, sh, sw, wo, ph, pw, dx):
+    """dx[n] = col2im(g[n]ᵀ @ w_mat) for every image n, four patch rows at a time.
+
+    ``g_rows`` (N, L, O) holds g[n]ᵀ; ``panels`` (K blocks, column blocks, AXPY_K_BLOCK, width + pad)
+    holds w_mat (O, Q), packed once for the axpy strips (``_panels``).
+
+        for n in parallel:
+            acc = 0                                          padded channels-last image, flat
+            for each column block [q0, q1) of Q, each strip of 4 positions p:
+                strip = g[n]ᵀ[p: p+4] @ w_mat[:, q0: q1]     _axpy_strip_4x4, K block by K block
+                add the strip's rows onto patches p .. p+3   _add_patch
+            dx[n] = acc's interior, (C, H, W)                _from_nhwc
+
+    Optimisations:
+    - col2im inside the task: dP[n] never exists as a whole, only 4 rows of it, in L1;
+    - w_mat is packed once per call and shared by all tasks (it stays in L2);
+    - one task per image: the overlapping additions of one image need no locks, and every
+      pixel adds its terms in the same order on any number of threads.
+    """
+    n_img, positions, o = g_rows.shape
+    channels, h, w = dx.shape[1], dx.shape[2], dx.shape[3]
+    hp, wp = h + 2 * ph, w + 2 * pw
+    k_blocks, col_blocks, k_block, padded = panels.shape
+    features = kh * kw * channels
+    width_max = padded - PAD_BYTES // dx.itemsize
+    for n in prange(n_img):
+        acc = np.zeros(hp * wp * channels, dtype=dx.dtype)
+        a = g_rows[n]
+        strip = np.empty((4, padded), dtype=dx.dtype)
+        for cb in range(col_blocks):
+            q0 = cb * width_max
+            width = min(width_max, features - q0)
+            for p in range(0, positions, 4):
+                rows = min(4, positions - p)
+                strip[:, :width] = 0.0
+                for kb in range(k_blocks):
+                    k0 = kb * k_block
+                    kc, panel = min(k_block, o - k0), panels[kb, cb]
+                    if rows == 4:
+                        _axpy_strip_4x4(a, p, k0, kc, width, panel, strip)
+                    else:
+                        for r in range(rows):
+                            _axpy_row(a, p + r, k0, kc, width, panel, strip[r, :width])
+                for r in range(rows):
+                    _add_patch(acc, strip[r, :width], kw, sh, sw, wo, p + r, wp, channels, q0)
+        _from_nhwc(acc, ph, pw, wp, dx[n])
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _conv_grad_weight_fused(xh, g, kw, sh, sw, wo, width_max, dw):
+    """dw (O, Q) = Σ_n g[n] (O, L) @ P[n] (L, Q), one block of dw's columns per task.
 
         for each column block [q0, q1) in parallel:
-            acc = 0                                          (O, q1 - q0), in strips of 4 rows
-            for n in range(N):                               (in order: the same sums on any threads)
-                for each K block [p0, p1) of positions:
-                    panel = P[n][p0: p1, q0: q1]             (_pack_patches)
-                    acc[o: o+4] += g[n][o: o+4, p0: p1] @ panel     (_axpy_strip_4x4)
+            acc = 0                                          (O, q1 - q0), as strips of 4 rows
+            for n in range(N):                               in order, on any number of threads
+                for each block [p0, p1) of positions:
+                    panel = P[n][p0: p1, q0: q1]             _pack_patches
+                    acc[o: o+4] += g[n][o: o+4, p0: p1] @ panel     _axpy_strip_4x4
             dw[:, q0: q1] = acc
 
     Optimisations:
-    - im2col inside the task, one (positions x block) panel at a time, into a buffer in L2; the
-      columns layout (Q, N·L) this product read before was 100 MB for the VQ-VAE's 4x4 layer;
-    - each task packs only its own columns of P, so no patch is copied twice;
-    - the accumulator is held as (O/4, 4, width) strips, whole arrays the axpy strip kernel
+    - im2col inside the task, one panel at a time, into a buffer in L2; the transposed patch
+      matrix (Q, N·L) this product read before was 100 MB for the VQ-VAE's 4x4 layer;
+    - each task packs only its own columns of P, so no number is copied twice;
+    - the accumulator is a stack of (4, width) strips, each a whole array the axpy strip
       updates in place (no copies in and out per image).
     """
     n_img, o, positions = g.shape
     features = dw.shape[1]
     pad = PAD_BYTES // dw.itemsize
     col_blocks = (features + width_max - 1) // width_max
-    strips, o_end = (o + 3) // 4, o // 4 * 4
+    o_end = o // 4 * 4
     for cb in prange(col_blocks):
         q0 = cb * width_max
         width = min(width_max, features - q0)
-        acc = np.zeros((strips, 4, width + pad), dtype=dw.dtype)
+        acc = np.zeros(((o + 3) // 4, 4, width + pad), dtype=dw.dtype)
         panel = np.empty((AXPY_K_BLOCK, width + pad), dtype=dw.dtype)
         for n in range(n_img):
             a = g[n]
             for p0 in range(0, positions, AXPY_K_BLOCK):
                 kc = min(AXPY_K_BLOCK, positions - p0)
-                _pack_patches(xh[n], kh, kw, sh, sw, wo, p0, p0 + kc, q0, q0 + width, panel)
+                _pack_patches(xh[n], kw, sh, sw, wo, p0, p0 + kc, q0, q0 + width, panel)
                 for i in range(0, o_end, 4):
                     _axpy_strip_4x4(a, i, p0, kc, width, panel, acc[i // 4])
                 for i in range(o_end, o):
@@ -326,7 +296,7 @@ def _conv_grad_weight_fused(xh, g, kh, kw, sh, sw, wo, width_max, dw):
 
 # ---------------------------------------------------------------------------- lowering
 def weight_rows(w, dtype):
-    """w (O, C, kh, kw) as the (O, kh·kw·C) matrix whose columns follow the patch features (i, j, c)."""
+    """w (O, C, kh, kw) as a (1, O, kh·kw·C) matrix whose columns follow the patch features (i, j, c)."""
     return np.ascontiguousarray(np.transpose(w, (0, 2, 3, 1)), dtype=dtype).reshape(1, w.shape[0], -1)
 
 
@@ -361,83 +331,84 @@ def _offsets(c, h, w, kh, kw, stride, padding, out_hw):
     return base.astype(np.intp), off.astype(np.intp)
 
 
-def _im2col(x, kh, kw, stride, padding, out_hw, layout, dtype):
-    """im2col of x into one of two layouts, with L = Ho·Wo positions and Q = kh·kw·C features in
-    the order (i, j, c): "rows" (N, L, Q) or "columns" (Q, N·L)."""
+def _im2col_t(x, kh, kw, stride, padding, out_hw, dtype):
+    """Pᵀ (Q, N·L) for x (N, C, H, W): L = Ho·Wo positions, Q = kh·kw·C features (i, j, c)."""
     n, c, h, w = x.shape
-    (ho, wo), (sh, sw) = out_hw, stride
-    if layout == "rows":
-        out = np.empty((n, ho * wo, kh * kw * c), dtype=dtype)
-        xh = _nhwc(x, padding, dtype)
-        with sized_for(out.size):
-            _im2col_rows(xh, kh, kw, sh, sw, ho, wo, out)
-    else:
-        out = np.empty((kh * kw * c, n * ho * wo), dtype=dtype)
-        base, off = _offsets(c, h, w, kh, kw, stride, padding, out_hw)
-        xp = _padded(x, padding, dtype).reshape(-1)
-        starts = (np.arange(n)[:, None] * (xp.size // n) + base[None, :]).reshape(-1)
-        with sized_for(out.size):
-            _im2col_columns(xp, starts, off, out)
+    base, off = _offsets(c, h, w, kh, kw, stride, padding, out_hw)
+    xp = _padded(x, padding, dtype).reshape(-1)
+    starts = (np.arange(n)[:, None] * (xp.size // n) + base[None, :]).reshape(-1)
+    out = np.empty((off.size, starts.size), dtype=dtype)
+    with sized_for(out.size):
+        _im2col_columns(xp, starts, off, out)
     return out
 
 
-def _col2im(rows, x_shape, kh, kw, stride, padding, out_hw, dtype):
-    """The adjoint of ``_im2col(..., "rows")``: dx (N, C, H, W) from patch gradients (N, L, Q)."""
+def _col2im(rows, x_shape, kw, stride, padding, out_hw, dtype):
+    """The adjoint of im2col: dx (N, C, H, W) from patch gradients ``rows`` (N, L, Q)."""
     dx = np.empty(x_shape, dtype=dtype)
     with sized_for(rows.size):
-        _col2im_rows(np.ascontiguousarray(rows, dtype=dtype), kh, kw, stride[0], stride[1], out_hw[0], out_hw[1],
-                     padding[0], padding[1], x_shape[3] + 2 * padding[1], dx)
+        _col2im_rows(np.ascontiguousarray(rows, dtype=dtype), kw, stride[0], stride[1], out_hw[1],
+                     padding[0], padding[1], dx)
     return dx
 
 
-def _forward_numba(x, w, stride, padding, out_hw, dtype):
+def fused_pays(features, fused=None):
+    """Fuse im2col into the products? For Q = kh·kw·C of at least FUSED_MIN_FEATURES.
+
+    Measured (one thread, CPU time, Zen 4, load 3-4), input gradient and weight gradient, ms,
+    separate passes / fused: Q = 576 (3x3 on 64 channels, (128, 64, 7, 7)) 9.3 / 8.0 and
+    10.5 / 8.5; Q = 144 (3x3 on 16 channels) 2.6 / 2.5 and 2.5 / 2.5; Q = 128 (1x1 on 128) 6.0 / 6.3
+    and 4.2 / 4.9; Q = 16 (4x4 on one channel) 2.0 / 5.3 and 1.4 / 3.8. With few features the
+    fused kernels' rows (Q numbers) are too short for the axpy strips' vector loop, while the
+    separate products run along N·L. ``fused`` True/False overrides the rule (the tests use it).
+    """
+    return features >= FUSED_MIN_FEATURES if fused is None else fused
+
+
+def _forward_numba(x, w, stride, padding, out_hw, dtype, fused=None):
     n, o = x.shape[0], w.shape[0]
     kh, kw = w.shape[2:]
     positions, features = out_hw[0] * out_hw[1], w[0].size
     w_mat = weight_rows(w, dtype)
-    if choose_kernel(o, features, positions, n) == "dot":
+    if fused_pays(features, fused):
         # out[n] (O, L) = w_mat (O, Q) @ P[n]ᵀ, P[n] packed image by image inside the kernel
         out = np.zeros((n, o, positions), dtype=dtype)
         with sized_for(out.size * features):
-            _conv_forward_fused(_nhwc(x, padding, dtype), w_mat[0], kh, kw, stride[0], stride[1], out_hw[1], out)
-    else:   # few features (e.g. one input channel): the axpy kernel wants long rows of Pᵀ (Q, N·L)
-        out = matmul_3d(w_mat, _im2col(x, kh, kw, stride, padding, out_hw, "columns", dtype)[None], 1)
+            _conv_forward_fused(_nhwc(x, padding, dtype), w_mat[0], kw, stride[0], stride[1], out_hw[1], out)
+    else:   # few features: one long product (O, Q) @ Pᵀ (Q, N·L), on the axpy kernel's long rows
+        out = matmul_3d(w_mat, _im2col_t(x, kh, kw, stride, padding, out_hw, dtype)[None], 1)
         out = np.ascontiguousarray(np.swapaxes(out.reshape(o, n, positions), 0, 1))   # (O, N, L) -> (N, O, L)
     return out.reshape((n, o) + tuple(out_hw))
-
-
-GRAD_WEIGHT_BLOCK = 128     # columns of dw per task of _conv_grad_weight_fused
-FUSED_MIN_FEATURES = 256   # fewer features: the separate products win (measured, see _grad_input_numba)
 
 
 def _grad_weight_numba(x, grad_out, w_shape, stride, padding, out_hw, dtype, fused=None):
     o, c, kh, kw = w_shape
     n, positions, features = x.shape[0], out_hw[0] * out_hw[1], c * kh * kw
-    fused = features >= FUSED_MIN_FEATURES if fused is None else fused
-    if fused:
-        # dw (O, Q) = Σ_n g[n] (O, L) @ P[n] (L, Q), P packed block by block inside the kernel
+    if fused_pays(features, fused):
+        # dw (O, Q) = Σ_n g[n] (O, L) @ P[n] (L, Q), P packed block by block inside the kernel; an
+        # even number of column blocks, so that two threads share them evenly
         g = np.ascontiguousarray(grad_out, dtype=dtype).reshape(n, o, positions)
+        blocks = 2 * -(-features // (2 * GRAD_WEIGHT_BLOCK))
         dw = np.empty((o, features), dtype=dtype)
         with sized_for(grad_out.size * features):
-            _conv_grad_weight_fused(_nhwc(x, padding, dtype), g, kh, kw, stride[0], stride[1], out_hw[1],
-                                    GRAD_WEIGHT_BLOCK, dw)
-    else:
-        # few features: one product with all N·L positions as inner axis, on Pᵀ (Q, N·L)
+            _conv_grad_weight_fused(_nhwc(x, padding, dtype), g, kw, stride[0], stride[1], out_hw[1],
+                                    -(-features // blocks), dw)
+    else:   # few features: one product with all N·L positions as its inner axis, gᵀ (O, N·L) @ P
         g_t = np.ascontiguousarray(np.swapaxes(grad_out.reshape(n, o, positions), 0, 1), dtype=dtype)
-        cols = _im2col(x, kh, kw, stride, padding, out_hw, "columns", dtype)
+        cols = _im2col_t(x, kh, kw, stride, padding, out_hw, dtype)
         dw = matmul_3d(g_t.reshape(1, o, n * positions), cols.T[None], 1)
     return np.ascontiguousarray(np.transpose(dw.reshape(o, kh, kw, c), (0, 3, 1, 2)))
 
 
 def _panels(w_mat, dtype):
-    """w_mat (O, Q) cut into (K blocks, column blocks, AXPY_K_BLOCK, AXPY_COL_BLOCK + pad) panels:
-    the axpy strips' operand, packed once (rows padded by a cache line, see ``_matmul_axpy``)."""
+    """w_mat (O, Q) cut into (K blocks, column blocks, AXPY_K_BLOCK, width + pad) panels for the axpy
+    strips, packed once per call (rows one cache line longer, as in ``_matmul_axpy``)."""
     o, q = w_mat.shape
-    kb, cb = -(-o // AXPY_K_BLOCK), -(-q // AXPY_COL_BLOCK)
     width = min(AXPY_COL_BLOCK, q)
-    panels = np.zeros((kb, cb, AXPY_K_BLOCK, width + PAD_BYTES // np.dtype(dtype).itemsize), dtype=dtype)
-    for k in range(kb):
-        for j in range(cb):
+    panels = np.zeros((-(-o // AXPY_K_BLOCK), -(-q // width), AXPY_K_BLOCK, width + PAD_BYTES // w_mat.itemsize),
+                      dtype=dtype)
+    for k in range(panels.shape[0]):
+        for j in range(panels.shape[1]):
             block = w_mat[k * AXPY_K_BLOCK: (k + 1) * AXPY_K_BLOCK, j * width: (j + 1) * width]
             panels[k, j, :block.shape[0], :block.shape[1]] = block
     return panels
@@ -445,45 +416,48 @@ def _panels(w_mat, dtype):
 
 def _grad_input_numba(grad_out, w, x_shape, stride, padding, out_hw, dtype, fused=None):
     n, o = grad_out.shape[:2]
-    kh, kw = w.shape[2:]
-    positions, features = out_hw[0] * out_hw[1], w[0].size
-    fused = features >= FUSED_MIN_FEATURES if fused is None else fused
-    if not fused:
-        # few features: dP (N, L, Q) = g[n]ᵀ @ w_mat on the matmul kernels (g[n]ᵀ read as a view),
-        # then col2im adds each patch row back into dx
-        g_t = np.swapaxes(grad_out.reshape(n, o, positions), 1, 2)
-        return _col2im(matmul_3d(g_t, weight_rows(w, dtype), n), x_shape, kh, kw, stride, padding, out_hw, dtype)
-    # dP[n] (L, Q) = g[n]ᵀ (L, O) @ w_mat (O, Q), added back into dx (col2im) four rows at a time
-    g_rows = np.ascontiguousarray(np.swapaxes(grad_out.reshape(n, o, positions), 1, 2), dtype=dtype)
-    dx = np.empty(x_shape, dtype=dtype)
-    with sized_for(grad_out.size * features):
-        _conv_grad_input_fused(g_rows, _panels(weight_rows(w, dtype)[0], dtype), kh, kw, stride[0], stride[1],
-                               out_hw[1], padding[0], padding[1], dx)
-    return dx
+    kw = w.shape[3]
+    positions = out_hw[0] * out_hw[1]
+    w_mat = weight_rows(w, dtype)
+    if fused_pays(w[0].size, fused):
+        # dP[n] (L, Q) = g[n]ᵀ (L, O) @ w_mat (O, Q), added back into dx four rows at a time
+        g_rows = np.ascontiguousarray(np.swapaxes(grad_out.reshape(n, o, positions), 1, 2), dtype=dtype)
+        dx = np.empty(x_shape, dtype=dtype)
+        with sized_for(grad_out.size * w[0].size):
+            _conv_grad_input_fused(g_rows, _panels(w_mat[0], dtype), w.shape[2], kw, stride[0], stride[1], out_hw[1],
+                                   padding[0], padding[1], dx)
+        return dx
+    # few features: dP (N, L, Q) = g[n]ᵀ @ w_mat on the matmul kernels (g[n]ᵀ read as a view, no copy),
+    # then col2im adds each patch row back into dx
+    g_t = np.swapaxes(grad_out.reshape(n, o, positions), 1, 2)
+    return _col2im(matmul_3d(g_t, w_mat, n), x_shape, kw, stride, padding, out_hw, dtype)
 
 
 # ---------------------------------------------------------------------------- entries
 # Arguments come checked from conv.py: stride and padding are pairs, the dtypes already agree.
 
-def forward(x, w, stride, padding):
+# ``fused`` (True / False) overrides the choice between the fused kernels and separate passes
+# (``fused_pays``), so that the tests reach both paths with small shapes.
+
+def forward(x, w, stride, padding, fused=None):
     """conv2d of x (N, C, H, W) with w (O, C, kH, kW) -> (N, O, Ho, Wo)."""
     out_hw = _out_hw(x.shape, w.shape, stride, padding)
     if x.size == 0 or w.size == 0:
         return np.zeros((x.shape[0], w.shape[0]) + out_hw, dtype=x.dtype)
-    return _forward_numba(x, w, stride, padding, out_hw, x.dtype)
+    return _forward_numba(x, w, stride, padding, out_hw, x.dtype, fused)
 
 
-def grad_input(grad_out, w, x_shape, stride, padding):
+def grad_input(grad_out, w, x_shape, stride, padding, fused=None):
     """conv2d's input gradient, of shape ``x_shape``."""
     if grad_out.size == 0 or w.size == 0:
         return np.zeros(x_shape, dtype=w.dtype)
     out_hw = _out_hw(x_shape, w.shape, stride, padding)
-    return _grad_input_numba(grad_out, w, x_shape, stride, padding, out_hw, w.dtype)
+    return _grad_input_numba(grad_out, w, x_shape, stride, padding, out_hw, w.dtype, fused)
 
 
-def grad_weight(x, grad_out, w_shape, stride, padding):
+def grad_weight(x, grad_out, w_shape, stride, padding, fused=None):
     """conv2d's weight gradient, of shape ``w_shape``."""
     if x.size == 0 or grad_out.size == 0:
         return np.zeros(w_shape, dtype=x.dtype)
     out_hw = _out_hw(x.shape, w_shape, stride, padding)
-    return _grad_weight_numba(x, grad_out, w_shape, stride, padding, out_hw, x.dtype)
+    return _grad_weight_numba(x, grad_out, w_shape, stride, padding, out_hw, x.dtype, fused)
