@@ -74,6 +74,17 @@ def _from_nhwc(acc, ph, pw, wp, out):
 
 
 @njit(cache=True)
+def _run(q, q1, p, kw, sh, sw, wo, wp, channels):
+    """(start, count): features q .. q + count - 1 of patch p = (y, x), all within one kernel row i
+    and before q1, lie at start .. start + count - 1 of the flat padded channels-last image."""
+    run = kw * channels
+    i = q // run
+    offset = q - i * run
+    y, x = p // wo, p % wo
+    return ((y * sh + i) * wp + x * sw) * channels + offset, min(run - offset, q1 - q)
+
+
+@njit(cache=True)
 def _pack_patches(xh, kw, sh, sw, wo, p0, p1, q0, q1, dst):
     """dst[p - p0, q - q0] = P[p, q] for positions p0 <= p < p1 and features q0 <= q < q1 of one
     image, copied from its padded channels-last form ``xh`` (Hp, Wp, C).
@@ -88,17 +99,12 @@ def _pack_patches(xh, kw, sh, sw, wo, p0, p1, q0, q1, dst):
     - any block of P can be packed, so a product packs exactly the block it is about to read.
     """
     wp, channels = xh.shape[1], xh.shape[2]
-    run = kw * channels
     src = xh.reshape(-1)
     for p in range(p0, p1):
-        y, x = p // wo, p % wo
         row = dst[p - p0]
         q = q0
         while q < q1:
-            i = q // run
-            start = q - i * run
-            count = min(run - start, q1 - q)
-            at = ((y * sh + i) * wp + x * sw) * channels + start
+            at, count = _run(q, q1, p, kw, sh, sw, wo, wp, channels)
             seg, out = src[at: at + count], row[q - q0: q - q0 + count]
             for t in range(count):
                 out[t] = seg[t]
@@ -110,14 +116,9 @@ def _add_patch(acc, values, kw, sh, sw, wo, p, wp, channels, q0):
     """The adjoint of ``_pack_patches`` for one patch: acc[y·sh + i, x·sw + j, c] += values[q - q0]
     for the features q = (i, j, c) from q0 on of patch p = (y, x); ``acc`` is one padded
     channels-last image, flat. Contiguous runs again, so the additions are vectorised."""
-    run = kw * channels
-    y, x = p // wo, p % wo
     q, q1 = q0, q0 + values.shape[0]
     while q < q1:
-        i = q // run
-        start = q - i * run
-        count = min(run - start, q1 - q)
-        at = ((y * sh + i) * wp + x * sw) * channels + start
+        at, count = _run(q, q1, p, kw, sh, sw, wo, wp, channels)
         seg, src = acc[at: at + count], values[q - q0: q - q0 + count]
         for t in range(count):
             seg[t] += src[t]
