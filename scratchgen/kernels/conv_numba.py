@@ -17,8 +17,8 @@ the whole batch (``_im2col_columns``, ``_col2im_rows``) around one call of ``mat
 import numpy as np
 from numba import njit, prange
 
-from .matmul_numba import (AXPY_COL_BLOCK, AXPY_K_BLOCK, FASTMATH, PAD_BYTES, _axpy_row, _axpy_strip_4x4,
-                           _dot_block, choose_kernel, matmul_3d)
+from .matmul_numba import (AXPY_COL_BLOCK, AXPY_K_BLOCK, FASTMATH, PAD_BYTES, axpy_row, axpy_strip_4x4,
+                           dot_block, choose_kernel, matmul_3d)
 from .threads import sized_for
 
 FUSED_MIN_FEATURES = 256    # features per patch from which the fused kernels pay (measured, see below)
@@ -185,7 +185,7 @@ def _conv_forward_fused(xh, w_mat, kw, sh, sw, wo, out):
 
         for n in parallel:
             buf = P[n]                               (L, Q)     _pack_patches
-            out[n] += w_mat @ bufᵀ                   4x4 dot tiles, _dot_block
+            out[n] += w_mat @ bufᵀ                   4x4 dot tiles, dot_block
 
     Optimisations:
     - im2col inside the task: one image's patches (113 KB for the VQ-VAE's 3x3 layer on 64
@@ -199,7 +199,7 @@ def _conv_forward_fused(xh, w_mat, kw, sh, sw, wo, out):
     for n in prange(n_img):
         buf = np.empty((positions, features), dtype=out.dtype)
         _pack_patches(xh[n], kw, sh, sw, wo, 0, positions, 0, features, buf)
-        _dot_block(w_mat, buf, out[n], 0, o, 0, positions)
+        dot_block(w_mat, buf, out[n], 0, o, 0, positions)
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
@@ -212,7 +212,7 @@ def _conv_grad_input_fused(g_rows, panels, kh, kw, sh, sw, wo, ph, pw, dx):
         for n in parallel:
             acc = 0                                          padded channels-last image, flat
             for each column block [q0, q1) of Q, each strip of 4 positions p:
-                strip = g[n]ᵀ[p: p+4] @ w_mat[:, q0: q1]     _axpy_strip_4x4, K block by K block
+                strip = g[n]ᵀ[p: p+4] @ w_mat[:, q0: q1]     axpy_strip_4x4, K block by K block
                 add the strip's rows onto patches p .. p+3   _add_patch
             dx[n] = acc's interior, (C, H, W)                _from_nhwc
 
@@ -242,10 +242,10 @@ def _conv_grad_input_fused(g_rows, panels, kh, kw, sh, sw, wo, ph, pw, dx):
                     k0 = kb * k_block
                     kc, panel = min(k_block, o - k0), panels[kb, cb]
                     if rows == 4:
-                        _axpy_strip_4x4(a, p, k0, kc, width, panel, strip)
+                        axpy_strip_4x4(a, p, k0, kc, width, panel, strip)
                     else:
                         for r in range(rows):
-                            _axpy_row(a, p + r, k0, kc, width, panel, strip[r, :width])
+                            axpy_row(a, p + r, k0, kc, width, panel, strip[r, :width])
                 for r in range(rows):
                     _add_patch(acc, strip[r, :width], kw, sh, sw, wo, p + r, wp, channels, q0)
         _from_nhwc(acc, ph, pw, wp, dx[n])
@@ -260,7 +260,7 @@ def _conv_grad_weight_fused(xh, g, kw, sh, sw, wo, width_max, dw):
             for n in range(N):                               in order, on any number of threads
                 for each block [p0, p1) of positions:
                     panel = P[n][p0: p1, q0: q1]             _pack_patches
-                    acc[o: o+4] += g[n][o: o+4, p0: p1] @ panel     _axpy_strip_4x4
+                    acc[o: o+4] += g[n][o: o+4, p0: p1] @ panel     axpy_strip_4x4
             dw[:, q0: q1] = acc
 
     Optimisations:
@@ -286,9 +286,9 @@ def _conv_grad_weight_fused(xh, g, kw, sh, sw, wo, width_max, dw):
                 kc = min(AXPY_K_BLOCK, positions - p0)
                 _pack_patches(xh[n], kw, sh, sw, wo, p0, p0 + kc, q0, q0 + width, panel)
                 for i in range(0, o_end, 4):
-                    _axpy_strip_4x4(a, i, p0, kc, width, panel, acc[i // 4])
+                    axpy_strip_4x4(a, i, p0, kc, width, panel, acc[i // 4])
                 for i in range(o_end, o):
-                    _axpy_row(a, i, p0, kc, width, panel, acc[i // 4, i % 4, :width])
+                    axpy_row(a, i, p0, kc, width, panel, acc[i // 4, i % 4, :width])
         for i in range(o):
             row, src = dw[i, q0: q0 + width], acc[i // 4, i % 4]
             for t in range(width):

@@ -114,7 +114,7 @@ def _dot_edge(a, bt, c, i0, i1, j0, j1, k0, k1):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _dot_block(a, bt, c, i0, i1, j0, j1):
+def dot_block(a, bt, c, i0, i1, j0, j1):
     """c[i0:i1, j0:j1] += a[i0:i1] @ bt[j0:j1].T, in slices of the inner dimension."""
     kk = a.shape[1]
     k_block = K_BLOCK_BYTES // a.itemsize
@@ -160,11 +160,11 @@ def _matmul_dot(a, bt, out):
         j0 = (r % col_blocks) * COL_BLOCK
         a_b = a[b if a.shape[0] > 1 else 0]
         bt_b = bt[b if bt.shape[0] > 1 else 0]
-        _dot_block(a_b, bt_b, out[b], i0, min(i0 + ROW_BLOCK, n), j0, min(j0 + COL_BLOCK, m))
+        dot_block(a_b, bt_b, out[b], i0, min(i0 + ROW_BLOCK, n), j0, min(j0 + COL_BLOCK, m))
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _axpy_strip_4x4(a, i, k0, kc, width, panel, strip):
+def axpy_strip_4x4(a, i, k0, kc, width, panel, strip):
     """strip[:, :width] += a[i:i+4, k0:k0+kc] @ panel[:kc, :width], four output rows, four k at a time.
 
     ``panel`` (≥ kc, width + pad) is a packed block of b, ``strip`` (4, width + pad) four output
@@ -212,7 +212,7 @@ def _axpy_strip_4x4(a, i, k0, kc, width, panel, strip):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _axpy_row(a, i, k0, kc, width, panel, c_row):
+def axpy_row(a, i, k0, kc, width, panel, c_row):
     """c_row += a[i, k0:k0+kc] @ panel[:kc, :width], one row (the rows left over by the strips)."""
     a_row = a[i]
     for k in range(kc):
@@ -241,12 +241,12 @@ def _matmul_axpy(a, b, out):
                 panel = b[k0:k1, cols]                      (packed)
                 for i in row block, 4 at a time:
                     strip = out[i:i+4, cols]                (copied into a buffer)
-                    strip += a[i:i+4, k0:k1] @ panel        (_axpy_strip_4x4)
+                    strip += a[i:i+4, k0:k1] @ panel        (axpy_strip_4x4)
                     out[i:i+4, cols] = strip
 
     Optimisations:
     - "axpy" order (out row += number x b row) vectorises along the output row, so a short k
-      costs nothing extra (see ``_axpy_strip_4x4`` for the 4x4 register use);
+      costs nothing extra (see ``axpy_strip_4x4`` for the 4x4 register use);
     - packing: the block of b (AXPY_K_BLOCK x AXPY_COL_BLOCK, 256 KB in float32: half of the
       smallest L2 of the project's CPUs) is copied once per task into a contiguous panel whose rows
       are PAD_BYTES longer than the block. When b's rows are a power of two long (1024 floats =
@@ -282,10 +282,10 @@ def _matmul_axpy(a, b, out):
             _copy(b_z, k0, j0, kc, width, panel, 0, 0)               # pack b's block
             for i in range(i0, i_end, 4):
                 _copy(out_z, i, j0, 4, width, strip, 0, 0)           # 4 rows of out, in
-                _axpy_strip_4x4(a_z, i, k0, kc, width, panel, strip)
+                axpy_strip_4x4(a_z, i, k0, kc, width, panel, strip)
                 _copy(strip, 0, 0, 4, width, out_z, j0, i)           # and out again
             for i in range(i_end, i1):
-                _axpy_row(a_z, i, k0, kc, width, panel, out_z[i, j0:j1])
+                axpy_row(a_z, i, k0, kc, width, panel, out_z[i, j0:j1])
 
 
 # ---------------------------------------------------------------------------- choice and entry
