@@ -113,30 +113,56 @@ def _torch_dcgan(torch):
 
 
 def _torch_vqvae(torch):
-    """The mnist preset's autoencoder (channels 64, K = 64 codewords of size 16, 28 -> 7x7 codes)."""
+    """The mnist preset's autoencoder step (scratchgen/models/vqvae.py with blocks.py): two 4x4
+    stride-2 convolutions and a 3x3 one (64 channels), two residual blocks (ReLU, 3x3 conv to 32
+    channels, ReLU, 1x1 conv back, skip) and a ReLU, a 1x1 convolution to D = 16; K = 64 codewords
+    moved by moving averages (decay 0.99), commitment loss β = 0.25; the decoder mirrors the encoder
+    with two 4x4 stride-2 transposed convolutions. Adam, lr 1e-3, batch 128."""
     nn, F = torch.nn, torch.nn.functional
-    C, D, K = 64, 16, 64
-    enc = nn.Sequential(nn.Conv2d(1, C, 3, 2, 1), nn.ReLU(), nn.Conv2d(C, C, 3, 2, 1), nn.ReLU(),
-                        nn.Conv2d(C, C, 3, padding=1), nn.ReLU(), nn.Conv2d(C, D, 1))
-    dec = nn.Sequential(nn.Conv2d(D, C, 3, padding=1), nn.ReLU(),
-                        nn.ConvTranspose2d(C, C, 3, 2, 1, output_padding=1), nn.ReLU(),
-                        nn.ConvTranspose2d(C, 1, 3, 2, 1, output_padding=1))
-    codebook = nn.Parameter(torch.rand(K, D) * 2 / K - 1 / K)
-    params = [*enc.parameters(), *dec.parameters(), codebook]
+    C, R, D, K, beta, decay = 64, 32, 16, 64, 0.25, 0.99
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv3, self.conv1 = nn.Conv2d(C, R, 3, padding=1), nn.Conv2d(R, C, 1)
+
+        def forward(self, x):
+            return x + self.conv1(F.relu(self.conv3(F.relu(x))))
+
+    def stack():
+        return [Residual(), Residual(), nn.ReLU()]
+
+    enc = nn.Sequential(nn.Conv2d(1, C, 4, 2, 1), nn.ReLU(), nn.Conv2d(C, C, 4, 2, 1), nn.ReLU(),
+                        nn.Conv2d(C, C, 3, padding=1), *stack(), nn.Conv2d(C, D, 1))
+    dec = nn.Sequential(nn.Conv2d(D, C, 3, padding=1), *stack(),
+                        nn.ConvTranspose2d(C, C, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(C, 1, 4, 2, 1))
+    params = [*enc.parameters(), *dec.parameters()]     # the codebook is a buffer (moving averages)
     opt = torch.optim.Adam(params, lr=1e-3)
     x = torch.rand(128, 1, 28, 28)
+    with torch.no_grad():                               # codewords start on encoder outputs (init="data")
+        first = enc(x).permute(0, 2, 3, 1).reshape(-1, D)
+        codebook = first[torch.randperm(len(first))[:K]].clone()
+    count, total = torch.ones(K), codebook.clone()
 
     def step():
         z_e = enc(x)                                                   # (N, D, 7, 7)
-        flat = z_e.permute(0, 2, 3, 1).reshape(-1, D)
-        k = torch.cdist(flat.detach(), codebook.detach()).argmin(1)
+        flat = z_e.detach().permute(0, 2, 3, 1).reshape(-1, D)
+        dist = (flat * flat).sum(1, keepdim=True) - 2 * flat @ codebook.T + (codebook * codebook).sum(1)
+        k = dist.argmin(1)
         e = codebook[k].reshape(z_e.shape[0], 7, 7, D).permute(0, 3, 1, 2)
-        z_q = z_e + (e - z_e).detach()                                 # straight-through
-        loss = (F.mse_loss(dec(z_q), x) + F.mse_loss(e, z_e.detach())
-                + 0.25 * F.mse_loss(z_e, e.detach()))
+        used = torch.bincount(k, minlength=K).float()                  # moving averages, then e_k = s_k / n_k
+        count.mul_(decay).add_(used, alpha=1 - decay)
+        total.mul_(decay).add_(torch.zeros_like(total).index_add_(0, k, flat), alpha=1 - decay)
+        codebook.copy_(total / count[:, None])
+        p = used[used > 0] / len(k)
+        terms = [F.mse_loss(e, z_e.detach()), torch.exp(-(p * p.log()).sum())]   # logged: codebook loss, perplexity
+        commitment = F.mse_loss(z_e, e)
+        recon = F.mse_loss(dec(z_e + (e - z_e).detach()), x)          # straight-through
+        loss = recon + beta * commitment
         opt.zero_grad()
         loss.backward()
         opt.step()
+        return [loss.item(), recon.item(), commitment.item()] + [t.item() for t in terms]
     return step, params
 
 
