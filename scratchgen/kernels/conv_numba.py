@@ -22,7 +22,7 @@ from .matmul_numba import (AXPY_COL_BLOCK, AXPY_K_BLOCK, FASTMATH, PAD_BYTES, ax
 from .threads import sized_for
 
 FUSED_MIN_FEATURES = 256    # features per patch from which the fused kernels pay (measured, see below)
-GRAD_WEIGHT_BLOCK = 128     # columns of dw per task of _conv_grad_weight_fused, at most
+GRAD_WEIGHT_BLOCK = AXPY_COL_BLOCK   # columns of dw per task of _conv_grad_weight_fused, at most (see fused_pays)
 
 
 def _out_hw(x_shape, w_shape, stride, padding):
@@ -359,7 +359,9 @@ def fused_pays(features, fused=None):
     Measured (one thread, CPU time, Zen 4, load 3-4), input gradient and weight gradient, ms,
     separate passes / fused: Q = 576 (3x3 on 64 channels, (128, 64, 7, 7)) 9.3 / 8.0 and
     10.5 / 8.5; Q = 144 (3x3 on 16 channels) 2.6 / 2.5 and 2.5 / 2.5; Q = 128 (1x1 on 128) 6.0 / 6.3
-    and 4.2 / 4.9; Q = 16 (4x4 on one channel) 2.0 / 5.3 and 1.4 / 3.8. With few features the
+    and 4.2 / 4.9; Q = 16 (4x4 on one channel) 2.0 / 5.3 and 1.4 / 3.8. The weight gradient's column
+    blocks are AXPY_COL_BLOCK (512) wide at most: 64, 128, 256 and 512 took 19.4, 14.8, 12.3 and 10.9 ms
+    for the VQ-VAE's 4x4 layer on (128, 64, 14, 14) (longer rows for the strips). With few features the
     fused kernels' rows (Q numbers) are too short for the axpy strips' vector loop, while the
     separate products run along N·L. ``fused`` True/False overrides the rule (the tests use it).
     """
