@@ -4,6 +4,7 @@
     python -m scratchgen.bench --only matmul    # every product the presets compute, vs np.matmul
     python -m scratchgen.bench --only conv      # every conv layer of DCGAN and VQ-VAE, vs PyTorch
     python -m scratchgen.bench --only steps     # whole training steps, vs PyTorch
+    python -m scratchgen.bench --only epoch     # a whole VAE epoch, vs the same training in PyTorch
     python -m scratchgen.bench --only memory    # resident memory over 1,000 steps
     python -m scratchgen.bench --only coldstart # Numba compile time from an empty cache, then again
 
@@ -35,7 +36,7 @@ from .kernels import layouts as _layouts  # noqa: E402
 from .kernels import matmul as _matmul  # noqa: E402
 from .kernels import matmul_numba as _matmul_numba  # noqa: E402
 
-SECTIONS = ("matmul", "conv", "autograd", "steps", "memory", "coldstart")
+SECTIONS = ("matmul", "conv", "autograd", "steps", "epoch", "memory", "coldstart")
 
 
 # ---------------------------------------------------------------------------- timing
@@ -273,6 +274,14 @@ def main(argv=None):
         say("", f"training steps ({args.steps} per process, {args.rounds} alternating rounds)",
             *format_rows(bench_steps(args.rounds, threads, steps=args.steps, torch=python is not None)),
             _load())
+    if "epoch" in sections:
+        from .bench_epochs import bench_epochs, format_rows as epoch_rows
+        if not os.environ.get("SCRATCHGEN_DATA"):
+            say("", "whole epochs: skipped, they read MNIST: set SCRATCHGEN_DATA to the folder holding mnist/")
+        else:
+            say("", "whole epochs: `scratchgen train vae --preset pytorch-examples` and the same training in PyTorch "
+                    f"(pytorch/examples vae/main.py), 1 epoch per process, {args.rounds} alternating rounds",
+                *epoch_rows(bench_epochs(args.rounds, threads, python=python)), _load())
     if "memory" in sections:
         from .bench_steps import bench_steps, format_rows
         say("", f"memory: peak resident set, and growth over {args.memory_steps} further steps (1 thread)",

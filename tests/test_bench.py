@@ -66,3 +66,19 @@ def test_compile_stats_count_a_new_compilation_and_not_a_second_call():
     twice(2.0)
     assert middle["signatures"] == before["signatures"] + 1 and middle["seconds"] > before["seconds"]
     assert compile_stats() == middle
+
+
+def test_bench_only_epoch_prints_seconds_per_epoch_and_their_ratio(capsys, monkeypatch):
+    def fake(rounds, threads, python=None):
+        ours = [{"train_s": [4.0], "wall_s": 9.0}, {"train_s": [6.0], "wall_s": 11.0}]
+        theirs = [{"train_s": [4.0], "test_s": [0.5], "wall_s": 6.0}] * 2
+        return [{"threads": t, "scratchgen": ours, "torch": theirs if t == 1 else None} for t in threads]
+    monkeypatch.setattr("scratchgen.bench_epochs.bench_epochs", fake)
+    monkeypatch.setenv("SCRATCHGEN_DATA", "/nowhere")
+    assert bench.main(["--only", "epoch", "--threads", "1,2", "--no-torch"]) == 0
+    out = capsys.readouterr().out
+    assert "4.00 / 5.00" in out and "  1.25  " in out and "6.0 / 10.0" in out     # medians, ratio 5/4
+    assert "- / 5.00" in out                                                      # no PyTorch on 2 threads
+    monkeypatch.delenv("SCRATCHGEN_DATA")
+    assert bench.main(["--only", "epoch", "--no-torch"]) == 0
+    assert "skipped, they read MNIST" in capsys.readouterr().out
