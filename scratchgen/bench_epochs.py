@@ -123,11 +123,9 @@ def run_epochs(library, threads, epochs=1, python=None):
     """One process of ``library`` for ``epochs`` epochs on ``threads`` threads: its result, plus
     ``wall_s``, the whole process's wall time."""
     from .bench_steps import thread_env
-    if library == "torch":
-        cmd = [python, "-P", os.path.abspath(__file__), "--worker", "torch"]
-    else:
-        cmd = [sys.executable, "-m", "scratchgen.bench_epochs", "--worker", "scratchgen"]
-    cmd += ["--threads", str(threads), "--epochs", str(epochs)]
+    where = [python, "-P", os.path.abspath(__file__)] if library == "torch" else \
+        [sys.executable, "-m", "scratchgen.bench_epochs"]
+    cmd = where + [json.dumps({"library": library, "threads": threads, "epochs": epochs})]
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, env=thread_env(threads), timeout=3600)
     wall = time.perf_counter() - start
@@ -176,16 +174,12 @@ def format_rows(rows):
 
 
 def _main(argv=None):
-    import argparse
-    parser = argparse.ArgumentParser(prog="python -m scratchgen.bench_epochs")
-    parser.add_argument("--worker", choices=("scratchgen", "torch"), required=True)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--epochs", type=int, default=1)
-    args = parser.parse_args(argv)
-    if args.worker == "torch":
-        result = torch_vae_epochs(os.environ["SCRATCHGEN_DATA"], args.epochs, args.threads)
+    """The worker: one JSON payload {"library", "threads", "epochs"} in, one JSON result out."""
+    job = json.loads((argv or sys.argv[1:])[0])
+    if job["library"] == "torch":
+        result = torch_vae_epochs(os.environ["SCRATCHGEN_DATA"], job["epochs"], job["threads"])
     else:
-        result = scratchgen_vae_epochs(args.epochs)
+        result = scratchgen_vae_epochs(job["epochs"])
     print(json.dumps(result))
     return 0
 

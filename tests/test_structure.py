@@ -50,8 +50,8 @@ LAYERS = [
     ("models", ["scratchgen.models"]),
     ("command line, configuration, labs, exercises, benchmarks",
      ["scratchgen.training.config", "scratchgen.training.export", "scratchgen.cli", "scratchgen.__main__",
-      "scratchgen.bench", "scratchgen.bench_steps", "scratchgen.bench_presets", "scratchgen.labs",
-      "scratchgen.exercises"]),
+      "scratchgen.bench", "scratchgen.bench_steps", "scratchgen.bench_presets", "scratchgen.bench_epochs",
+      "scratchgen.labs", "scratchgen.exercises"]),
 ]
 
 
