@@ -174,3 +174,20 @@ def test_classifier_trains_on_digits8_and_survives_a_round_trip(tmp_path):
     assert sum(r["class_histogram"]) == len(test) and r["classes_covered"] == 10
     with pytest.raises(ValueError, match=r"\(x \+ 1\) / 2"):
         again.predict(2 * test.data - 1)
+
+
+def test_random_shifts_move_each_image_by_its_own_offset_and_fill_the_border_with_zeros():
+    from scratchgen.evaluation.classifier import random_shifts
+    x = np.random.default_rng(0).random((40, 2, 5, 6)).astype(np.float32) + 1  # no zeros inside
+    moved = random_shifts(x, 2, np.random.default_rng(1))
+    assert moved.shape == x.shape and moved.dtype == x.dtype
+    offsets = set()
+    for a, b in zip(x, moved):
+        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if np.array_equal(np.roll(a, (dy, dx), axis=(1, 2))[:, max(dy, 0):5 + min(dy, 0), max(dx, 0):6 + min(dx, 0)],
+                                   b[:, max(dy, 0):5 + min(dy, 0), max(dx, 0):6 + min(dx, 0)])
+                 and (b == 0).sum() == 2 * (abs(dy) * 6 + abs(dx) * 5 - abs(dy * dx))]
+        assert len(found) == 1
+        offsets.add(found[0])
+    assert len(offsets) > 10  # each image its own offset
+    np.testing.assert_array_equal(random_shifts(x, 0, np.random.default_rng(1)), x)

@@ -126,10 +126,26 @@ class Classifier:
         return float((self.predict(x, batch_size) == np.asarray(y)).mean())
 
 
+def random_shifts(x, shift, rng):
+    """Each image of x (N, C, H, W) moved by its own random whole-pixel offset (dy, dx), each uniform
+    in [-shift, shift], the uncovered border filled with 0 (the background of MNIST in [0, 1])."""
+    if shift <= 0:
+        return x
+    n, _, h, w = x.shape
+    padded = np.pad(x, ((0, 0), (0, 0), (shift, shift), (shift, shift)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (h, w), axis=(2, 3))  # (N, C, 2s+1, 2s+1, H, W)
+    dy, dx = rng.integers(0, 2 * shift + 1, size=(2, n))
+    return np.ascontiguousarray(windows[np.arange(n), :, dy, dx])
+
+
 def train_classifier(train_set, test_set=None, *, num_classes=None, hidden=(256, 256), epochs=5,
-                     batch_size=128, lr=1e-3, seed=0, log=None, kind="mlp"):
+                     batch_size=128, lr=1e-3, seed=0, log=None, kind="mlp", shift=0, decay=False):
     """Train an :class:`MLPClassifier` (or ``kind="conv"``: a :class:`ConvClassifier`) on an
     ``ArrayDataset`` with labels; returns a :class:`Classifier`.
+
+    ``shift`` > 0 trains on copies moved by up to that many pixels (:func:`random_shifts`, a new
+    offset per image and step); ``decay`` lowers the learning rate along a half cosine from ``lr``
+    to 0 over the training. Together they take the conv classifier from 98.9% to above 99%.
 
     Runs inside :func:`~scratchgen.training.trainer.isolated_rng`, so it neither depends on nor
     disturbs the caller's random stream. ``test_accuracy`` is filled in when ``test_set`` is given.
@@ -143,10 +159,15 @@ def train_classifier(train_set, test_set=None, *, num_classes=None, hidden=(256,
         opt = optim.Adam(net.parameters(), lr=lr)
         loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, seed=seed)
         net.train()
+        rng = np.random.default_rng(seed)
+        steps, step = epochs * len(loader), 0
         for epoch in range(epochs):
             total = 0.0
             for x, y in loader.iter_epoch(epoch):
-                loss = F.cross_entropy(net(Tensor(x)), y)
+                if decay:
+                    opt.lr = lr * 0.5 * (1 + np.cos(np.pi * step / steps))
+                step += 1
+                loss = F.cross_entropy(net(Tensor(random_shifts(x, shift, rng))), y)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -159,8 +180,8 @@ def train_classifier(train_set, test_set=None, *, num_classes=None, hidden=(256,
     return clf
 
 
-def default_path(dataset, hidden=(256, 256), epochs=5, seed=0, kind="mlp"):
-    tag = f"{dataset}-{kind}{'x'.join(map(str, hidden))}-e{epochs}-seed{seed}"
+def default_path(dataset, hidden=(256, 256), epochs=5, seed=0, kind="mlp", recipe=""):
+    tag = f"{dataset}-{kind}{'x'.join(map(str, hidden))}-e{epochs}{recipe}-seed{seed}"
     return default_cache_dir() / "classifiers" / f"{tag}.npz"
 
 
@@ -184,20 +205,25 @@ def load_classifier(path):
                       meta.get("test_accuracy"), meta, kind)
 
 
-CONV_EPOCHS = 6
+# how each kind is trained when nothing else is asked for: the conv classifier sees images shifted by
+# up to 2 pixels and a cosine-decayed learning rate (98.9% on the MNIST test split without them)
+RECIPES = {"mlp": dict(epochs=5, shift=0, decay=False), "conv": dict(epochs=8, shift=2, decay=True)}
 
 
 def load_or_train(dataset="mnist", *, data_dir=None, path=None, hidden=None, epochs=None, seed=0,
                   log=print, kind="mlp"):
     """The cached classifier for ``dataset``, training (and caching) it on the train split first if
-    there is none. Its ``test_accuracy`` is measured on the test split. Defaults: ``kind="mlp"``
-    hidden (256, 256), 5 epochs; ``kind="conv"`` sizes (32, 64, 128), 6 epochs."""
+    there is none. Its ``test_accuracy`` is measured on the test split. Defaults (:data:`RECIPES`):
+    ``kind="mlp"`` hidden (256, 256), 5 epochs; ``kind="conv"`` sizes (32, 64, 128), 8 epochs on
+    images shifted by up to 2 pixels, learning rate on a half cosine."""
     hidden = tuple(hidden) if hidden else DEFAULT_SIZES[kind]
-    epochs = epochs or (CONV_EPOCHS if kind == "conv" else 5)
+    recipe = dict(RECIPES[kind], **({"epochs": epochs} if epochs else {}))
+    epochs = recipe["epochs"]
+    tag = (f"-shift{recipe['shift']}" if recipe["shift"] else "") + ("-cosine" if recipe["decay"] else "")
     if dataset not in DATASETS or DATASETS[dataset].num_classes is None:
         labelled = sorted(k for k, v in DATASETS.items() if v.num_classes and len(v.shape) == 3)
         raise ValueError(f"no labelled image dataset {dataset!r}; a classifier can be trained on {labelled}")
-    path = Path(path) if path else default_path(dataset, hidden, epochs, seed, kind)
+    path = Path(path) if path else default_path(dataset, hidden, epochs, seed, kind, tag)
     if path.is_file():
         return load_classifier(path)
     if log:
@@ -205,8 +231,10 @@ def load_or_train(dataset="mnist", *, data_dir=None, path=None, hidden=None, epo
     train = load(dataset, "train", data_dir=data_dir, scale="01")
     test = load(dataset, "test", data_dir=data_dir, scale="01")
     clf = train_classifier(train, test, num_classes=DATASETS[dataset].num_classes, hidden=hidden,
-                           epochs=epochs, seed=seed, log=log, kind=kind)
-    clf.meta.update(epochs=epochs, seed=seed, train_examples=len(train), test_examples=len(test),
+                           epochs=epochs, seed=seed, log=log, kind=kind, shift=recipe["shift"],
+                           decay=recipe["decay"])
+    clf.meta.update(epochs=epochs, seed=seed, shift=recipe["shift"], cosine_decay=recipe["decay"],
+                    train_examples=len(train), test_examples=len(test),
                     train_sha256=hashlib.sha256(train.data.tobytes()).hexdigest()[:16])
     save_classifier(clf, path)
     if log:
