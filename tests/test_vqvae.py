@@ -424,3 +424,24 @@ def test_class_conditional_prior_and_the_made_comparison():
         model.prior_step(x)
     with pytest.raises(ValueError, match="prior-conditional"):
         make(prior_conditional=1, prior="made")
+
+
+def test_eval_scores_samples_of_the_comparison_made_with_the_same_instrument(monkeypatch):
+    from scratchgen.evaluation import sample_quality
+    model = make(compare_made=1, epochs=1, eval_samples=4)
+    drawn = {}
+
+    def fake_quality(experiment, data, n=10000, sample=None):  # records which prior drew the codes
+        calls = []
+        real = model.prior.sample
+        monkeypatch.setattr(model.prior, "sample", lambda *a, **k: calls.append("pixelcnn") or real(*a, **k))
+        images = (sample or experiment.sample)(n)
+        monkeypatch.setattr(model.prior, "sample", real)
+        drawn["made" if sample else "prior"] = calls
+        return {"conv_precision": float(len(images)), "frechet_distance": 0.0}
+
+    monkeypatch.setattr(sample_quality, "experiment_sample_quality", fake_quality)
+    out = model.report(load("digits8", "val"), "test")
+    assert drawn == {"prior": ["pixelcnn"], "made": []}  # the MADE's samples did not come from the PixelCNN
+    assert out["conv_precision"] == out["made_conv_precision"] == 4.0
+    assert "made_frechet_distance" not in out  # only the conv instrument's keys are repeated

@@ -440,7 +440,9 @@ class VQVAE(Experiment):
         With ``--likelihood bernoulli`` on binary data: ``recon_nats_per_image`` = -log p(x | z_q) and the
         bound ``bound_nats`` = -log p(x | z_q) - log p(z_q) >= -log p(x) (the one-hot posterior has zero
         entropy). For labelled image data, the sample-quality report of
-        :func:`scratchgen.evaluation.sample_quality.sample_quality` on 10,000 samples."""
+        :func:`scratchgen.evaluation.sample_quality.sample_quality` on 10,000 samples; with
+        ``--compare-made 1``, the ``conv_`` keys also for samples whose codes the MADE drew
+        (``made_conv_precision``, ...: which prior makes better images from the same decoder)."""
         out = {f"{split}_{k}": v for k, v in self.evaluate(data).items()}
         x = data[:][0]
         out[f"{split}_mse_data_mean"] = float(((x - x.mean(axis=0)) ** 2).mean())
@@ -455,6 +457,10 @@ class VQVAE(Experiment):
             out[f"{split}_bound_nats"] = out[f"{split}_recon_nats_per_image"] + nats
         from ..evaluation.sample_quality import experiment_sample_quality
         out.update(experiment_sample_quality(self, data, n=self.opts["eval_samples"]))
+        if self.made and not self.conditional:  # the same decoder, codes from the comparison MADE instead
+            made = experiment_sample_quality(self, data, n=self.opts["eval_samples"],
+                                             sample=lambda n: self._sample_from(self.made, n))
+            out.update({f"made_{k}": v for k, v in made.items() if k.startswith("conv_")})
         return out
 
     # ---- using the model
@@ -486,8 +492,11 @@ class VQVAE(Experiment):
         labels = None
         if self.conditional:
             labels = np.full(n, label, np.int64) if label is not None else np.arange(n) % self.info.num_classes
-        self.prior.eval()
-        flat = self.prior.sample(n, labels, self.opts["temperature"])
+        return self._sample_from(self.prior, n, labels)
+
+    def _sample_from(self, prior, n, labels=None):
+        prior.eval()
+        flat = prior.sample(n, labels, self.opts["temperature"])
         return self.decode([c.reshape(n, h, w) for c, (h, w) in zip(flat, self.net.grids)])
 
     # ---- state
