@@ -256,3 +256,12 @@ def test_a_term_left_out_of_some_steps_is_averaged_over_the_steps_that_reported_
     assert restored.means() == m.means()
     old = Means({"sums": {"loss": 40.0}, "count": 20})  # a checkpoint from before per-term counts
     assert old.means() == {"loss": 2.0}
+
+
+def test_seconds_per_iteration_is_not_fooled_by_an_interval_cut_short_by_a_resume():
+    from scratchgen.training.metrics import seconds_per_iteration
+    rows = [{"kind": "step", "step": str(s), "seconds": "5.0"} for s in range(50, 401, 50)]  # 0.1 s a step
+    rows[3]["seconds"] = "1.0"  # a resume in the middle of that interval: its time covers a few steps only
+    rows += [{"kind": "epoch", "step": "200", "seconds": "20.0"}, {"kind": "epoch", "step": "400", "seconds": "3.0"}]
+    assert seconds_per_iteration(rows) == pytest.approx(0.1)
+    assert seconds_per_iteration(rows[-2:]) == pytest.approx((0.1 + 0.015) / 2)  # few step rows: from epochs

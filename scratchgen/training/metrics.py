@@ -143,8 +143,14 @@ def seconds_per_epoch(rows):
 
 def seconds_per_iteration(rows):
     """Median training time of one step (one ``train_step`` call: for a GAN one discriminator step and,
-    every ``--d-steps``, a generator step), from the epoch rows."""
-    steps, secs = column(rows, "seconds", "epoch")
+    every ``--d-steps``, a generator step), from the step rows (time since the previous row over the
+    steps since it), or from the epoch rows if there are fewer than three step rows.
+
+    NOTE: an interval cut by a resume covers fewer steps in its time than its step count says (and an
+    epoch row of a resumed epoch likewise): with many step rows, the median is not moved by them."""
+    steps, secs = column(rows, "seconds", "step")
+    if len(steps) < 3:
+        steps, secs = column(rows, "seconds", "epoch")
     per = [s / (b - a) for s, a, b in zip(secs, [0] + steps, steps) if b > a]
     return median(per) if per else None
 
