@@ -231,10 +231,12 @@ class VQVAE(Experiment):
                         data="digits8", epochs=16, batch_size=32, lr=3e-3, channels=32, res_channels=16, res_blocks=2,
                         codebook_size=32, code_dim=8, downsample=1, prior_fraction=0.5, prior_channels=32,
                         prior_layers=3, prior_embed=8),
-        "mnist": dict(help="MNIST: 7x7 codes from 64 codewords of size 16, 64 channels, 2 residual blocks, EMA "
-                           "codebook; a 6-layer gated PixelCNN prior (and a MADE beside it); 6 epochs, 2 fit the prior",
-                      data="mnist", epochs=6, batch_size=128, lr=1e-3, channels=64, res_channels=32, res_blocks=2,
-                      codebook_size=64, code_dim=16, downsample=2, codebook_update="ema", prior_fraction=1 / 3,
+        "mnist": dict(help="MNIST: 7x7 codes from 256 codewords of size 16, 64 channels, 2 residual blocks, EMA "
+                           "codebook with dead-code restarts; a 6-layer gated PixelCNN prior (and a MADE beside it); "
+                           "9 epochs, the last 3 fit the prior",
+                      data="mnist", epochs=9, batch_size=128, lr=1e-3, channels=64, res_channels=32, res_blocks=2,
+                      codebook_size=256, code_dim=16, downsample=2, codebook_update="ema", restart_threshold=0.1,
+                      prior_fraction=1 / 3,
                       prior_channels=64, prior_layers=6, prior_embed=16, prior_hidden=[512], compare_made=1),
     }
     monitor = None  # best.npz = latest: the two phases optimise different things
@@ -548,7 +550,7 @@ class VQVAE2(VQVAE):
                                                        "codewords each; 16 epochs, seconds each"),
         "mnist": dict(VQVAE.presets["mnist"], downsample=1, channels=32, res_channels=16, prior_channels=32,
                       prior_layers=6, compare_made=0,
-                      help="MNIST: 7x7 top and 14x14 bottom codes from 64 codewords of size 16, 32 channels, EMA "
-                           "codebooks; gated PixelCNN priors p(top), p(bottom | top) of 6 layers, 32 channels; "
-                           "6 epochs, 2 fit the priors"),
+                      help="MNIST: 7x7 top and 14x14 bottom codes from 256 codewords of size 16 each, 32 channels, "
+                           "EMA codebooks with dead-code restarts; gated PixelCNN priors p(top), p(bottom | top) of 6 "
+                           "layers, 32 channels; 9 epochs, the last 3 fit the priors"),
     }
