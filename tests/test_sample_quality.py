@@ -25,13 +25,6 @@ def test_knn_radii_and_coverage_match_a_brute_force_count():
         sq.knn_radii(a[:3], 3)
 
 
-def blur(x):
-    """3x3 box blur with edge padding, per image (N, 1, H, W)."""
-    p = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
-    h, w = x.shape[2:]
-    return sum(p[:, :, i:i + h, j:j + w] for i in range(3) for j in range(3)) / 9
-
-
 @pytest.fixture(scope="module")
 def instrument():
     train, test = load("digits8", "train"), load("digits8", "test")
@@ -49,14 +42,9 @@ def test_the_conv_classifier_learns_digits(instrument):
 
 def test_degraded_images_score_worse_than_real_ones_on_the_measure_meant_to_catch_them(instrument):
     conv, mlp, train, test = instrument
-    reference, real = train.data, test.data  # "generated" sets are copies of held-out real digits
-    rng = np.random.default_rng(0)
-    scores = {"real": sq.image_quality(real, reference, conv, mlp),
-              "blurred": sq.image_quality(blur(blur(real)), reference, conv, mlp),
-              "noised": sq.image_quality(np.clip(real + rng.uniform(-0.5, 0.5, real.shape), 0, 1).astype(np.float32),
-                                         reference, conv, mlp)}
-    few = real[test.targets < 3]  # class collapse: only 0, 1 and 2, as many images as real
-    scores["collapsed"] = sq.image_quality(few[rng.integers(0, len(few), len(real))], reference, conv, mlp)
+    reference = train.data  # the "generated" sets are held-out real digits and damaged copies of them
+    scores = {name: sq.image_quality(images, reference, conv, mlp)
+              for name, images in sq.degraded_copies(test.data, test.targets).items()}
     r = scores["real"]
     assert r["conv_precision"] > 0.8 and r["conv_recall"] > 0.8 and r["conv_classes_covered"] == 10
     for name in ("blurred", "noised"):  # fidelity: precision, confidence, Fréchet distance
