@@ -560,3 +560,12 @@ def test_sigmoid_and_softplus_are_accurate_to_a_few_ulps_everywhere(dtype):
         assert ulps.max() <= 4, (name, ulps.max())
     assert sig.dtype == out.dtype == dtype
     np.testing.assert_array_equal(x.grad, sig)  # softplus' = sigmoid, computed by Tensor.sigmoid
+
+
+def test_the_channels_last_scratch_image_is_rewritten_on_reuse_and_keeps_a_zero_border():
+    # _nhwc reuses one buffer per shape: its interior must be the new input, its border still zero
+    for seed in (8, 9):
+        x = rng_array((2, 3, 4, 5), np.float32, seed, "transposed")
+        xh = conv_numba._nhwc(x, (1, 2), np.float32)
+        expected = np.pad(x, ((0, 0), (0, 0), (1, 1), (2, 2))).transpose(0, 2, 3, 1)
+        np.testing.assert_array_equal(xh, expected)
