@@ -21,8 +21,9 @@ Thread settings, the same budget for both: T threads means ``NUMBA_NUM_THREADS``
 with ``OMP_NUM_THREADS`` = T for PyTorch (its defaults otherwise).
 
 The PyTorch networks below are written to match scratchgen's presets layer for layer; each twin
-is checked to have the same number of parameters as the preset's network, and a preset whose
-architecture has changed since is reported as having no twin rather than compared with the
+is checked to have the same number of parameters as the preset's network (the VQ-VAE's also the
+preset options it copies, ``VQVAE_TWIN``: its codebook is a buffer, not a parameter), and a preset
+whose architecture has changed since is reported as having no twin rather than compared with the
 wrong network. PyTorch is never imported unless it is installed.
 """
 import json
@@ -112,14 +113,23 @@ def _torch_dcgan(torch):
     return step, [*G.parameters(), *D.parameters()]
 
 
+# the options of the vqvae preset that its twin copies (checked: a changed preset has no twin)
+VQVAE_TWIN = {"codebook_size": 256, "code_dim": 16, "channels": 64, "res_channels": 32, "res_blocks": 2,
+              "downsample": 2, "codebook_update": "ema", "ema_decay": 0.99, "beta": 0.25, "restart_threshold": 0.1,
+              "codebook_init": "data", "likelihood": "gaussian", "arch": "residual"}
+
+
 def _torch_vqvae(torch):
     """The mnist preset's autoencoder step (scratchgen/models/vqvae.py with blocks.py): two 4x4
     stride-2 convolutions and a 3x3 one (64 channels), two residual blocks (ReLU, 3x3 conv to 32
-    channels, ReLU, 1x1 conv back, skip) and a ReLU, a 1x1 convolution to D = 16; K = 64 codewords
-    moved by moving averages (decay 0.99), commitment loss β = 0.25; the decoder mirrors the encoder
-    with two 4x4 stride-2 transposed convolutions. Adam, lr 1e-3, batch 128."""
+    channels, ReLU, 1x1 conv back, skip) and a ReLU, a 1x1 convolution to D = 16; K = 256 codewords
+    moved by moving averages (decay 0.99) with dead-code restarts (usage below 0.1/K), commitment
+    loss β = 0.25; the decoder mirrors the encoder with two 4x4 stride-2 transposed convolutions.
+    Adam, lr 1e-3, batch 128."""
     nn, F = torch.nn, torch.nn.functional
-    C, R, D, K, beta, decay = 64, 32, 16, 64, 0.25, 0.99
+    o = VQVAE_TWIN
+    C, R, D, K = o["channels"], o["res_channels"], o["code_dim"], o["codebook_size"]
+    beta, decay, threshold = o["beta"], o["ema_decay"], o["restart_threshold"]
 
     class Residual(nn.Module):
         def __init__(self):
@@ -142,7 +152,7 @@ def _torch_vqvae(torch):
     with torch.no_grad():                               # codewords start on encoder outputs (init="data")
         first = enc(x).permute(0, 2, 3, 1).reshape(-1, D)
         codebook = first[torch.randperm(len(first))[:K]].clone()
-    count, total = torch.ones(K), codebook.clone()
+    count, total, usage = torch.ones(K), codebook.clone(), torch.full((K,), 1 / K)
 
     def step():
         z_e = enc(x)                                                   # (N, D, 7, 7)
@@ -154,6 +164,11 @@ def _torch_vqvae(torch):
         count.mul_(decay).add_(used, alpha=1 - decay)
         total.mul_(decay).add_(torch.zeros_like(total).index_add_(0, k, flat), alpha=1 - decay)
         codebook.copy_(total / count[:, None])
+        usage.mul_(decay).add_(used / len(k), alpha=1 - decay)        # dead-code restarts
+        dead = torch.nonzero(usage < threshold / K).flatten()
+        if len(dead):
+            rows = flat[torch.randint(len(flat), (len(dead),))]
+            codebook[dead], count[dead], total[dead], usage[dead] = rows, 1.0, rows, 1 / K
         p = used[used > 0] / len(k)
         terms = [F.mse_loss(e, z_e.detach()), torch.exp(-(p * p.log()).sum())]   # logged: codebook loss, perplexity
         commitment = F.mse_loss(z_e, e)
@@ -192,6 +207,7 @@ def measure_step(library, name, threads, steps=20, warmup=3, memory_steps=0):
     resident memory over that many further steps divided by their number.
     """
     _, model, preset, batch_size = next(s for s in STEPS if s[0] == name)
+    differs = []
     if library == "torch":
         import torch
         torch.set_num_threads(threads)
@@ -200,6 +216,11 @@ def measure_step(library, name, threads, steps=20, warmup=3, memory_steps=0):
         n_params = sum(p.numel() for p in params)
     else:
         step, n_params = scratchgen_step(model, preset, batch_size)
+        if name == "vqvae":     # the twin copies these options: report any the preset has changed
+            from .models import get
+            from .training.config import resolve_config
+            options = resolve_config(get(model), {"preset": preset})["options"]
+            differs = sorted(k for k, v in VQVAE_TWIN.items() if options.get(k) != v)
     for _ in range(warmup):
         step()
     wall, cpu = [], []
@@ -208,7 +229,7 @@ def measure_step(library, name, threads, steps=20, warmup=3, memory_steps=0):
         step()
         wall.append(1e3 * (time.perf_counter() - t0))
         cpu.append(1e3 * (time.process_time() - c0))
-    result = {"ms": wall, "cpu_ms": cpu, "params": int(n_params)}
+    result = {"ms": wall, "cpu_ms": cpu, "params": int(n_params), "differs": differs}
     if memory_steps:
         before = _rss_mb()
         for _ in range(memory_steps):
@@ -273,11 +294,13 @@ def bench_steps(rounds=2, threads=(1, 2), names=None, steps=20, warmup=3, memory
                     medians[lib].append(statistics.median(res["ms"]))
                     cpu[lib].append(statistics.median(res["cpu_ms"]))
                     info.setdefault(lib, res)
-            twin_ok = python is not None and info["torch"]["params"] == info["scratchgen"]["params"]
+            twin_ok = (python is not None and info["torch"]["params"] == info["scratchgen"]["params"]
+                       and not info["scratchgen"].get("differs"))
             rows.append({"name": name, "threads": t, "scratchgen": medians["scratchgen"],
                          "torch": medians["torch"] if twin_ok else None,
                          "cpu": {lib: cpu[lib] for lib in libs},
                          "params": {lib: info[lib]["params"] for lib in libs},
+                         "differs": info["scratchgen"].get("differs", []),
                          "peak_rss_mb": {lib: info[lib]["peak_rss_mb"] for lib in libs},
                          "growth_kb_per_step": {lib: info[lib].get("growth_kb_per_step") for lib in libs}})
     return rows
@@ -297,7 +320,9 @@ def format_rows(rows):
         ratio = f"{statistics.median(ours) / statistics.median(theirs):.2f}" if theirs else "-"
         cpu_ratio = (f"{statistics.median(row['cpu']['scratchgen']) / statistics.median(row['cpu']['torch']):.2f}"
                      if theirs else "-")
-        if theirs is None and "torch" in row["params"]:
+        if theirs is None and row.get("differs"):
+            note = f"no PyTorch twin (preset changed: {', '.join(row['differs'])})"
+        elif theirs is None and "torch" in row["params"]:
             note = f"no PyTorch twin ({row['params']['torch']:,} vs {row['params']['scratchgen']:,} parameters)"
         else:
             note = _spread(theirs) if theirs else "PyTorch not found"

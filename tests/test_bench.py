@@ -25,9 +25,11 @@ def test_the_table_names_each_step_threads_and_the_time_ratio():
              "peak_rss_mb": {"scratchgen": 100.0, "torch": 500.0},
              "growth_kb_per_step": {"scratchgen": 0.0, "torch": 0.5}} for name, *_ in STEPS for t in (1, 2)]
     rows[0]["torch"], rows[0]["params"]["torch"] = None, 6     # a preset whose twin no longer matches
+    rows[1]["torch"], rows[1]["differs"] = None, ["codebook_size"]   # same parameters, other options
     text = "\n".join(format_rows(rows))
     assert "13.0 (12.0-14.0)" in text and " 1.30 " in text and " 2.00 " in text
     assert "no PyTorch twin (6 vs 5 parameters)" in text
+    assert "no PyTorch twin (preset changed: codebook_size)" in text
     assert "memory growth, KiB per step: PyTorch 0.50, scratchgen 0.00" in text
 
 
