@@ -569,3 +569,20 @@ def test_the_channels_last_scratch_image_is_rewritten_on_reuse_and_keeps_a_zero_
         xh = conv_numba._nhwc(x, (1, 2), np.float32)
         expected = np.pad(x, ((0, 0), (0, 0), (1, 1), (2, 2))).transpose(0, 2, 3, 1)
         np.testing.assert_array_equal(xh, expected)
+
+
+@pytest.mark.parametrize("stride", [(1, 1), (2, 1)])
+def test_the_number_of_threads_never_changes_a_fused_convolution(stride):
+    # one task per image (forward, input gradient) or per block of dw's columns: the same sums in
+    # the same order on one thread and on all of them
+    x, w = rng_array((5, 7, 8, 6), np.float32, 10), rng_array((9, 7, 3, 3), np.float32, 11)
+    g = rng_array(conv_numba.forward(x, w, stride, (1, 1)).shape, np.float32, 12)
+
+    def all_three(threads):
+        with patch.object(mm_threads, "threads_for", lambda work: threads), \
+                patch.object(conv_numba, "GRAD_WEIGHT_BLOCK", 8):
+            return (conv_numba.forward(x, w, stride, (1, 1), fused=True),
+                    conv_numba.grad_input(g, w, x.shape, stride, (1, 1), fused=True),
+                    conv_numba.grad_weight(x, g, w.shape, stride, (1, 1), fused=True))
+    for alone, shared in zip(all_three(1), all_three(numba.get_num_threads())):
+        np.testing.assert_array_equal(alone, shared)
