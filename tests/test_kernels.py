@@ -387,7 +387,7 @@ def test_im2col_packing_and_col2im_match_their_definitions(case, dtype, data):
     np.testing.assert_array_equal(block, rows[img, p0:p1, q0:q1])
     # col2im is im2col's adjoint: <im2col(x), r> = <x, col2im(r)> for every x and r
     r = rng_array(rows.shape, dtype, 4)
-    dx = conv_numba._col2im(r, x.shape, kw, stride, padding, out_hw, dtype)
+    dx = conv_numba._col2im(r, x.shape, kh, kw, stride, padding, out_hw, dtype)
     assert dx.shape == x.shape and dx.dtype == dtype
     scale = (np.abs(rows) * np.abs(r)).sum() + 1
     assert abs(np.sum(x * dx) - np.sum(rows * r)) <= (1e-5 if dtype == np.float32 else 1e-12) * scale

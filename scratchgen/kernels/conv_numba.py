@@ -130,27 +130,36 @@ def _im2col_columns(xp, starts, off, out):
 
 
 @njit(parallel=True, cache=True)
-def _col2im_rows(rows, kw, sh, sw, wo, ph, pw, dx):
-    """The adjoint of im2col: add each patch row of ``rows`` (N, L, Q) back onto the pixels it was
-    copied from, then write the image without its border to NCHW ``dx``.
+def _col2im_rows(rows, base, off, pad_shape, padding, dx):
+    """The adjoint of im2col: add each entry of ``rows`` (N, L, Q) back onto the pixel it was copied
+    from, through the index tables of ``_offsets``, then drop the padding.
 
         for n in parallel:
-            acc = 0                                          (Hp, Wp, C), flat
-            for p: acc += rows[n, p] on patch p's pixels     (_add_patch)
-            dx[n] = acc's interior, (C, H, W)                (_from_nhwc)
+            dx_pad = 0                                      (C, Hp, Wp), flat
+            for p, q:
+                dx_pad[base[p] + off[q]] += rows[n, p, q]
+            dx[n] = dx_pad[:, ph: ph + H, pw: pw + W]
 
     Optimisations:
-    - channels-last: the additions are runs of kw·C consecutive numbers (vectorised), into one
-      image's accumulator, which stays in cache while its overlapping windows add up;
-    - one task per image, so the overlapping additions need no locks or atomics.
+    - ``rows`` is read in memory order and one image's ``dx_pad`` stays in cache while its
+      overlapping windows add up; the padding takes the additions that fall outside the image,
+      so the inner loop has no branches;
+    - one task per image, so the scattered additions need no locks or atomics.
+    (Here, with few features, a patch row's runs are short — 4 numbers for a 4x4 kernel on one
+    channel — and adding them as runs from a channels-last image, as ``_add_patch`` does, was 5x
+    slower: 0.70 against 0.15 ms for the DCGAN's (64, 1, 28, 28).)
     """
-    channels, h, w = dx.shape[1], dx.shape[2], dx.shape[3]
-    hp, wp = h + 2 * ph, w + 2 * pw
-    for n in prange(rows.shape[0]):
-        acc = np.zeros(hp * wp * channels, dtype=dx.dtype)
-        for p in range(rows.shape[1]):
-            _add_patch(acc, rows[n, p], kw, sh, sw, wo, p, wp, channels, 0)
-        _from_nhwc(acc, ph, pw, wp, dx[n])
+    n_img, positions, features = rows.shape
+    h, w = dx.shape[2], dx.shape[3]
+    ph, pw = padding
+    for n in prange(n_img):
+        acc = np.zeros(pad_shape, dtype=dx.dtype)
+        flat = acc.reshape(-1)
+        for p in range(positions):
+            row, start = rows[n, p], base[p]
+            for q in range(features):
+                flat[start + off[q]] += row[q]
+        dx[n] = acc[:, ph: ph + h, pw: pw + w]
 
 
 # ---------------------------------------------------------------------------- fused kernels
@@ -340,12 +349,14 @@ def _im2col_t(x, kh, kw, stride, padding, out_hw, dtype):
     return out
 
 
-def _col2im(rows, x_shape, kw, stride, padding, out_hw, dtype):
+def _col2im(rows, x_shape, kh, kw, stride, padding, out_hw, dtype):
     """The adjoint of im2col: dx (N, C, H, W) from patch gradients ``rows`` (N, L, Q)."""
+    n, c, h, w = x_shape
+    base, off = _offsets(c, h, w, kh, kw, stride, padding, out_hw)
     dx = np.empty(x_shape, dtype=dtype)
     with sized_for(rows.size):
-        _col2im_rows(np.ascontiguousarray(rows, dtype=dtype), kw, stride[0], stride[1], out_hw[1],
-                     padding[0], padding[1], dx)
+        _col2im_rows(np.ascontiguousarray(rows, dtype=dtype), base, off, (c, h + 2 * padding[0], w + 2 * padding[1]),
+                     padding, dx)
     return dx
 
 
@@ -432,13 +443,13 @@ def _grad_input_numba(grad_out, w, x_shape, stride, padding, out_hw, dtype, fuse
         g_rows = np.ascontiguousarray(np.swapaxes(grad_out.reshape(n, o, positions), 1, 2), dtype=dtype)
         dx = np.empty(x_shape, dtype=dtype)
         with sized_for(grad_out.size * w[0].size):
-            _conv_grad_input_fused(g_rows, _panels(w_mat[0], dtype), w.shape[2], kw, stride[0], stride[1], out_hw[1],
+            _conv_grad_input_fused(g_rows, _panels(w_mat[0], dtype), kh, kw, stride[0], stride[1], out_hw[1],
                                    padding[0], padding[1], dx)
         return dx
     # few features: dP (N, L, Q) = g[n]ᵀ @ w_mat on the matmul kernels (g[n]ᵀ read as a view, no copy),
     # then col2im adds each patch row back into dx
     g_t = np.swapaxes(grad_out.reshape(n, o, positions), 1, 2)
-    return _col2im(matmul_3d(g_t, w_mat, n), x_shape, kw, stride, padding, out_hw, dtype)
+    return _col2im(matmul_3d(g_t, w_mat, n), x_shape, kh, kw, stride, padding, out_hw, dtype)
 
 
 # ---------------------------------------------------------------------------- entries
