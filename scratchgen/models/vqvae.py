@@ -549,8 +549,8 @@ class VQVAE2(VQVAE):
         "digits8": dict(VQVAE.presets["digits8"], help="small: 8x8 digits, 2x2 top and 4x4 bottom codes from 32 "
                                                        "codewords each; 16 epochs, seconds each"),
         "mnist": dict(VQVAE.presets["mnist"], downsample=1, channels=32, res_channels=16, prior_channels=32,
-                      prior_layers=6, compare_made=0,
+                      prior_layers=6, compare_made=0, epochs=6,
                       help="MNIST: 7x7 top and 14x14 bottom codes from 256 codewords of size 16 each, 32 channels, "
                            "EMA codebooks with dead-code restarts; gated PixelCNN priors p(top), p(bottom | top) of 6 "
-                           "layers, 32 channels; 9 epochs, the last 3 fit the priors"),
+                           "layers, 32 channels; 6 epochs, the last 2 fit the priors"),
     }
