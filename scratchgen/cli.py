@@ -148,6 +148,9 @@ def build_parser():
     e.add_argument("--checkpoint", choices=("latest", "best"), default="latest", help="default: latest")
     e.add_argument("--data-dir", metavar="DIR", help="where the dataset files are (default: as in training)")
     e.add_argument("--seed", type=int, help="seed of the evaluation noise (default: the run's seed)")
+    e.add_argument("--quality-samples", type=int, metavar="N",
+                   help="samples drawn for the sample-quality numbers of image models (default 10000); compare "
+                        "Fréchet distances and precision/recall only at the same N")
     e.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="change an evaluation setting of the model, e.g. --set iwae_k=5000 (repeatable; "
                         "an unknown NAME lists the valid ones)")
@@ -470,6 +473,11 @@ def cmd_eval(args, argv):
     data = load(config["data"], args.split, data_dir=args.data_dir or config.get("data_dir"),
                 scale=config["scale"], binarize=config["binarize"], seed=config["seed"])
     experiment.opts.update(_eval_overrides(experiment, args.set))
+    if args.quality_samples is not None:
+        if args.quality_samples < 10:
+            raise CLIError(f"--quality-samples must be at least 10 (the k-nearest-neighbour balls of precision and "
+                           f"recall need more points than k), got {args.quality_samples}")
+        experiment.quality_samples = args.quality_samples
     try:  # eval needs the weights, not a perfect metrics file: a damaged one costs only the timings
         rows = read_metrics(run.metrics_path)
     except MetricsError as e:

@@ -57,3 +57,15 @@ def test_degraded_images_score_worse_than_real_ones_on_the_measure_meant_to_catc
     assert c["conv_classes_covered"] == 3 and c["classes_covered"] == 3
     assert c["conv_precision"] > 0.8
     assert c["conv_frechet_distance"] > 2 * r["conv_frechet_distance"]
+
+
+def test_eval_quality_samples_sets_how_many_samples_every_family_is_judged_on(monkeypatch):
+    from types import SimpleNamespace
+    asked = []
+    monkeypatch.setattr(sq, "sample_quality", lambda sample, data, name, n, **kw: asked.append(n) or {})
+    info = SimpleNamespace(num_classes=10, shape=(1, 28, 28), name="mnist")
+    experiment = SimpleNamespace(info=info, config={}, sample=None, quality_samples=None)
+    sq.experiment_sample_quality(experiment, None)
+    experiment.quality_samples = 2000
+    sq.experiment_sample_quality(experiment, None, n=500)
+    assert asked == [10000, 2000]

@@ -101,12 +101,14 @@ def sample_quality(sample, data, dataset, *, data_dir=None, scale="01", n=10000,
 def experiment_sample_quality(experiment, data, n=10000, sample=None):
     """:func:`sample_quality` of a trained :class:`~scratchgen.training.experiment.Experiment` (its
     ``sample``, or the ``sample(n)`` given; its data set, data folder and scale) on labelled images of
-    16x16 pixels or more (the classifiers' input); ``{}`` for other data (8x8 digits, 2-D points)."""
+    16x16 pixels or more (the classifiers' input); ``{}`` for other data (8x8 digits, 2-D points).
+    ``n`` samples, unless ``scratchgen eval --quality-samples N`` set ``experiment.quality_samples``."""
     info = experiment.info
     if not info.num_classes or len(info.shape) != 3 or info.shape[1] < 16:
         return {}
     return sample_quality(sample or experiment.sample, data, info.name, data_dir=experiment.config.get("data_dir"),
-                          scale=experiment.config.get("scale", "01"), n=n)
+                          scale=experiment.config.get("scale", "01"),
+                          n=getattr(experiment, "quality_samples", None) or n)
 
 
 # ---------------------------------------------------------------------------- testing the instrument

@@ -442,7 +442,7 @@ class GAN(Experiment):
     def image_report(self, data, n=10000):
         from ..data import load
         from ..evaluation import classifier, frechet_distance_of_features, parzen_log_likelihood
-        samples = self.sample(n)
+        samples = self.sample(self.quality_samples or n)
         if self.scale == "pm1":
             samples, real = (samples + 1) / 2, (data.data + 1) / 2
         else:

@@ -156,6 +156,7 @@ class Experiment:
     val_terms = ()            # further keys of evaluate's result logged per epoch (val_<key>)
     eval_options = ()         # options `scratchgen eval --set NAME=VALUE` may change (evaluation only)
     monitor = "loss"          # key of evaluate's result that selects best.npz (lower is better), or None
+    quality_samples = None    # samples for image sample quality (None: 10,000); `eval --quality-samples N`
 
     def __init__(self, config, info):
         self.config, self.info = config, info
