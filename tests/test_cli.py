@@ -132,6 +132,11 @@ def test_eval_json_is_one_parsable_object_with_stable_keys(trained, capsys):
     assert rc == 0 and "val_loss" in text and "val split (250 examples)" in text
 
 
+def test_eval_refuses_too_few_quality_samples_with_a_reason(trained, capsys):
+    rc, _, err = run(capsys, "eval", trained, "--quality-samples", 3)
+    assert rc == 1 and "--quality-samples must be at least 10" in err and "nearest-neighbour" in err
+
+
 def test_fresh_processes_use_the_saved_checkpoint(trained, tmp_path):
     """`python -m scratchgen` in a new process samples exactly what the in-process call samples."""
     out = tmp_path / "fresh.npy"
