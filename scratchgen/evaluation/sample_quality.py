@@ -108,7 +108,7 @@ def experiment_sample_quality(experiment, data, n=10000, sample=None):
         return {}
     return sample_quality(sample or experiment.sample, data, info.name, data_dir=experiment.config.get("data_dir"),
                           scale=experiment.config.get("scale", "01"),
-                          n=getattr(experiment, "quality_samples", None) or n)
+                          n=experiment.quality_samples or n)
 
 
 # ---------------------------------------------------------------------------- testing the instrument
