@@ -6,6 +6,8 @@ primitives in :mod:`scratchgen.ops`, which then differentiate themselves.
 """
 import numpy as np
 
+from .kernels import activations as _activations
+from .kernels import batch_norm as _batch_norm
 from .kernels import conv as _conv
 from .kernels.conv import pair
 from .kernels.matmul import matmul
@@ -42,9 +44,10 @@ def tanh(x):
 
 
 def leaky_relu(x, negative_slope=0.01):
+    """x where x > 0, negative_slope · x elsewhere (:mod:`scratchgen.kernels.activations`)."""
     a = x.data
-    slope = np.where(a > 0, a.dtype.type(1), a.dtype.type(negative_slope))  # in x's dtype: no cast
-    return Tensor.from_op(a * slope, (x,), lambda g: (g * slope,), "leaky_relu")
+    return Tensor.from_op(_activations.leaky_relu_forward(a, negative_slope), (x,),
+                          lambda g: (_activations.leaky_relu_backward(g, a, negative_slope),), "leaky_relu")
 
 
 def softplus(x):
@@ -232,19 +235,22 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
 
         dβ = Σ g        dγ = Σ g x̂        dx = γ/σ · (g − dβ/M − x̂ · dγ/M)   (training)
                                            dx = γ/σ · g                       (eval: μ, σ constants)
+
+    The arithmetic of both passes is :mod:`scratchgen.kernels.batch_norm` (a NumPy reference and
+    fused Numba passes, one read of x per sum); this op keeps the running statistics.
     """
     if x.ndim < 2:
         raise ValueError(f"batch_norm expects input (N, C, ...), got shape {x.shape}")
-    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
     a = x.data
     count = a.size // x.shape[1]
+    one = np.ones(x.shape[1], dtype=a.dtype)
+    gamma = weight.data if weight is not None else one
+    beta = bias.data if bias is not None else 0 * one
     if training:
         if count < 2:
             raise ValueError(f"batch_norm in training mode needs more than one value per channel, "
                              f"got input shape {x.shape}")
-        mean = _channel_sum(a) / count
-        centred = a - mean.reshape(shape)
-        var = _channel_sum(centred, centred) / count
+        out, mean, var, inv_std = _batch_norm.batch_norm_forward(a, gamma, beta, eps)
         if running_mean is not None:
             running_mean *= 1 - momentum
             running_mean += momentum * mean
@@ -252,28 +258,14 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
             running_var *= 1 - momentum
             running_var += momentum * var * count / (count - 1)
     else:
-        centred = a - np.asarray(running_mean, dtype=x.dtype).reshape(shape)
-        var = np.asarray(running_var, dtype=x.dtype)
-    inv_std = 1 / np.sqrt(var + eps)
-    x_hat = centred * inv_std.reshape(shape)
-    gamma = weight.data if weight is not None else np.ones_like(inv_std)
-    out = x_hat * gamma.reshape(shape)
-    if bias is not None:
-        out = out + bias.data.reshape(shape)
+        out, mean, var, inv_std = _batch_norm.batch_norm_forward(
+            a, gamma, beta, eps, np.asarray(running_mean, dtype=a.dtype), np.asarray(running_var, dtype=a.dtype))
 
     def backward(g):
-        d_beta, d_gamma = _channel_sum(g), _channel_sum(g, x_hat)
-        dx = (g - (d_beta / count).reshape(shape) - x_hat * (d_gamma / count).reshape(shape)) if training else g
-        dx = dx * (gamma * inv_std).reshape(shape)
+        dx, d_gamma, d_beta = _batch_norm.batch_norm_backward(g, a, mean, inv_std, gamma, training)
         return (dx,) + ((d_gamma,) if weight is not None else ()) + ((d_beta,) if bias is not None else ())
     parents = (x,) + ((weight,) if weight is not None else ()) + ((bias,) if bias is not None else ())
     return Tensor.from_op(out, parents, backward, "batch_norm")
-
-
-def _channel_sum(a, b=None):
-    """Σ a (or Σ a·b) over every axis but the channel axis 1, as a (C,) array."""
-    a3 = a.reshape(a.shape[0], a.shape[1], -1)
-    return np.einsum("ncl->c", a3) if b is None else np.einsum("ncl,ncl->c", a3, b.reshape(a3.shape))
 
 
 # ---------------------------------------------------------------------- joining

@@ -69,8 +69,12 @@ def test_backend_switch_scopes_and_restores():
 
 
 def test_every_kernel_has_one_table_entry_per_backend_and_numpy_means_the_reference():
-    from scratchgen.kernels import adam
-    tables = {"matmul": (mm.IMPLEMENTATIONS, mm.matmul_reference),
+    from scratchgen.kernels import activations, adam, batch_norm
+    tables = {"batch_norm_forward": (batch_norm.FORWARD, batch_norm.batch_norm_forward_reference),
+              "batch_norm_backward": (batch_norm.BACKWARD, batch_norm.batch_norm_backward_reference),
+              "leaky_relu_forward": (activations.FORWARD, activations.leaky_relu_forward_reference),
+              "leaky_relu_backward": (activations.BACKWARD, activations.leaky_relu_backward_reference),
+              "matmul": (mm.IMPLEMENTATIONS, mm.matmul_reference),
               "conv2d_forward": (conv.FORWARD, conv.conv2d_forward_reference),
               "conv2d_grad_input": (conv.GRAD_INPUT, conv.conv2d_grad_input_reference),
               "conv2d_grad_weight": (conv.GRAD_WEIGHT, conv.conv2d_grad_weight_reference),
@@ -586,3 +590,101 @@ def test_the_number_of_threads_never_changes_a_fused_convolution(stride):
                     conv_numba.grad_weight(x, g, w.shape, stride, (1, 1), fused=True))
     for alone, shared in zip(all_three(1), all_three(numba.get_num_threads())):
         np.testing.assert_array_equal(alone, shared)
+
+
+# ---------------------------------------------------------------------- batch norm and leaky ReLU
+# Fused single-pass kernels against their NumPy references: every layout of x and g (the kernels
+# copy what is not contiguous), (N, C) features (the row-block path) and (N, C, ...) planes,
+# 1-sized axes, both dtypes, training and eval. Their gradients are checked against central
+# differences through F.batch_norm and F.leaky_relu in tests/test_functional.py.
+
+@st.composite
+def batch_norm_problems(draw):
+    from strategies import batch_norm_shapes
+    shape = draw(batch_norm_shapes(draw(st.integers(2, 4)), max_n=5, max_c=5, max_side=5))
+    dtype, seed = draw(FLOAT_DTYPES), draw(st.integers(0, 2**16))
+    x = rng_array(shape, dtype, seed, draw(layouts_)) * 3 + 1     # |mean| of the order of the spread
+    g = rng_array(shape, dtype, seed + 1, draw(layouts_))
+    gamma, beta = rng_array((shape[1],), dtype, seed + 2), rng_array((shape[1],), dtype, seed + 3)
+    return x, g, gamma, beta, draw(st.booleans())
+
+
+def assert_batch_norm_kernels_agree(x, g, gamma, beta, training):
+    from scratchgen.kernels import batch_norm as bn
+    tol = dict(rtol=1e-4, atol=1e-4) if x.dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    stats = () if training else (np.linspace(-1, 1, x.shape[1]).astype(x.dtype),
+                                 np.linspace(0.5, 2, x.shape[1]).astype(x.dtype))
+    fused = bn.batch_norm_forward_numba(x, gamma, beta, 1e-3, *stats)
+    reference = bn.batch_norm_forward_reference(x, gamma, beta, 1e-3, *stats)
+    for got, want in zip(fused, reference):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_allclose(got, want, **tol)
+    mean, inv_std = reference[1], reference[3]
+    for got, want in zip(bn.batch_norm_backward_numba(g, x, mean, inv_std, gamma, training),
+                         bn.batch_norm_backward_reference(g, x, mean, inv_std, gamma, training)):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_allclose(got, want, **tol)
+
+
+@given(problem=batch_norm_problems())
+def test_batch_norm_kernels_match_the_reference(problem):
+    assert_batch_norm_kernels_agree(*problem)
+
+
+@pytest.mark.parametrize("shape", [(3, 1100), (2, 1), (1, 3, 1), (2, 1, 1, 1)])
+def test_batch_norm_kernels_over_several_column_blocks_and_single_values(shape):
+    from scratchgen.kernels import batch_norm as bn
+    assert 1100 > 2 * bn.ROW_SUM_BLOCK                                    # (3, 1100): three blocks
+    for dtype in (np.float32, np.float64):
+        x, g = rng_array(shape, dtype, 20) + 5, rng_array(shape, dtype, 21)
+        gamma, beta = rng_array(shape[1:2], dtype, 22), rng_array(shape[1:2], dtype, 23)
+        assert_batch_norm_kernels_agree(x, g, gamma, beta, training=np.prod(shape) // shape[1] > 1)
+
+
+def test_batch_norm_kernels_take_mixed_dtypes_as_numpy_does():
+    from scratchgen.kernels import batch_norm as bn
+    x, ones = rng_array((4, 3, 2), np.float32, 24), np.ones(3)          # float64 γ, β
+    got, want = bn.batch_norm_forward_numba(x, ones, 0 * ones, 1e-5), bn.batch_norm_forward_reference(x, ones, 0 * ones, 1e-5)
+    assert got[0].dtype == want[0].dtype == np.float64
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(6, 7, 5, 3), (9, 1030)])
+def test_the_number_of_threads_never_changes_a_batch_norm(shape):
+    # one task per channel (or per block of columns) sums in one order on any number of threads
+    from scratchgen.kernels import batch_norm as bn
+    x, g = rng_array(shape, np.float32, 30), rng_array(shape, np.float32, 31)
+    gamma, beta = rng_array(shape[1:2], np.float32, 32), rng_array(shape[1:2], np.float32, 33)
+
+    def both(threads):
+        with patch.object(bn, "sized_for", lambda work: mm_threads.sized_for(0 if threads == 1 else 10**12)):
+            y, mean, var, inv_std = bn.batch_norm_forward_numba(x, gamma, beta, 1e-5)
+            return (y, mean, var) + bn.batch_norm_backward_numba(g, x, mean, inv_std, gamma, True)
+    for alone, shared in zip(both(1), both(numba.get_num_threads())):
+        np.testing.assert_array_equal(alone, shared)
+
+
+@given(shape=st.lists(st.integers(1, 7), min_size=1, max_size=4), dtype=FLOAT_DTYPES,
+       layout_pair=st.tuples(layouts_, layouts_), alpha=st.sampled_from([0.0, 0.01, 0.2, -0.5, 3.0]),
+       seed=st.integers(0, 2**16))
+def test_leaky_relu_kernels_give_the_references_bits(shape, dtype, layout_pair, alpha, seed):
+    from scratchgen.kernels import activations as act
+    x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    x.reshape(-1)[:3] = [0.0, -0.0, np.nan][:x.size]                   # the kink and a NaN
+    x, g = with_layout(x, layout_pair[0]), rng_array(shape, dtype, seed + 1, layout_pair[1])
+    for got, want in [(act.leaky_relu_forward_numba(x, alpha), act.leaky_relu_forward_reference(x, alpha)),
+                      (act.leaky_relu_backward_numba(g, x, alpha), act.leaky_relu_backward_reference(g, x, alpha))]:
+        assert got.dtype == want.dtype == dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+
+
+def test_leaky_relu_kernels_keep_numpys_dtype_rules_and_infinities():
+    from scratchgen.kernels import activations as act
+    x = np.array([-np.inf, -2.0, 0.0, 3.0, np.inf, np.nan], np.float32)
+    g = np.linspace(-1, 1, 6)                                       # float64 upstream gradient
+    np.testing.assert_array_equal(act.leaky_relu_forward_numba(x, 0.1), act.leaky_relu_forward_reference(x, 0.1))
+    got, want = act.leaky_relu_backward_numba(g, x, 0.1), act.leaky_relu_backward_reference(g, x, 0.1)
+    assert got.dtype == want.dtype == np.float64
+    np.testing.assert_array_equal(got, want)
+    ints = np.arange(-3, 3)                                         # not a kernel dtype: the reference
+    np.testing.assert_array_equal(act.leaky_relu_forward_numba(ints, 0.5), act.leaky_relu_forward_reference(ints, 0.5))

@@ -14,6 +14,8 @@ live apart (as minitorch keeps ``tensor_ops`` apart from ``fast_ops``):
 * :mod:`.conv_numba`   — im2col / col2im kernels, conv2d lowered onto the matmul kernels
 * :mod:`.layouts`      — operands in the dtype and memory layout a kernel reads
 * :mod:`.adam`         — ``adam_update``: Adam's step as a NumPy reference and one fused Numba pass
+* :mod:`.batch_norm`   — batch normalisation's forward and backward arithmetic: reference and fused passes
+* :mod:`.activations`  — the leaky ReLU and its gradient: reference and one Numba pass each
 * :mod:`.compile_time` — how long Numba spent compiling in this process
 
 Plain NumPy arrays go in and come out; :mod:`scratchgen.ops` adds the autograd on top.
