@@ -44,6 +44,7 @@ import numpy as np
 
 from . import random as _random
 from .autograd import Tensor
+from .kernels import activations
 from .kernels.matmul import matmul as kernel_matmul
 
 
@@ -199,10 +200,10 @@ def sigmoid(a):
 
 
 def relu(a):
-    """max(a, 0); backward: g * [a > 0]."""
+    """max(a, 0); backward: g * [a > 0] (one Numba pass each: :mod:`scratchgen.kernels.activations`)."""
     x = a.data
     # NOTE: the kink at 0 gets gradient 0, as in PyTorch.
-    return Tensor.from_op(np.maximum(x, 0), (a,), lambda g: (g * (x > 0),), "relu")
+    return Tensor.from_op(activations.relu_forward(x), (a,), lambda g: (activations.relu_backward(g, x),), "relu")
 
 
 def clamp(a, min=None, max=None):  # noqa: A002  (PyTorch's argument names)

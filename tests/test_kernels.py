@@ -74,6 +74,8 @@ def test_every_kernel_has_one_table_entry_per_backend_and_numpy_means_the_refere
               "batch_norm_backward": (batch_norm.BACKWARD, batch_norm.batch_norm_backward_reference),
               "leaky_relu_forward": (activations.FORWARD, activations.leaky_relu_forward_reference),
               "leaky_relu_backward": (activations.BACKWARD, activations.leaky_relu_backward_reference),
+              "relu_forward": (activations.RELU_FORWARD, activations.relu_forward_reference),
+              "relu_backward": (activations.RELU_BACKWARD, activations.relu_backward_reference),
               "matmul": (mm.IMPLEMENTATIONS, mm.matmul_reference),
               "conv2d_forward": (conv.FORWARD, conv.conv2d_forward_reference),
               "conv2d_grad_input": (conv.GRAD_INPUT, conv.conv2d_grad_input_reference),
@@ -667,13 +669,19 @@ def test_the_number_of_threads_never_changes_a_batch_norm(shape):
 @given(shape=st.lists(st.integers(1, 7), min_size=1, max_size=4), dtype=FLOAT_DTYPES,
        layout_pair=st.tuples(layouts_, layouts_), alpha=st.sampled_from([0.0, 0.01, 0.2, -0.5, 3.0]),
        seed=st.integers(0, 2**16))
-def test_leaky_relu_kernels_give_the_references_bits(shape, dtype, layout_pair, alpha, seed):
+def test_relu_and_leaky_relu_kernels_give_the_references_bits(shape, dtype, layout_pair, alpha, seed):
     from scratchgen.kernels import activations as act
-    x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    rng = np.random.default_rng(seed)
+    x, g = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
     x.reshape(-1)[:3] = [0.0, -0.0, np.nan][:x.size]                   # the kink and a NaN
-    x, g = with_layout(x, layout_pair[0]), rng_array(shape, dtype, seed + 1, layout_pair[1])
-    for got, want in [(act.leaky_relu_forward_numba(x, alpha), act.leaky_relu_forward_reference(x, alpha)),
-                      (act.leaky_relu_backward_numba(g, x, alpha), act.leaky_relu_backward_reference(g, x, alpha))]:
+    g.reshape(-1)[-1] = np.inf                                          # inf · 0 is NaN
+    x, g = with_layout(x, layout_pair[0]), with_layout(g, layout_pair[1])
+    with np.errstate(invalid="ignore"):
+        pairs = [(act.leaky_relu_forward_numba(x, alpha), act.leaky_relu_forward_reference(x, alpha)),
+                 (act.leaky_relu_backward_numba(g, x, alpha), act.leaky_relu_backward_reference(g, x, alpha)),
+                 (act.relu_forward_numba(x), act.relu_forward_reference(x)),
+                 (act.relu_backward_numba(g, x), act.relu_backward_reference(g, x))]
+    for got, want in pairs:
         assert got.dtype == want.dtype == dtype and got.shape == want.shape
         np.testing.assert_array_equal(got, want)
 
@@ -688,6 +696,8 @@ def test_leaky_relu_kernels_keep_numpys_dtype_rules_and_infinities():
     np.testing.assert_array_equal(got, want)
     ints = np.arange(-3, 3)                                         # not a kernel dtype: the reference
     np.testing.assert_array_equal(act.leaky_relu_forward_numba(ints, 0.5), act.leaky_relu_forward_reference(ints, 0.5))
+    assert act.relu_forward_numba(ints).dtype == ints.dtype
+    np.testing.assert_array_equal(act.relu_forward_numba(x), [0, 0, 0, 3, np.inf, np.nan])
 
 
 # ---------------------------------------------------------------------- freed memory
