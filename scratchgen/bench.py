@@ -174,31 +174,31 @@ def _ratio_line(name, cells):
 
 
 def matmul_lines(threads, verbose):
-    from .bench_presets import bench_products
+    from .bench_presets import bench_products, describe
     results = bench_products(threads)
     head = [f"{t} thread{'s' if t > 1 else ''}: numpy / ours" for t in threads]
     lines = ["matmul, float32: GFLOP/s of np.matmul (OpenBLAS) / scratchgen, and scratchgen's speed as a "
-             "fraction of numpy's (target >= 0.8)", _ratio_line("products (n, k, m) x batch", head)]
+             "fraction of numpy's (target >= 0.8)", _ratio_line("products, layouts as the step used them (ᵀ: a transposed view) x batch", head)]
     for name, rows in results.items():
         totals = {t: [0.0, 0.0] for t in threads}
         worst = {t: (float("inf"), None) for t in threads}
-        for (n, k, m, batch), by_t in rows:
+        for product, by_t in rows:
+            n, k, m, batch = product[:4]
             flops = 2 * n * k * m * batch
             cells = []
             for t in threads:
                 numpy_s, ours_s = by_t[t]
                 totals[t][0] += numpy_s
                 totals[t][1] += ours_s
-                worst[t] = min(worst[t], (numpy_s / ours_s, (n, k, m, batch)))
+                worst[t] = min(worst[t], (numpy_s / ours_s, describe(product)))
                 cells.append(f"{flops / numpy_s / 1e9:.0f}/{flops / ours_s / 1e9:.0f} {numpy_s / ours_s:.2f}")
             if verbose or name == "square":
-                lines.append(_ratio_line(f"  {name}: {n}x{k} @ {k}x{m}" + (f" x{batch}" if batch > 1 else ""),
-                                         cells))
+                lines.append(_ratio_line(f"  {name}: {describe(product)}", cells))
         if name != "square":
             lines.append(_ratio_line(f"  {name}: all {len(rows)} products, total time",
                                      [f"{totals[t][0] / totals[t][1]:.2f}" for t in threads]))
             lines.append(_ratio_line(f"  {name}: slowest product",
-                                     [f"{worst[t][0]:.2f} {'x'.join(map(str, worst[t][1]))}" for t in threads]))
+                                     [f"{worst[t][0]:.2f} {worst[t][1]}" for t in threads]))
     return lines
 
 

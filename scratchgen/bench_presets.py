@@ -4,8 +4,11 @@
     python -m scratchgen.bench --only conv         # every conv layer of DCGAN and VQ-VAE, vs PyTorch
 
 The shapes are not a list kept by hand: ``record`` runs one training step of each preset and
-writes down every call to the Numba matmul (n, k, m, batch) and every ``F.conv2d`` /
-``F.conv_transpose2d`` layer, so the benchmark follows the models when they change.
+writes down every call to the Numba matmul (n, k, m, batch, and the layout of each operand) and
+every ``F.conv2d`` / ``F.conv_transpose2d`` layer, so the benchmark follows the models when they
+change. The layout matters as much as the shape: a layer's x @ Wᵀ reads W as a transposed view,
+a convolution's weight gradient reads its patch matrix transposed, and the kernels (like BLAS)
+take some layouts for free and copy others, so each product is timed in the layout the step used.
 
 Each thread count runs in a process of its own (``NUMBA_NUM_THREADS`` = ``OPENBLAS_NUM_THREADS`` =
 T). Matmul: numpy's ``np.matmul`` (OpenBLAS) and scratchgen's kernel in that process, called in
@@ -47,7 +50,7 @@ def record(names=None):
 
     def matmul_3d(a, b, out_batch, kernel=None):
         if depth[0] == 0:       # the caller's product, not the one it may turn into (Cᵀ = BᵀAᵀ)
-            note(products, (a.shape[1], a.shape[2], b.shape[2], out_batch))
+            note(products, (a.shape[1], a.shape[2], b.shape[2], out_batch, layout_of(a), layout_of(b)))
         depth[0] += 1
         try:
             return original[0](a, b, out_batch, kernel)
@@ -78,6 +81,32 @@ def record(names=None):
     return {"matmul": products, "conv": {k: v for k, v in layers.items() if k in CONV_PRESETS}}
 
 
+def layout_of(x):
+    """"C" if the matrices of x (..., r, c) are C-contiguous, "T" if they are transposed views of
+    C-contiguous ones, "S" otherwise (strided)."""
+    if x.flags.c_contiguous:
+        return "C"
+    return "T" if np.swapaxes(x, -1, -2).flags.c_contiguous else "S"
+
+
+def laid_out(x, layout):
+    """x's values in ``layout`` ("C", "T" or "S": every second column of a wider array)."""
+    if layout == "T":
+        return np.ascontiguousarray(np.swapaxes(x, -1, -2)).swapaxes(-1, -2)
+    if layout == "S":
+        wide = np.zeros(x.shape[:-1] + (2 * x.shape[-1],), dtype=x.dtype)
+        wide[..., ::2] = x
+        return wide[..., ::2]
+    return np.ascontiguousarray(x)
+
+
+def describe(product):
+    """"64x12544 @ 12544x16ᵀ x2": the shapes, a ᵀ on a transposed operand (strided: ˢ), the batch."""
+    n, k, m, batch, a_layout, b_layout = tuple(product) + ("C", "C")[len(product) - 4:]
+    mark = {"C": "", "T": "ᵀ", "S": "ˢ"}
+    return f"{n}x{k}{mark[a_layout]} @ {k}x{m}{mark[b_layout]}" + (f" x{batch}" if batch > 1 else "")
+
+
 # ---------------------------------------------------------------------------- in one process
 def _clock(threads):
     return time.thread_time if threads == 1 else time.perf_counter
@@ -103,14 +132,16 @@ def best_of(fns, timer, repeats, budget=5.0, wall=None):
 
 
 def time_products(shapes, threads, repeats=7):
-    """[(numpy s, scratchgen s)] per (n, k, m, batch) float32 shape, in this process."""
+    """[(numpy s, scratchgen s)] per float32 product (n, k, m, batch[, a layout, b layout]), in
+    this process; both libraries get the operands in the same layout (``laid_out``)."""
     from .kernels import matmul_numba
     rng = np.random.default_rng(0)
     timer = _clock(threads)
     out = []
-    for n, k, m, batch in shapes:
-        a = rng.standard_normal((batch, n, k)).astype(np.float32)
-        b = rng.standard_normal((batch, k, m)).astype(np.float32)
+    for product in shapes:
+        n, k, m, batch, a_layout, b_layout = tuple(product) + ("C", "C")[len(product) - 4:]
+        a = laid_out(rng.standard_normal((batch, n, k)).astype(np.float32), a_layout)
+        b = laid_out(rng.standard_normal((batch, k, m)).astype(np.float32), b_layout)
         fns = [lambda: np.matmul(a, b), lambda: matmul_numba.matmul_3d(a, b, batch)]
         for fn in fns:
             fn()

@@ -46,14 +46,19 @@ def test_bench_only_steps_prints_a_row_per_step_and_thread_count(capsys, monkeyp
 
 def test_the_presets_products_and_conv_layers_are_recorded_from_real_steps(monkeypatch):
     recorded = bench_presets.record(["vae", "dcgan"])
-    assert (128, 784, 400, 1) in recorded["matmul"]["vae"]          # the encoder's first layer
+    assert (128, 784, 400, 1, "C", "T") in recorded["matmul"]["vae"]    # the encoder's first layer, x @ Wᵀ
+    assert bench_presets.describe((128, 784, 400, 1, "C", "T")) == "128x784 @ 784x400ᵀ"
     # a product computed as its transpose (Cᵀ = BᵀAᵀ) is recorded once, as the caller asked for it
     monkeypatch.setattr("scratchgen.kernels.matmul_numba.transpose_pays", lambda a, b: False)
     assert bench_presets.record(["vae"])["matmul"]["vae"] == recorded["matmul"]["vae"]
     kinds = {layer["kind"] for layer in recorded["conv"]["dcgan"]}
     assert kinds == {"conv2d", "conv_transpose2d"} and "vae" not in recorded["conv"]
-    times = bench_presets.time_products([(3, 5, 7, 2)], threads=1, repeats=1)
-    assert len(times) == 1 and min(times[0]) > 0
+    times = bench_presets.time_products([(3, 5, 7, 2), (3, 5, 7, 2, "T", "S")], threads=1, repeats=1)
+    assert len(times) == 2 and min(times[0] + times[1]) > 0
+    x = np.arange(12.0).reshape(1, 3, 4)
+    for layout in "CTS":
+        y = bench_presets.laid_out(x, layout)
+        assert np.array_equal(y, x) and bench_presets.layout_of(y) == layout
     cpu, wall = bench_presets.time_convs(recorded["conv"]["dcgan"][:1], 1, "scratchgen", repeats=1)
     assert len(cpu) == len(wall) == 1 and min(cpu + wall) > 0
 

@@ -210,6 +210,9 @@ def test_the_transpose_is_taken_only_for_narrow_tall_products_the_dot_kernel_wou
     assert mmn.transpose_pays(np.swapaxes(x, 1, 2), g)            # xᵀ @ g (a weight gradient)
     assert not mmn.transpose_pays(np.swapaxes(x, 1, 2)[:, :20], g[:, :, :5][:, :128])   # short: n < 32
     assert not mmn.transpose_pays(np.swapaxes(x, 1, 2), np.ones((1, 128, 64), np.float32))  # wide
+    w_rows = np.ones((1, 400, 20), np.float32)
+    assert not mmn.transpose_pays(x, w_rows)                      # x @ W, both C-contiguous: dot copies
+                                                                  # the small W, the flip all of x
 
 
 def test_large_operand_goes_through_the_numba_transpose():
