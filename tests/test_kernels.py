@@ -158,6 +158,19 @@ def test_numba_kernels_across_block_edges(kernel, n, k, m):
     assert_close(out, np.matmul(a, b), k)
 
 
+@pytest.mark.parametrize("n, k, m", [(70, 9, 261), (6, 130, 517), (5, 1030, 6), (1, 1, 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_axpy_kernel_packs_b_from_its_transpose_to_the_same_bits(n, k, m, dtype):
+    # x @ Wᵀ hands the axpy kernel W itself: each block of b is turned around while it is packed,
+    # so the sums, and their order, are those of packing b from its rows
+    a, w = rng_array((2, n, k), dtype, 5, "transposed"), rng_array((1, m, k), dtype, 6)
+    from_rows, from_transpose = np.zeros((2, n, m), dtype), np.zeros((2, n, m), dtype)
+    mmn._matmul_axpy(a, np.ascontiguousarray(np.swapaxes(w, 1, 2)), from_rows, False)
+    mmn._matmul_axpy(a, w, from_transpose, True)
+    np.testing.assert_array_equal(from_rows, from_transpose)
+    assert_close(from_transpose, np.matmul(a, np.swapaxes(w, 1, 2)), k)
+
+
 @pytest.mark.parametrize("kernel", ["dot", "axpy"])
 @given(sizes=matrix_triples(max_n=70, max_k=40, max_m=70), dtype=FLOAT_DTYPES, seed=st.integers(0, 2**16))
 def test_the_number_of_threads_never_changes_a_result(kernel, sizes, dtype, seed):
@@ -173,7 +186,7 @@ def test_the_number_of_threads_never_changes_a_result(kernel, sizes, dtype, seed
     if kernel == "dot":
         mmn._matmul_dot(layouts.rows_of(a, dtype), layouts.rows_of(np.swapaxes(b, 1, 2), dtype), shared)
     else:
-        mmn._matmul_axpy(a, b, shared)
+        mmn._matmul_axpy(a, b, shared, False)
     np.testing.assert_array_equal(alone, shared)
 
 
