@@ -739,3 +739,15 @@ def test_a_step_that_frees_and_reallocates_its_arrays_takes_no_fresh_pages():
         pytest.skip("malloc's thresholds are only set with glibc on Linux")
     assert int(faults) < 100, faults          # 3,500 pages were written per round
     assert run_python(code, SCRATCHGEN_KEEP_FREED_MEMORY="0").stdout.split()[0] == "False"
+
+
+# ---------------------------------------------------------------------- vector width
+def test_the_vector_width_follows_what_the_cpu_reports():
+    import scratchgen.kernels as kernels
+    assert kernels.vector_width_setting("znver3", {"avx2": True, "avx512f": False}) is None
+    assert kernels.vector_width_setting("znver4", {"avx2": True, "avx512f": True}) == "+prefer-256-bit"
+    assert kernels.vector_width_setting("sapphirerapids", {"avx2": True, "avx512f": True}) == "-prefer-256-bit"
+    from llvmlite import binding as llvm
+    setting = kernels.vector_width_setting(llvm.get_host_cpu_name(), llvm.get_host_cpu_features())
+    if setting and os.environ.get("NUMBA_CPU_FEATURES") is None:     # this process: the host's setting
+        assert numba.config.CPU_FEATURES.endswith("," + setting)
