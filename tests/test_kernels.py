@@ -751,3 +751,15 @@ def test_the_vector_width_follows_what_the_cpu_reports():
     setting = kernels.vector_width_setting(llvm.get_host_cpu_name(), llvm.get_host_cpu_features())
     if setting and os.environ.get("NUMBA_CPU_FEATURES") is None:     # this process: the host's setting
         assert numba.config.CPU_FEATURES.endswith("," + setting)
+
+
+def test_with_16_vector_registers_long_products_go_to_the_axpy_kernel():
+    # the 4x4 dot tile needs 32 registers; on an AVX2 CPU it spills, and the axpy strips serve
+    assert mmn.choose_kernel(128, 784, 400, 1) == ("dot" if mmn.DOT_TILE_FITS else "axpy")
+    with patch.object(mmn, "DOT_TILE_FITS", False):
+        assert mmn.choose_kernel(128, 784, 400, 1) == "axpy"
+        assert mmn.choose_kernel(128, 784, 20, 1) == "dot"         # too narrow for axpy's rows
+        x, w = rng_array((1, 9, 300), np.float32, 40), rng_array((1, 70, 300), np.float32, 41)
+        assert_close(mmn.matmul_3d(x, np.swapaxes(w, 1, 2), 1), np.matmul(x, np.swapaxes(w, 1, 2)), 300)
+    with patch.object(mmn, "DOT_TILE_FITS", True):
+        assert mmn.choose_kernel(128, 784, 400, 1) == "dot"

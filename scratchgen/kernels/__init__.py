@@ -18,6 +18,7 @@ live apart (as minitorch keeps ``tensor_ops`` apart from ``fast_ops``):
 * :mod:`.activations`  — the leaky ReLU and its gradient: reference and one Numba pass each
 * :mod:`.compile_time` — how long Numba spent compiling in this process
 * :mod:`.heap`         — freed memory kept for the next step (fewer page faults), set at import
+* :mod:`.cpu`          — what the CPU reports (vector width, registers) and what the kernels make of it
 
 Plain NumPy arrays go in and come out; :mod:`scratchgen.ops` adds the autograd on top.
 ``python -m scratchgen.bench`` times them against NumPy (and PyTorch, if installed).
@@ -33,31 +34,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-# CPUs that run a 512-bit vector instruction as two 256-bit halves (as LLVM names them)
-SPLIT_512_BIT = ("znver4",)
-
-
-def vector_width_setting(cpu_name, features):
-    """The LLVM tuning flag for the width of Numba's vector loops on this CPU, or None to keep LLVM's.
-
-    * AVX2 only: None (256-bit vectors, 16 registers; nothing to choose).
-    * AVX-512 whose FMA units are 512 bits wide (Intel's server CPUs): ``-prefer-256-bit``. LLVM's
-      tuning for them prefers 256-bit vectors, and the matmul kernel then topped out near half of
-      numpy's speed: measured on this project's Xeon (one core, float32), 1024 x 1024 matmul
-      65 -> 89-92 GFLOP/s against numpy's 127-136.
-    * AVX-512 on a CPU that splits each 512-bit instruction in two (AMD Zen 4, ``SPLIT_512_BIT``):
-      ``+prefer-256-bit``. Its FMA throughput is the same at either width, and 256-bit loads and
-      stores are cheaper, while AVX-512's 32 registers (and masks) stay available to 256-bit code.
-      Measured (one thread, CPU time, AMD EPYC Zen 4, load 3.8, 512-bit -> 256-bit, GFLOP/s): the
-      fused convolutions of the DCGAN's 128->64 layer 77/70/67 -> 83/79/86 (forward / input / weight
-      gradient), x @ Wᵀ for the VAE's 784->400 layer 85 -> 96; whole steps, DCGAN 86-88 -> 77-85 ms,
-      VQ-VAE 194-201 -> 179-184 ms, VAE unchanged within noise (8.2-9.2 ms).
-    """
-    if not features.get("avx512f"):
-        return None
-    return "+prefer-256-bit" if cpu_name in SPLIT_512_BIT else "-prefer-256-bit"
-
-
 def _choose_vector_width():
     """Set Numba's CPU features with ``vector_width_setting`` for the host CPU.
 
@@ -67,6 +43,8 @@ def _choose_vector_width():
     """
     import numba
     from llvmlite import binding as llvm
+
+    from .cpu import vector_width_setting
 
     if numba.config.CPU_FEATURES is not None or numba.config.DISABLE_JIT:
         return
@@ -78,6 +56,7 @@ def _choose_vector_width():
 
 _choose_vector_width()
 
+from .cpu import vector_registers, vector_width_setting  # noqa: E402,F401
 from .heap import keep_freed_memory  # noqa: E402
 
 # NOTE: a DCGAN step re-faulted 3,626 fresh pages (14 MB) that malloc had handed back to the system

@@ -26,6 +26,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .cpu import vector_registers
 from .layouts import is_rows, rows_of, scalars_of
 from .threads import sized_for
 
@@ -42,6 +43,9 @@ AXPY_K_BLOCK = 128      # rows of b per pass: a 128 x 512 block of b stays in L2
 PAD_BYTES = 64          # one cache line added to each packed row (see _matmul_axpy)
 AXPY_MAX_K = 256               # inner dimension below this: the axpy kernel, ...
 DOT_MAX_M = 32                 # ... unless out has fewer columns than this: then the dot kernel
+# a 4x4 dot tile holds 16 accumulators and 8 loaded vectors: 32 SIMD registers (AVX-512) hold
+# them, 16 (AVX2) do not, and the spilled tile runs at about half speed (see choose_kernel)
+DOT_TILE_FITS = vector_registers() >= 32
 
 
 # ---------------------------------------------------------------------------- Numba kernels
@@ -322,11 +326,16 @@ def choose_kernel(n, k, m, batch, copies_for_dot=False):
     BLAS: 0.6-0.97 against 0.27-0.76 for the dot kernel). Choosing it there made whole training
     steps 13-27% slower all the same (VAE, DCGAN, VQ-VAE, one process alternating the two rules):
     a layer's forward pass x @ Wᵀ reads W as rows of Bᵀ, which the dot kernel takes as it is and
-    the axpy kernel must copy. So a long k still goes to the dot kernel unless that needs a copy.
+    the axpy kernel must copy. So a long k still goes to the dot kernel unless that needs a copy
+    — on CPUs with 32 vector registers (``DOT_TILE_FITS``). With 16 (AVX2) the 4x4 dot tile spills
+    to memory: compiled for AMD Zen 3 (AVX2) and run on a Zen 4 (one thread, CPU time, load 3.8,
+    GFLOP/s, dot / axpy packing b from Wᵀ): x @ Wᵀ for (128 x 784) @ (784 x 400) 54 / 74,
+    (128 x 400) @ (400 x 784) 51 / 72, (64 x 3136) @ (3136 x 512) 53 / 72. There the axpy kernel
+    takes every output at least DOT_MAX_M wide.
     """
     if m < DOT_MAX_M:
         return "dot"        # narrow output: axpy rows too short to vectorise
-    if k >= AXPY_MAX_K and not copies_for_dot:
+    if k >= AXPY_MAX_K and not copies_for_dot and DOT_TILE_FITS:
         return "dot"        # a long inner axis suits the dot product
     return "axpy"
 
