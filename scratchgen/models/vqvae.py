@@ -21,19 +21,23 @@ resolution, into a *top* grid; its codewords are upsampled and shown to the bott
          [h, up(q_top)] -> z_e_bottom (D, hb, wb) -> quantise -> q_bottom
          decoder([q_bottom, up(q_top)]) -> x̂
 
-Sampling needs a distribution over code grids: an autoregressive prior
-(:class:`~scratchgen.models.code_prior.CodePrior`), fitted by cross-entropy to the codes of the
+Sampling needs a distribution over code grids: an autoregressive prior — a gated PixelCNN
+(:class:`~scratchgen.models.pixelcnn.GatedPixelCNN`), or MADE
+(:class:`~scratchgen.models.code_prior.CodePrior`) — fitted by cross-entropy to the codes of the
 training images once the autoencoder is trained — for two levels, p(top) and p(bottom | top).
 Both phases run inside one ``scratchgen train`` run: the first (1 - prior_fraction) of the
 optimiser steps train the autoencoder; the rest freeze it and train the prior(s). (The phase
 boundary is computed from --epochs, so resuming with more epochs moves it: the autoencoder then
 trains again and the prior is fitted again at the end.)
 
-Simplifications, for 8x8 and 28x28 digits on a CPU: plain convolution stacks (no residual
-blocks), a MADE prior instead of PixelCNN (with self-attention in VQ-VAE-2), no class
-conditioning, the pixel reconstruction error as a mean squared error (a Gaussian decoder with a
-fixed variance, as in the papers). Decoder outputs are clipped to the data's range for
-reconstructions and samples.
+Against the papers, for 8x8 and 28x28 digits on a CPU: the encoder and decoder are the papers'
+(strided convolutions, residual blocks, transposed convolutions; ``--arch plain`` keeps the earlier
+plain convolution stacks so old run folders load), but small; the gated PixelCNN priors have a few
+layers of 32-64 channels and no self-attention (VQ-VAE-2's top prior has it in the paper); MADE
+(``--prior made``) remains as the small option and as a comparison; class conditioning is optional
+(``--prior-conditional 1``); the pixel reconstruction error is a mean squared error (a Gaussian
+decoder with a fixed variance, as in the papers) or, for binarized data, a Bernoulli
+cross-entropy. Decoder outputs are clipped to the data's range for reconstructions and samples.
 """
 import math
 
