@@ -315,6 +315,28 @@ def test_vqvae2_has_a_top_grid_and_a_bottom_prior_conditioned_on_it():
     np.testing.assert_allclose(model.decode(codes), model.reconstruct(x[:2]))
 
 
+def test_vqvae2_bottom_level_can_have_its_own_codebook_size():
+    """--bottom-codebook-size: the bottom quantiser, its prior's softmax and the context the bottom prior
+    reads (the top codes, from the top codebook) all follow their own level's K; one-level models refuse it."""
+    model = make(VQVAE2, epochs=2, codebook_size=12, bottom_codebook_size=5, codebook_init="uniform")
+    assert model.codebook_sizes() == [12, 5]
+    assert model.net.quantizer_top.num_codes == 12 and model.net.quantizer_bottom.num_codes == 5
+    top, bottom = model.prior.levels
+    assert (top.num_codes, bottom.num_codes, bottom.context_embed.weight.shape[0]) == (12, 5, 12)
+    x = load("digits8", "train")[:64][0]
+    model.autoencoder_step(x)
+    terms = model.prior_step(x)
+    assert np.isfinite(terms["prior_ce_bottom"])
+    codes = model.encode(x)
+    assert codes[0].max() < 12 and codes[1].max() < 5
+    ev = model.evaluate(load("digits8", "val"))
+    assert ev["codes_used_bottom"] + ev["dead_codes_bottom"] == 5 and ev["codes_used_top"] + ev["dead_codes_top"] == 12
+    manual_seed(0)
+    assert model.sample(2).shape == (2, 1, 8, 8)
+    with pytest.raises(ValueError, match="bottom-codebook-size"):
+        make(epochs=1, bottom_codebook_size=5)
+
+
 def test_state_dict_holds_everything_that_training_changes():
     """Saving after a few steps and restoring into a fresh model continues bit for bit (including the
     data-initialised codebook flag, the moving averages and both optimizers)."""

@@ -79,11 +79,12 @@ def check_codes(codes, length, what, owner):
 class CodePrior(nn.Module):
     """p(c_1..c_L [| context]) for grids of ``length`` codes in 0..num_codes-1 (a MADE).
 
-    ``context_length`` > 0 adds a conditioning grid of that many codes (same codebook size).
+    ``context_length`` > 0 adds a conditioning grid of that many codes, in 0..context_codes-1
+    (``context_codes`` defaults to ``num_codes``: the same codebook).
     Methods take and return integer arrays of shape (N, length) — flatten (N, H, W) grids first.
     """
 
-    def __init__(self, length, num_codes, hidden=(256,), embed=8, context_length=0):
+    def __init__(self, length, num_codes, hidden=(256,), embed=8, context_length=0, context_codes=None):
         super().__init__()
         hidden = [int(h) for h in hidden]
         if length < 1 or num_codes < 2 or not hidden or min(hidden) < 1 or embed < 1:
@@ -101,7 +102,7 @@ class CodePrior(nn.Module):
         self.hidden = nn.Sequential(*layers)
         self.out = MaskedLinear(hidden[-1], self.length * num_codes, np.repeat(masks[-1], num_codes, axis=0))
         if self.context_length:
-            self.context_embed = nn.Embedding(num_codes, embed)
+            self.context_embed = nn.Embedding(context_codes or num_codes, embed)
             self.context = nn.Linear(self.context_length * embed, hidden[0])
 
     def _check(self, codes, length, what):

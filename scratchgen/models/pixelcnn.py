@@ -188,7 +188,8 @@ class GatedPixelCNN(nn.Module):
     """p(codes [| label, context codes]) over an (H, W) grid of codes in 0..num_codes-1.
 
     ``num_classes`` > 0: class conditioning (a learned bias per class in every gate).
-    ``context_grid`` = (h, w): a grid of context codes (same codebook size) at a coarser
+    ``context_grid`` = (h, w): a grid of context codes (in 0..context_codes-1; by default the same
+    codebook size) at a coarser
     resolution — VQ-VAE-2's top codes — embedded, upsampled by ``H // h`` with a transposed
     convolution, and added to every gate through a 1x1 projection.
 
@@ -196,7 +197,7 @@ class GatedPixelCNN(nn.Module):
     """
 
     def __init__(self, grid, num_codes, channels=64, layers=5, kernel_size=3, embed=16, num_classes=0,
-                 context_grid=None, dtype=np.float32):
+                 context_grid=None, context_codes=None, dtype=np.float32):
         super().__init__()
         self.grid, self.num_codes = tuple(int(s) for s in grid), int(num_codes)
         self.length = self.grid[0] * self.grid[1]
@@ -216,7 +217,7 @@ class GatedPixelCNN(nn.Module):
                     or factor not in (1, 2):
                 raise ValueError(f"GatedPixelCNN: the context grid {self.context_grid} must be the grid {self.grid} "
                                  f"or half of it")
-            self.context_embed = nn.Embedding(num_codes, embed, dtype=dtype)
+            self.context_embed = nn.Embedding(context_codes or num_codes, embed, dtype=dtype)
             self.context_up = (nn.ConvTranspose2d(embed, C, 4, stride=2, padding=1, dtype=dtype) if factor == 2
                                else nn.Conv2d(embed, C, 3, padding=1, dtype=dtype))
             self.context_conv = nn.Conv2d(C, C, 3, padding=1, dtype=dtype)

@@ -174,10 +174,10 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("initialized", np.array(float(init == "uniform"), dtype))
 
     @classmethod
-    def from_options(cls, o):
-        """The quantiser a VQ-VAE's options describe (``codebook_size``, ``code_dim``, ``beta``,
+    def from_options(cls, o, codebook_size=None):
+        """The quantiser a VQ-VAE's options describe (``codebook_size``, unless given, ``code_dim``, ``beta``,
         ``codebook_update``, ``ema_decay``, ``codebook_init`` and, if given, ``restart_threshold``)."""
-        return cls(o["codebook_size"], o["code_dim"], beta=o["beta"], update=o["codebook_update"],
+        return cls(codebook_size or o["codebook_size"], o["code_dim"], beta=o["beta"], update=o["codebook_update"],
                    decay=o["ema_decay"], init=o["codebook_init"], restart_threshold=o.get("restart_threshold", 0.0))
 
     def _codebook_array(self):

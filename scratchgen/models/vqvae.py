@@ -131,7 +131,8 @@ class VQVAE2Net(TwoLevelNet):
         self.grids = [tuple(s // 2 for s in bottom), bottom]
         self.encoder_bottom = encoder(c, C, R, B, steps)                            # x -> h (C, bottom)
         self.encoder_top = nn.Sequential(encoder(C, C, R, B, 1), nn.Conv2d(C, D, 1))  # h -> z_e top
-        self.quantizer_top, self.quantizer_bottom = VectorQuantizer.from_options(o), VectorQuantizer.from_options(o)
+        self.quantizer_top = VectorQuantizer.from_options(o)
+        self.quantizer_bottom = VectorQuantizer.from_options(o, o.get("bottom_codebook_size") or None)
         self.decoder_top = decoder(D, C, R, B, 1, D)        # the top code, decoded for the bottom encoder
         self.encoder_bottom_out = nn.Conv2d(C + D, D, 1)    # [h, decoded top] -> z_e bottom
         self.upsample_top = unstrided(D, D)                 # the top code at the bottom resolution, for x̂
@@ -147,22 +148,24 @@ class VQVAE2Net(TwoLevelNet):
 
 class Priors(nn.Module):
     """One prior per level, top first; each lower level is conditioned on the codes of the level
-    above: p(top [| class]) p(bottom | top). ``kind`` "pixelcnn" (:class:`GatedPixelCNN`) or "made"
-    (:class:`CodePrior`). Codes are flattened grids (N, h·w)."""
+    above: p(top [| class]) p(bottom | top). ``sizes``: each level's codebook size. ``kind`` "pixelcnn"
+    (:class:`GatedPixelCNN`) or "made" (:class:`CodePrior`). Codes are flattened grids (N, h·w)."""
 
-    def __init__(self, grids, num_codes, o, kind, num_classes=0):
+    def __init__(self, grids, sizes, o, kind, num_classes=0):
         super().__init__()
         self.kind = kind
         levels = []
-        for i, grid in enumerate(grids):
+        for i, (grid, K) in enumerate(zip(grids, sizes)):
+            context = sizes[i - 1] if i else None  # the codebook size of the level above
             if kind == "made":
-                levels.append(CodePrior(grid[0] * grid[1], num_codes, int_list(o["prior_hidden"]), o["prior_embed"],
-                                        context_length=grids[i - 1][0] * grids[i - 1][1] if i else 0))
+                levels.append(CodePrior(grid[0] * grid[1], K, int_list(o["prior_hidden"]), o["prior_embed"],
+                                        context_length=grids[i - 1][0] * grids[i - 1][1] if i else 0,
+                                        context_codes=context))
             else:
-                levels.append(GatedPixelCNN(grid, num_codes, o["prior_channels"], o["prior_layers"],
+                levels.append(GatedPixelCNN(grid, K, o["prior_channels"], o["prior_layers"],
                                             o["prior_kernel"], o["prior_embed"],
                                             num_classes=num_classes if i == 0 else 0,
-                                            context_grid=grids[i - 1] if i else None))
+                                            context_grid=grids[i - 1] if i else None, context_codes=context))
         self.levels = nn.Sequential(*levels)
 
     def _extra(self, i, labels):
@@ -185,6 +188,8 @@ class Priors(nn.Module):
 
 VQ_OPTIONS = (
     Option("codebook_size", int, 32, "K: number of codewords"),
+    Option("bottom_codebook_size", int, 0, "vqvae2: K of the bottom level's codebook (0: the same as "
+                                           "--codebook-size); fewer bottom codes leave the bottom prior less to predict"),
     Option("code_dim", int, 8, "D: size of a codeword (the encoder's output channels)"),
     Option("arch", str, "residual", "encoder and decoder: the paper's strided convolutions with residual blocks, "
                                     "or the plain convolution stacks of earlier scratchgen", ("residual", "plain")),
@@ -260,12 +265,12 @@ class VQVAE(Experiment):
         nets = {"residual": (VQVAENet, VQVAE2Net), "plain": (PlainVQVAENet, PlainVQVAE2Net)}[o["arch"]]
         self.net = nets[self.levels - 1](info.shape, o)
         classes = info.num_classes if self.conditional else 0
-        self.prior = Priors(self.net.grids, o["codebook_size"], o, o["prior"], classes)
+        self.prior = Priors(self.net.grids, self.codebook_sizes(), o, o["prior"], classes)
         self.optimizer = optim.Adam(self.net.parameters(), lr=config["lr"])
         self.prior_optimizer = optim.Adam(self.prior.parameters(), lr=config["lr"])
         self.made = None
         if o["compare_made"]:
-            self.made = Priors(self.net.grids, o["codebook_size"], o, "made")
+            self.made = Priors(self.net.grids, self.codebook_sizes(), o, "made")
             self.made_optimizer = optim.Adam(self.made.parameters(), lr=config["lr"])
         self.suffixes = [""] if self.levels == 1 else ["_top", "_bottom"]
         self.loss_terms = ("loss", "recon", "codebook", "commitment",
@@ -287,6 +292,10 @@ class VQVAE(Experiment):
             raise ValueError(f"--res-blocks must be 0 or more, got {o['res_blocks']}")
         if o["codebook_size"] < 2:
             raise ValueError(f"--codebook-size must be at least 2, got {o['codebook_size']}")
+        if o["bottom_codebook_size"] and (self.levels == 1 or o["arch"] != "residual" or o["bottom_codebook_size"] < 2):
+            raise ValueError(f"--bottom-codebook-size sets the bottom level of a two-level model (vqvae2, --arch "
+                             f"residual) and must be at least 2; got {o['bottom_codebook_size']} for {self.name} "
+                             f"--arch {o['arch']} (0 keeps --codebook-size for every level)")
         if o["prior_kernel"] < 1 or o["prior_kernel"] % 2 == 0:
             raise ValueError(f"--prior-kernel must be odd (the kernel's centre is the position), got {o['prior_kernel']}")
         if not 0.0 < o["prior_fraction"] < 1.0:
@@ -300,10 +309,16 @@ class VQVAE(Experiment):
         if o["likelihood"] == "bernoulli" and self.config.get("scale", "01") != "01":
             raise ValueError("--likelihood bernoulli models pixels in [0, 1]: use --scale 01")
 
+    def codebook_sizes(self):
+        """K of each level, top first."""
+        K = self.opts["codebook_size"]
+        return [K] if self.levels == 1 else [K, self.opts["bottom_codebook_size"] or K]
+
     def describe(self):
         o = self.opts
         grids = " + ".join(f"{h}x{w}" for h, w in self.net.grids)
-        return (f"{'VQ-VAE' if self.levels == 1 else 'VQ-VAE-2'} (codes {grids} from K={o['codebook_size']} codewords "
+        sizes = "/".join(str(k) for k in self.codebook_sizes())
+        return (f"{'VQ-VAE' if self.levels == 1 else 'VQ-VAE-2'} (codes {grids} from K={sizes} codewords "
                 f"of size {o['code_dim']}) with {self.net.num_parameters():,} parameters, {o['prior']} prior with "
                 f"{self.prior.num_parameters():,}; the prior is fitted during steps {self.autoencoder_steps() + 1}.."
                 f"{self.total_steps()}")
@@ -404,7 +419,7 @@ class VQVAE(Experiment):
     # ---- evaluation
     def code_histograms(self, data):
         """How often each code occurs over the split, per level: a list of (K,) integer arrays."""
-        counts = [np.zeros(self.opts["codebook_size"], np.int64) for _ in self.suffixes]
+        counts = [np.zeros(k, np.int64) for k in self.codebook_sizes()]
         self.net.eval()
         with no_grad():
             for x, _ in self.batches(data):
@@ -420,7 +435,7 @@ class VQVAE(Experiment):
         self.net.eval()
         self.prior.eval()
         sums, n = {}, 0
-        counts = [np.zeros(self.opts["codebook_size"], np.int64) for _ in self.suffixes]
+        counts = [np.zeros(k, np.int64) for k in self.codebook_sizes()]
         with no_grad():
             for x, y in self.batches(data):
                 _, qs, recon, loss = self.forward(x)
