@@ -14,7 +14,7 @@ from scratchgen.finite_differences import numerical_gradient
 from scratchgen.models import vector_quantizer as vq
 from scratchgen.models.code_prior import CodePrior, made_masks
 from scratchgen.models.vqvae import VQVAE, VQVAE2
-from scratchgen.random import get_state, manual_seed, set_state
+from scratchgen.random import get_rng, get_state, manual_seed, set_state
 from scratchgen.autograd import Tensor
 from scratchgen.training.config import load_run, resolve_config
 from strategies import quantizer_grids
@@ -450,7 +450,7 @@ def test_class_conditional_prior_and_the_made_comparison():
 
 def test_eval_scores_samples_of_the_comparison_made_with_the_same_instrument(monkeypatch):
     from scratchgen.evaluation import sample_quality
-    model = make(compare_made=1, epochs=1, eval_samples=4)
+    model = make(compare_made=1, epochs=1, eval_samples=4, eval_diagnosis=0)
     drawn = {}
 
     def fake_quality(experiment, data, n=10000, sample=None):  # records which prior drew the codes
@@ -467,3 +467,43 @@ def test_eval_scores_samples_of_the_comparison_made_with_the_same_instrument(mon
     assert drawn == {"prior": ["pixelcnn"], "made": []}  # the MADE's samples did not come from the PixelCNN
     assert out["conv_precision"] == out["made_conv_precision"] == 4.0
     assert "made_frechet_distance" not in out  # only the conv instrument's keys are repeated
+
+
+@pytest.mark.parametrize("family", [VQVAE, VQVAE2])
+def test_eval_diagnosis_scores_reconstructions_and_real_top_codes_with_a_sampled_bottom(family, monkeypatch):
+    """recon_conv_*: decoded codes of random training images (no prior); real_top_conv_* (two levels): the
+    top codes of training images, the bottom ones drawn by the bottom prior given exactly those."""
+    from scratchgen.evaluation import sample_quality
+    model = make(family, epochs=1, eval_samples=3)
+    train = load("digits8", "train")[:][0]
+    seen = {}
+
+    def fake_quality(experiment, data, n=10000, sample=None):
+        if sample is None:
+            return {"conv_precision": 0.5}
+        calls = []
+        for i, level in enumerate(model.prior.levels):
+            real = level.sample
+            level.sample = (lambda n, ctx=None, *a, _i=i, _real=real, **k:
+                            calls.append((_i, None if ctx is None else ctx.copy())) or _real(n, ctx, *a, **k))
+        manual_seed(5)
+        images = sample(n)
+        manual_seed(5)
+        x = train[get_rng().integers(0, len(train), n)]
+        for level in model.prior.levels:
+            del level.sample
+        seen[len(seen)] = (images, x, calls)
+        return {"conv_precision": float(len(seen)), "conv_recall": 1.0, "frechet_distance": 9.0}
+
+    monkeypatch.setattr(sample_quality, "experiment_sample_quality", fake_quality)
+    out = model.report(load("digits8", "val"), "test")
+    images, x, calls = seen[0]  # reconstructions: no prior drew anything
+    assert calls == [] and out["recon_conv_precision"] == 1.0 and "recon_frechet_distance" not in out
+    np.testing.assert_allclose(images, model.reconstruct(x))
+    if family is VQVAE:
+        assert len(seen) == 1 and not any(k.startswith("real_top") for k in out)
+    else:
+        images, x, calls = seen[1]
+        top = model.encode(x)[0].reshape(len(x), -1)
+        assert [i for i, _ in calls] == [1] and np.array_equal(calls[0][1], top)  # only the bottom prior, given the real top
+        assert out["real_top_conv_precision"] == 2.0 and images.shape == x.shape

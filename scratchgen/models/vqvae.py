@@ -223,6 +223,9 @@ VQ_OPTIONS = (
                                    "prior_ce_made (which prior fits better)"),
     Option("temperature", float, 1.0, "sampling temperature of the PixelCNN prior (logits / T)"),
     Option("eval_samples", int, 10000, "scratchgen eval: samples drawn for the sample-quality numbers"),
+    Option("eval_diagnosis", int, 1, "scratchgen eval: 1 also scores reconstructions of training images (recon_conv_*, "
+                                     "the decoder's ceiling) and, for two levels, images with real top codes and "
+                                     "sampled bottom ones (real_top_conv_*): which part limits the samples", low=0, high=1),
 )
 
 
@@ -233,7 +236,7 @@ class VQVAE(Experiment):
     levels = 1
     defaults = dict(data="digits8", epochs=20, batch_size=32, lr=3e-3, scale="01")
     options = VQ_OPTIONS
-    eval_options = ("temperature", "eval_samples")
+    eval_options = ("temperature", "eval_samples", "eval_diagnosis")
     presets = {
         "digits8": dict(help="small: 8x8 digits, 4x4 codes from 32 codewords of size 8, 2 residual blocks, a 3-layer "
                              "gated PixelCNN prior; 16 epochs (half of them fit the prior), seconds each",
@@ -463,7 +466,10 @@ class VQVAE(Experiment):
         entropy). For labelled image data, the sample-quality report of
         :func:`scratchgen.evaluation.sample_quality.sample_quality` on 10,000 samples; with
         ``--compare-made 1``, the ``conv_`` keys also for samples whose codes the MADE drew
-        (``made_conv_precision``, ...: which prior makes better images from the same decoder)."""
+        (``made_conv_precision``, ...: which prior makes better images from the same decoder). With
+        ``eval_diagnosis`` (on by default), the same ``conv_`` keys for reconstructions of training images
+        (``recon_conv_*``: the ceiling the decoder sets for any prior) and, for two levels, for real top
+        codes with sampled bottom ones (``real_top_conv_*``: what the bottom prior alone loses)."""
         out = {f"{split}_{k}": v for k, v in self.evaluate(data).items()}
         x = data[:][0]
         out[f"{split}_mse_data_mean"] = float(((x - x.mean(axis=0)) ** 2).mean())
@@ -482,7 +488,36 @@ class VQVAE(Experiment):
             made = experiment_sample_quality(self, data, n=self.opts["eval_samples"],
                                              sample=lambda n: self._sample_from(self.made, n))
             out.update({f"made_{k}": v for k, v in made.items() if k.startswith("conv_")})
+        if self.opts["eval_diagnosis"] and not self.conditional:
+            for prefix, real_levels in (("recon", self.levels), ("real_top", 1))[:self.levels]:
+                part = experiment_sample_quality(self, data, n=self.opts["eval_samples"],
+                                                 sample=self._real_codes_sampler(real_levels))
+                out.update({f"{prefix}_{k}": v for k, v in part.items() if k.startswith("conv_")})
         return out
+
+    def _real_codes_sampler(self, real_levels):
+        """``sample(n)`` for :meth:`report`'s diagnosis: the codes of the first ``real_levels`` levels (top
+        first) come from n random *training* images (not the evaluated split, which is the reference),
+        the rest from the prior given them; decoded. All levels real: reconstructions, the best any prior
+        could do with this decoder. Top real, bottom sampled: how much the bottom prior loses."""
+        from ..data import load
+        from ..random import get_rng
+        cache = {}
+
+        def sample(n):
+            if "x" not in cache:
+                c = self.config
+                cache["x"] = load(c["data"], c.get("train_split", "train"), data_dir=c.get("data_dir"),
+                                  scale=c.get("scale", "01"), binarize=c.get("binarize"), seed=c["seed"])[:][0]
+            x = cache["x"][get_rng().integers(0, len(cache["x"]), n)]
+            codes = [k.reshape(n, -1) for k in self.encode(x)][:real_levels]
+            self.prior.eval()
+            with no_grad():
+                for level in self.prior.levels[real_levels:]:
+                    codes.append(level.sample(n, codes[-1], **({"temperature": self.opts["temperature"]}
+                                                               if self.prior.kind == "pixelcnn" else {})))
+            return self.decode([k.reshape(n, h, w) for k, (h, w) in zip(codes, self.net.grids)])
+        return sample
 
     # ---- using the model
     def _clip(self, x):
