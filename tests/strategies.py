@@ -213,6 +213,19 @@ def batch_norm_shapes(draw, ndim, max_n=4, max_c=3, max_side=3):
     return shape
 
 
+@st.composite
+def batch_norm_problems(draw):
+    """(x, g, γ, β, training) for the batch-norm kernels: 2-4 dims (features (N, C) take the row-sum
+    path), 1-sized axes, float32 or float64, x and g in any layout, |mean| of the order of the spread."""
+    shape = draw(batch_norm_shapes(draw(st.integers(2, 4)), max_n=5, max_c=5, max_side=5))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    x = with_layout((3 * rng.standard_normal(shape) + 1).astype(dtype), draw(layouts))
+    g = with_layout(rng.standard_normal(shape).astype(dtype), draw(layouts))
+    gamma, beta = rng.standard_normal(shape[1]).astype(dtype), rng.standard_normal(shape[1]).astype(dtype)
+    return x, g, gamma, beta, draw(st.booleans())
+
+
 # evaluation
 # Covariance matrices for the Fréchet distance: symmetric positive definite, condition number
 # kept moderate so eigendecomposition routes agree to ~1e-9.

@@ -22,8 +22,8 @@ from scratchgen.kernels import conv, conv_numba, layouts, matmul as mm, matmul_n
 from scratchgen.kernels import threads as mm_threads
 from scratchgen.kernels.backend import BACKENDS, get_backend, set_backend, use_backend
 from strategies import layouts as layouts_
-from strategies import (FLOAT_DTYPES, conv2d_cases, conv2d_grad_input_shapes, matmul_operands,
-                        matmul_shape_pairs, matrix_triples, seeded_arrays, with_layout)
+from strategies import (FLOAT_DTYPES, batch_norm_problems, conv2d_cases, conv2d_grad_input_shapes,
+                        matmul_operands, matmul_shape_pairs, matrix_triples, seeded_arrays, with_layout)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -489,6 +489,18 @@ def test_kernels_run_as_plain_python_with_jit_disabled():
                            conv.conv2d_grad_input_reference(y, w, x.shape, 2, 1))
         assert np.allclose(conv.conv2d_grad_weight(x, y, w.shape, 2, 1),
                            conv.conv2d_grad_weight_reference(x, y, w.shape, 2, 1))
+        wt = rng.standard_normal((2, 7, 6))                      # b as a transposed view: packed from bᵀ
+        assert np.allclose(mmn.matmul_3d(a, np.swapaxes(wt, 1, 2), 2, kernel="axpy"), a @ np.swapaxes(wt, 1, 2))
+        from scratchgen.kernels import activations as act, batch_norm as bn
+        for shape in [(4, 3), (4, 3, 5)]:                        # features (row sums) and planes
+            xb, g, c = rng.standard_normal(shape), rng.standard_normal(shape), rng.standard_normal(3)
+            fused, reference = bn.batch_norm_forward_numba(xb, c, c, 1e-5), bn.batch_norm_forward_reference(xb, c, c, 1e-5)
+            assert all(np.allclose(u, v) for u, v in zip(fused, reference))
+            mean, inv_std = reference[1], reference[3]
+            assert all(np.allclose(u, v) for u, v in zip(bn.batch_norm_backward_numba(g, xb, mean, inv_std, c, True),
+                                                         bn.batch_norm_backward_reference(g, xb, mean, inv_std, c, True)))
+            assert np.array_equal(act.leaky_relu_backward_numba(g, xb, 0.1), act.leaky_relu_backward_reference(g, xb, 0.1))
+            assert np.array_equal(act.relu_forward_numba(xb), act.relu_forward_reference(xb))
         import numba
         assert numba.config.DISABLE_JIT
         print("ok")
@@ -615,17 +627,6 @@ def test_the_number_of_threads_never_changes_a_fused_convolution(stride):
 # copy what is not contiguous), (N, C) features (the row-block path) and (N, C, ...) planes,
 # 1-sized axes, both dtypes, training and eval. Their gradients are checked against central
 # differences through F.batch_norm and F.leaky_relu in tests/test_functional.py.
-
-@st.composite
-def batch_norm_problems(draw):
-    from strategies import batch_norm_shapes
-    shape = draw(batch_norm_shapes(draw(st.integers(2, 4)), max_n=5, max_c=5, max_side=5))
-    dtype, seed = draw(FLOAT_DTYPES), draw(st.integers(0, 2**16))
-    x = rng_array(shape, dtype, seed, draw(layouts_)) * 3 + 1     # |mean| of the order of the spread
-    g = rng_array(shape, dtype, seed + 1, draw(layouts_))
-    gamma, beta = rng_array((shape[1],), dtype, seed + 2), rng_array((shape[1],), dtype, seed + 3)
-    return x, g, gamma, beta, draw(st.booleans())
-
 
 def assert_batch_norm_kernels_agree(x, g, gamma, beta, training):
     from scratchgen.kernels import batch_norm as bn
