@@ -48,7 +48,10 @@ def _choose_vector_width():
 
     if numba.config.CPU_FEATURES is not None or numba.config.DISABLE_JIT:
         return
-    features = llvm.get_host_cpu_features()
+    try:
+        features = llvm.get_host_cpu_features()
+    except RuntimeError:            # LLVM could not read the host's features: keep its defaults
+        return
     setting = vector_width_setting(llvm.get_host_cpu_name(), features)
     if setting:
         numba.config.CPU_FEATURES = features.flatten() + "," + setting

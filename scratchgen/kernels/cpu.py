@@ -49,5 +49,8 @@ def vector_registers():
         return 32
     features = numba.config.CPU_FEATURES
     if features is None:
-        return 32 if llvm.get_host_cpu_features().get("avx512f") else 16
+        try:
+            return 32 if llvm.get_host_cpu_features().get("avx512f") else 16
+        except RuntimeError:        # LLVM could not read the host's features: assume the fewest
+            return 16
     return 32 if "+avx512f" in features.split(",") else 16
