@@ -245,10 +245,10 @@ class VQVAE(Experiment):
                         prior_layers=3, prior_embed=8),
         "mnist": dict(help="MNIST: 7x7 codes from 256 codewords of size 16, 64 channels, 2 residual blocks, EMA "
                            "codebook with dead-code restarts; a 6-layer gated PixelCNN prior (and a MADE beside it); "
-                           "9 epochs, the last 3 fit the prior",
-                      data="mnist", epochs=9, batch_size=128, lr=1e-3, channels=64, res_channels=32, res_blocks=2,
+                           "15 epochs, the last 9 fit the prior",
+                      data="mnist", epochs=15, batch_size=128, lr=1e-3, channels=64, res_channels=32, res_blocks=2,
                       codebook_size=256, code_dim=16, downsample=2, codebook_update="ema", restart_threshold=0.1,
-                      prior_fraction=1 / 3,
+                      prior_fraction=0.6,
                       prior_channels=64, prior_layers=6, prior_embed=16, prior_hidden=[512], compare_made=1),
     }
     monitor = None  # best.npz = latest: the two phases optimise different things
@@ -603,8 +603,8 @@ class VQVAE2(VQVAE):
         "digits8": dict(VQVAE.presets["digits8"], help="small: 8x8 digits, 2x2 top and 4x4 bottom codes from 32 "
                                                        "codewords each; 16 epochs, seconds each"),
         "mnist": dict(VQVAE.presets["mnist"], downsample=1, channels=32, res_channels=16, prior_channels=32,
-                      prior_layers=6, compare_made=0, epochs=6,
-                      help="MNIST: 7x7 top and 14x14 bottom codes from 256 codewords of size 16 each, 32 channels, "
-                           "EMA codebooks with dead-code restarts; gated PixelCNN priors p(top), p(bottom | top) of 6 "
-                           "layers, 32 channels; 6 epochs, the last 2 fit the priors"),
+                      prior_layers=6, compare_made=0, bottom_codebook_size=32, epochs=8, prior_fraction=0.5,
+                      help="MNIST: 7x7 top codes from 256 codewords and 14x14 bottom codes from 32, of size 16, 32 "
+                           "channels, EMA codebooks with dead-code restarts; gated PixelCNN priors p(top), "
+                           "p(bottom | top) of 6 layers, 32 channels; 8 epochs, the last 4 fit the priors"),
     }
