@@ -469,12 +469,14 @@ def test_eval_scores_samples_of_the_comparison_made_with_the_same_instrument(mon
     assert "made_frechet_distance" not in out  # only the conv instrument's keys are repeated
 
 
-@pytest.mark.parametrize("family", [VQVAE, VQVAE2])
-def test_eval_diagnosis_scores_reconstructions_and_real_top_codes_with_a_sampled_bottom(family, monkeypatch):
+@pytest.mark.parametrize("family, conditional", [(VQVAE, 0), (VQVAE2, 0), (VQVAE2, 1)])
+def test_eval_diagnosis_scores_reconstructions_and_real_top_codes_with_a_sampled_bottom(family, conditional,
+                                                                                       monkeypatch):
     """recon_conv_*: decoded codes of random training images (no prior); real_top_conv_* (two levels): the
-    top codes of training images, the bottom ones drawn by the bottom prior given exactly those."""
+    top codes of training images, the bottom ones drawn by the bottom prior given exactly those (no labels
+    needed even when the top prior is class-conditional)."""
     from scratchgen.evaluation import sample_quality
-    model = make(family, epochs=1, eval_samples=3)
+    model = make(family, epochs=1, eval_samples=3, prior_conditional=conditional)
     train = load("digits8", "train")[:][0]
     seen = {}
 

@@ -488,7 +488,7 @@ class VQVAE(Experiment):
             made = experiment_sample_quality(self, data, n=self.opts["eval_samples"],
                                              sample=lambda n: self._sample_from(self.made, n))
             out.update({f"made_{k}": v for k, v in made.items() if k.startswith("conv_")})
-        if self.opts["eval_diagnosis"] and not self.conditional:
+        if self.opts["eval_diagnosis"]:  # no labels needed: the class-conditional prior is the top one
             for prefix, real_levels in (("recon", self.levels), ("real_top", 1))[:self.levels]:
                 part = experiment_sample_quality(self, data, n=self.opts["eval_samples"],
                                                  sample=self._real_codes_sampler(real_levels))
