@@ -54,11 +54,12 @@ def _scale_where_negative(v, x, alpha, out):
         out[i] = v[i] if x[i] > 0 else alpha * v[i]
 
 
-def _fused(v, x, alpha, reference):
-    """``_scale_where_negative`` on contiguous copies where needed; other dtypes go to ``reference``."""
+def _fused(v, x, alpha, fallback):
+    """``_scale_where_negative`` on contiguous copies where needed; other dtypes or shapes call
+    ``fallback()`` (the NumPy reference of the same result)."""
     dtype = np.result_type(v, x)
     if dtype not in (np.float32, np.float64) or v.shape != x.shape:
-        return reference(v, x, alpha) if reference is leaky_relu_backward_reference else reference(x, alpha)
+        return fallback()
     out = np.empty(x.shape, dtype)
     # α rounded to x's dtype first, as the reference's slope array is
     alpha = dtype.type(x.dtype.type(alpha))
@@ -70,12 +71,12 @@ def _fused(v, x, alpha, reference):
 
 def leaky_relu_forward_numba(x, alpha):
     """``leaky_relu_forward`` in one pass (``_scale_where_negative`` with v = x)."""
-    return _fused(x, x, alpha, leaky_relu_forward_reference)
+    return _fused(x, x, alpha, lambda: leaky_relu_forward_reference(x, alpha))
 
 
 def leaky_relu_backward_numba(g, x, alpha):
     """``leaky_relu_backward`` in one pass (``_scale_where_negative`` with v = g)."""
-    return _fused(g, x, alpha, leaky_relu_backward_reference)
+    return _fused(g, x, alpha, lambda: leaky_relu_backward_reference(g, x, alpha))
 
 
 def relu_forward_reference(x):
@@ -114,9 +115,7 @@ def relu_forward_numba(x):
 
 def relu_backward_numba(g, x):
     """``relu_backward`` in one pass: the leaky ReLU's gradient with slope 0 (``_scale_where_negative``)."""
-    if g.shape != x.shape:
-        return relu_backward_reference(g, x)
-    return _fused(g, x, 0.0, leaky_relu_backward_reference)
+    return _fused(g, x, 0.0, lambda: relu_backward_reference(g, x))
 
 
 RELU_FORWARD = {"numpy": relu_forward_reference, "numba": relu_forward_numba}
