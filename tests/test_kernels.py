@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 from unittest.mock import patch
 
 import numba
@@ -201,6 +202,47 @@ def test_only_work_that_pays_for_the_wake_ups_wakes_the_pool():
         with mm_threads.sized_for(1):
             raise RuntimeError("boom")
     assert numba.get_num_threads() == all_threads      # restored after an error
+
+
+def run_calls(choice, seconds_on, calls):
+    """Let ``choice`` pick the threads of ``calls`` calls, each taking ``seconds_on[threads]``; the picks."""
+    picks = []
+    for _ in range(calls):
+        t = choice.next()
+        choice.record(t, seconds_on[t])
+        picks.append(t)
+    return picks
+
+
+def test_a_timed_call_site_keeps_the_faster_choice_and_retries_the_other():
+    choice = mm_threads.ThreadChoice(2)
+    # a core taken by another program: two threads slower than one
+    picks = run_calls(choice, {1: 1.0, 2: 1.3}, 6 + 4 * mm_threads.RETRY_EVERY)
+    assert sorted(picks[:6]) == [1, 1, 1, 2, 2, 2]              # both warmed up first
+    later = picks[6:]
+    assert later.count(2) == 4 and all(later[i] == 1 for i in range(len(later)) if (i + 7) % mm_threads.RETRY_EVERY)
+    # the core is free again: the retries notice it within three of them, and two threads take over
+    picks = run_calls(choice, {1: 1.0, 2: 0.6}, 4 * mm_threads.RETRY_EVERY)
+    assert picks[-mm_threads.RETRY_EVERY:].count(2) == mm_threads.RETRY_EVERY - 1   # one retry of 1 thread
+
+
+def test_one_slow_first_call_does_not_decide_a_call_site():
+    choice = mm_threads.ThreadChoice(2)
+    t = choice.next()
+    choice.record(t, 100.0 if t == 2 else 1.0)                 # e.g. compiling on the first call
+    run_calls(choice, {1: 1.0, 2: 0.5}, 5)
+    assert choice.best() == 2 and choice.next() == 2
+
+
+def test_only_work_above_the_break_even_point_is_timed():
+    mm_threads._choices.clear()
+    with mm_threads.sized_for(1, key=("test", "small")) as used:
+        assert used == 1
+    assert ("test", "small") not in mm_threads._choices
+    with mm_threads.sized_for(10**12, key=("test", "big")) as used:
+        assert used == numba.get_num_threads() or numba.get_num_threads() == 1
+    if numba.get_num_threads() > 1:
+        assert len(mm_threads._choices[("test", "big")].times[used]) == 1
 
 
 @given(n=st.integers(32, 70), k=st.integers(1, 40), m=st.integers(1, 31), batch=st.integers(1, 3),
@@ -605,6 +647,11 @@ def test_the_channels_last_scratch_image_is_rewritten_on_reuse_and_keeps_a_zero_
         np.testing.assert_array_equal(xh, expected)
 
 
+def forced(threads):
+    """A stand-in for a call site's ``ThreadChoice`` that always picks ``threads``."""
+    return SimpleNamespace(next=lambda: threads, record=lambda *_: None)
+
+
 @pytest.mark.parametrize("stride", [(1, 1), (2, 1)])
 def test_the_number_of_threads_never_changes_a_fused_convolution(stride):
     # one task per image (forward, input gradient) or per block of dw's columns: the same sums in
@@ -614,6 +661,7 @@ def test_the_number_of_threads_never_changes_a_fused_convolution(stride):
 
     def all_three(threads):
         with patch.object(mm_threads, "threads_for", lambda work: threads), \
+                patch.object(mm_threads, "choice_for", lambda key, _: forced(threads)), \
                 patch.object(conv_numba, "GRAD_WEIGHT_BLOCK", 8):
             return (conv_numba.forward(x, w, stride, (1, 1), fused=True),
                     conv_numba.grad_input(g, w, x.shape, stride, (1, 1), fused=True),
@@ -676,7 +724,7 @@ def test_the_number_of_threads_never_changes_a_batch_norm(shape):
     gamma, beta = rng_array(shape[1:2], np.float32, 32), rng_array(shape[1:2], np.float32, 33)
 
     def both(threads):
-        with patch.object(bn, "sized_for", lambda work: mm_threads.sized_for(0 if threads == 1 else 10**12)):
+        with patch.object(bn, "sized_for", lambda work, key: mm_threads.sized_for(0 if threads == 1 else 10**12)):
             y, mean, var, inv_std = bn.batch_norm_forward_numba(x, gamma, beta, 1e-5)
             return (y, mean, var) + bn.batch_norm_backward_numba(g, x, mean, inv_std, gamma, True)
     for alone, shared in zip(both(1), both(numba.get_num_threads())):

@@ -63,7 +63,7 @@ def _fused(v, x, alpha, fallback):
     out = np.empty(x.shape, dtype)
     # α rounded to x's dtype first, as the reference's slope array is
     alpha = dtype.type(x.dtype.type(alpha))
-    with sized_for(x.size):
+    with sized_for(x.size, ("scale_where_negative", x.shape)):
         _scale_where_negative(np.ascontiguousarray(v, dtype).reshape(-1),
                               np.ascontiguousarray(x, dtype).reshape(-1), alpha, out.reshape(-1))
     return out
@@ -108,7 +108,7 @@ def relu_forward_numba(x):
     if x.dtype not in (np.float32, np.float64):
         return relu_forward_reference(x)
     out = np.empty(x.shape, x.dtype)
-    with sized_for(x.size):
+    with sized_for(x.size, ("clip_below_zero", x.shape)):
         _clip_below_zero(np.ascontiguousarray(x).reshape(-1), out.reshape(-1))
     return out
 

@@ -231,7 +231,7 @@ def batch_norm_forward_numba(x, gamma, beta, eps, mean=None, var=None):
         return batch_norm_forward_reference(x, gamma, beta, eps, mean, var)
     x3 = _as_ncl(x)
     dtype = x.dtype
-    with sized_for(x.size):
+    with sized_for(x.size, ("batch_norm_forward", x.shape, mean is None)):
         if mean is None:
             mean, var = np.empty(x.shape[1], dtype), np.empty(x.shape[1], dtype)
             if x3.shape[2] == 1:
@@ -251,7 +251,7 @@ def batch_norm_backward_numba(g, x, mean, inv_std, gamma, training):
     g3, x3 = _as_ncl(g), _as_ncl(x)
     c, count, dtype = x.shape[1], x.size // x.shape[1], x.dtype
     sum_g, sum_gx = np.empty(c), np.empty(c)
-    with sized_for(2 * x.size):
+    with sized_for(2 * x.size, ("batch_norm_backward", x.shape)):
         if x3.shape[2] == 1:
             _row_gradient_sums(g3.reshape(x.shape[:2]), x3.reshape(x.shape[:2]), mean,
                                sum_g, sum_gx)

@@ -344,7 +344,7 @@ def _im2col_t(x, kh, kw, stride, padding, out_hw, dtype):
     xp = _padded(x, padding, dtype).reshape(-1)
     starts = (np.arange(n)[:, None] * (xp.size // n) + base[None, :]).reshape(-1)
     out = np.empty((off.size, starts.size), dtype=dtype)
-    with sized_for(out.size):
+    with sized_for(out.size, ("im2col", x.shape, kh, kw, stride, padding)):
         _im2col_columns(xp, starts, off, out)
     return out
 
@@ -354,7 +354,7 @@ def _col2im(rows, x_shape, kh, kw, stride, padding, out_hw, dtype):
     n, c, h, w = x_shape
     base, off = _offsets(c, h, w, kh, kw, stride, padding, out_hw)
     dx = np.empty(x_shape, dtype=dtype)
-    with sized_for(rows.size):
+    with sized_for(rows.size, ("col2im", x_shape, kh, kw, stride, padding)):
         _col2im_rows(np.ascontiguousarray(rows, dtype=dtype), base, off, (c, h + 2 * padding[0], w + 2 * padding[1]),
                      padding, dx)
     return dx
@@ -383,7 +383,8 @@ def _forward_numba(x, w, stride, padding, out_hw, dtype, fused=None):
     if fused_pays(features, fused):
         # out[n] (O, L) = w_mat (O, Q) @ P[n]ᵀ, P[n] packed image by image inside the kernel
         out = np.zeros((n, o, positions), dtype=dtype)
-        with sized_for(out.size * features):
+        with sized_for(out.size * features,
+                       ("conv_forward_fused", x.shape, w.shape, stride, padding)):
             _conv_forward_fused(_nhwc(x, padding, dtype), w_mat[0], kw, stride[0], stride[1], out_hw[1], out)
     else:   # few features: one long product (O, Q) @ Pᵀ (Q, N·L), on the axpy kernel's long rows
         out = matmul_3d(w_mat, _im2col_t(x, kh, kw, stride, padding, out_hw, dtype)[None], 1)
@@ -400,7 +401,8 @@ def _grad_weight_numba(x, grad_out, w_shape, stride, padding, out_hw, dtype, fus
         g = np.ascontiguousarray(grad_out, dtype=dtype).reshape(n, o, positions)
         blocks = 2 * -(-features // (2 * GRAD_WEIGHT_BLOCK))
         dw = np.empty((o, features), dtype=dtype)
-        with sized_for(grad_out.size * features):
+        with sized_for(grad_out.size * features,
+                       ("conv_grad_weight_fused", x.shape, w_shape, stride, padding)):
             _conv_grad_weight_fused(_nhwc(x, padding, dtype), g, kw, stride[0], stride[1], out_hw[1],
                                     -(-features // blocks), dw)
     else:   # few features: one product with all N·L positions as its inner axis, gᵀ (O, N·L) @ P
@@ -442,7 +444,8 @@ def _grad_input_numba(grad_out, w, x_shape, stride, padding, out_hw, dtype, fuse
         # dP[n] (L, Q) = g[n]ᵀ (L, O) @ w_mat (O, Q), added back into dx four rows at a time
         g_rows = np.ascontiguousarray(np.swapaxes(grad_out.reshape(n, o, positions), 1, 2), dtype=dtype)
         dx = np.empty(x_shape, dtype=dtype)
-        with sized_for(grad_out.size * w[0].size):
+        with sized_for(grad_out.size * w[0].size,
+                       ("conv_grad_input_fused", x_shape, w.shape, stride, padding)):
             _conv_grad_input_fused(g_rows, _panels(w_mat[0], dtype), kh, kw, stride[0], stride[1], out_hw[1],
                                    padding[0], padding[1], dx)
         return dx

@@ -76,7 +76,7 @@ def transposed(x, dtype):
     if x3.size < TRANSPOSE_MIN:
         return contiguous(np.swapaxes(x3, -1, -2), dtype)
     out = np.empty((x3.shape[0], x3.shape[2], x3.shape[1]), dtype=dtype)
-    with sized_for(x3.size):
+    with sized_for(x3.size, ("transpose", x3.shape, x3.strides)):
         _transpose_last2(contiguous(x3, dtype), out)
     return out
 

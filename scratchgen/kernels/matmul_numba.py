@@ -390,7 +390,8 @@ def matmul_3d(a, b, out_batch, kernel=None):
         flipped = matmul_3d(np.swapaxes(b, 1, 2), np.swapaxes(a, 1, 2), out_batch, kernel="axpy")
         return np.ascontiguousarray(np.swapaxes(flipped, 1, 2))
     kernel = kernel or choose_kernel(n, k, m, out_batch, copies_for_dot=copies_for_dot(a, b))
-    with sized_for(out_batch * n * k * m):
+    key = ("matmul", kernel, a.shape, a.strides, b.shape, b.strides, dtype.char)   # timed per shape and layout
+    with sized_for(out_batch * n * k * m, key):
         if kernel == "dot":
             _matmul_dot(rows_of(a, dtype), rows_of(np.swapaxes(b, -1, -2), dtype), out)
         else:
