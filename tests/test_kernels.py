@@ -253,9 +253,46 @@ def test_a_narrow_tall_product_computed_as_its_transpose_matches_reference(n, k,
     # Cᵀ = Bᵀ Aᵀ: the path taken when the output is narrow and the dot kernel would copy
     a = rng_array((batch, n, k), dtype, seed, layout_pair[0])
     b = rng_array((1 if broadcast == "b" else batch, k, m), dtype, seed + 1, layout_pair[1])
-    out = mmn.matmul_3d(a, b, batch)
+    with patch.object(mmn, "threads_for", lambda work: 2):        # as if too large for the narrow kernel
+        out = mmn.matmul_3d(a, b, batch)
     assert out.flags.c_contiguous
     assert_close(out, mm.matmul_reference(a, b), k)
+
+
+@st.composite
+def narrow_products(draw):
+    """(batch, n, k, m) with n or m below DOT_MAX_M (the narrow kernel's territory), odd sizes and 1s."""
+    batch, k = draw(st.integers(1, 3)), draw(st.integers(1, 40))
+    few, many = draw(st.integers(1, mmn.DOT_MAX_M - 1)), draw(st.integers(1, 70))
+    return (batch, few, k, many) if draw(st.booleans()) else (batch, many, k, few)
+
+
+@given(sizes=narrow_products(), dtype=FLOAT_DTYPES, layout_pair=st.tuples(layouts_, layouts_),
+       broadcast=st.sampled_from(["none", "a", "b"]), seed=st.integers(0, 2**16))
+def test_narrow_products_match_the_reference(sizes, dtype, layout_pair, broadcast, seed):
+    # the narrow kernel by every plan: few rows, few columns read flipped (aᵀ's rows) or as dot products
+    batch, n, k, m = sizes
+    a = rng_array((1 if broadcast == "a" else batch, n, k), dtype, seed, layout_pair[0])
+    b = rng_array((1 if broadcast == "b" else batch, k, m), dtype, seed + 1, layout_pair[1])
+    out = mmn.matmul_3d(a, b, batch, kernel="narrow")
+    assert out.flags.c_contiguous
+    assert_close(out, mm.matmul_reference(a, b), k)
+
+
+def test_a_small_narrow_product_takes_the_narrow_kernel_reading_its_operands_as_they_lie():
+    x, w, g = (np.ones(s, np.float32) for s in ((1, 128, 400), (1, 400, 20), (1, 128, 20)))
+    t = lambda x: np.swapaxes(x, 1, 2)                                   # noqa: E731
+    assert mmn.narrow_plan(t(x), g, np.float32) == "flip"         # xᵀ @ g: a weight gradient
+    assert mmn.narrow_plan(t(g), x, np.float32) == "rows"         # gᵀ @ x: 20 rows
+    assert mmn.narrow_plan(x, w, np.float32) == "dot"             # g @ W, both C-contiguous
+    assert mmn.narrow_plan(t(g[:, :, :1]), np.ones((1, 128, 64), np.float32), np.float32) == "rows"   # 1 x 128 @ 128 x 64
+    assert mmn.narrow_plan(x, t(x), np.float32) is None           # 128 x 128: not narrow
+    assert mmn.narrow_plan(t(g), t(w[:, :128]), np.float32) is None    # 20 rows, but b's rows strided
+    calls = []
+    with patch.object(mmn, "threads_for", lambda work: 1), \
+            patch.object(mmn, "_matmul_narrow", lambda *args: calls.append(args)):
+        mmn.matmul_3d(t(g), x, 1)
+    assert len(calls) == 1 and calls[0][0].base is not None and calls[0][1] is x   # nothing copied
 
 
 def test_the_transpose_is_taken_only_for_narrow_tall_products_the_dot_kernel_would_copy():
@@ -520,8 +557,11 @@ def test_kernels_run_as_plain_python_with_jit_disabled():
         from scratchgen.kernels import conv, layouts, matmul_numba as mmn
         rng = np.random.default_rng(0)
         a, b = rng.standard_normal((2, 5, 6)), rng.standard_normal((2, 6, 7))
-        for kernel in ("dot", "axpy"):
+        for kernel in ("dot", "axpy", "narrow"):
             assert np.allclose(mmn.matmul_3d(a, b, 2, kernel=kernel), a @ b), kernel
+        at = np.swapaxes(rng.standard_normal((2, 6, 5)), 1, 2)
+        for x, y in ((a, b[:, :, :2].copy()), (at, b[:, :, :2]), (a[:, :2], b)):   # dot, flip, rows
+            assert np.allclose(mmn.matmul_3d(x, y, 2, kernel="narrow"), x @ y)
         big = rng.standard_normal((70, 70))
         assert np.array_equal(layouts.transposed(big, np.float64)[0], big.T)
         x, w = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((4, 3, 3, 3))

@@ -28,7 +28,7 @@ from numba import njit, prange
 
 from .cpu import vector_registers
 from .layouts import is_rows, rows_of, scalars_of
-from .threads import sized_for
+from .threads import sized_for, threads_for
 
 # NOTE: "reassoc" lets LLVM split a sum over k into several partial sums (that is what makes the
 # dot-product loop vectorise) and "contract" lets it fuse a*b + c into one FMA. Results then differ
@@ -313,6 +313,74 @@ def _matmul_axpy(a, b, out, b_transposed):
                 axpy_row(a_z, i, k0, kc, width, panel, out_z[i, j0:j1])
 
 
+@njit(fastmath=FASTMATH, cache=True)
+def _few_rows(a, b, out):
+    """out += a @ b for an output of few rows: a (r, k) of any strides, b (k, w) and out (r, w)
+    C-contiguous. The axpy kernel's strips, on the rows of b and of out as they lie:
+
+        for k0 in range(0, k, AXPY_K_BLOCK):
+            for i in range(0, r, 4):
+                out[i:i+4] += a[i:i+4, k0:k1] @ b[k0:k1]        (axpy_strip_4x4)
+            the last r mod 4 rows one at a time                 (axpy_row)
+    """
+    r, w = out.shape
+    kk = a.shape[1]
+    r4 = r // 4 * 4
+    for k0 in range(0, kk, AXPY_K_BLOCK):
+        kc = min(AXPY_K_BLOCK, kk - k0)
+        panel = b[k0:k0 + kc]               # slicing rows keeps b's rows contiguous: no packing
+        for i in range(0, r4, 4):
+            axpy_strip_4x4(a, i, k0, kc, w, panel, out[i:i + 4])
+        for i in range(r4, r):
+            axpy_row(a, i, k0, kc, w, panel, out[i])
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _matmul_narrow(a, b, out):
+    """out[z] = a[z] @ b[z] for an output of few rows, on the calling thread: a (B|1, r, k) of any
+    strides, b (B|1, k, w) and out (B, r, w) C-contiguous, out zero on entry; a batch size of 1 in
+    ``a`` or ``b`` is broadcast. An output of few *columns* comes here transposed (``matmul_3d``):
+    Cᵀ = BᵀAᵀ has few rows, and long ones.
+
+        for z in range(B):
+            _few_rows(a[z], b[z], out[z])
+
+    Optimisations (one thread, CPU time, fraction of numpy's BLAS; AMD EPYC Zen 4, load 2.3):
+    - no thread pool: a parallel kernel costs ~1.2 µs to start even on one thread and ~4.7 µs when
+      it wakes the pool, a plain compiled function ~0.2 µs; for products of 8-30 µs in BLAS, that
+      and the general path's Python bookkeeping (~10 µs per call) were a third of the time;
+    - no packing: with few output rows each row of b is read by only those few, so a packed copy
+      of b costs as much as the product (the packed axpy kernel: 1x64 @ 64x3136 0.07 of BLAS as a
+      kernel alone; unpacked 1.0);
+    - the long side is the vector loop: with few columns, the flipped product reads aᵀ (a weight
+      gradient's gᵀ @ x) by rows as it lies. Kernels alone: 400x128ᵀ @ 128x20 0.72 -> 0.87 (the
+      flipped packed axpy kernel -> this one), 8x128ᵀ @ 128x400 0.58 -> 0.82 (dot kernel -> this).
+    """
+    for z in range(out.shape[0]):
+        _few_rows(a[z if a.shape[0] > 1 else 0], b[z if b.shape[0] > 1 else 0], out[z])
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _matmul_narrow_dot(a, bt, out):
+    """out[z] = a[z] @ bt[z]ᵀ for an output of few columns whose a is C-contiguous (a layer's
+    g @ W), on the calling thread: the dot kernel's tiles (``dot_block``) without its pool.
+    a (B|1, n, k) and bt (B|1, m, k) C-contiguous, out (B, n, m) zero on entry."""
+    for z in range(out.shape[0]):
+        dot_block(a[z if a.shape[0] > 1 else 0], bt[z if bt.shape[0] > 1 else 0], out[z],
+                  0, out.shape[1], 0, out.shape[2])
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _transpose_into(src, dst):
+    """dst[z, i, j] = src[z, j, i]: a narrow flipped result turned back, one output row at a time
+    (a few numbers per row, so NumPy's general transpose-copy took 4 µs for 400 x 20)."""
+    for z in range(dst.shape[0]):
+        for i in range(dst.shape[1]):
+            row = dst[z, i]
+            for j in range(dst.shape[2]):
+                row[j] = src[z, j, i]
+
+
 # ---------------------------------------------------------------------------- choice and entry
 def choose_kernel(n, k, m, batch, copies_for_dot=False):
     """Which Numba kernel suits an (n, k) @ (k, m) product (measured: ``python -m scratchgen.bench``).
@@ -370,20 +438,60 @@ def copies_for_dot(a, b):
     return not (is_rows(a) and is_rows(np.swapaxes(b, -1, -2))) and is_rows(b)
 
 
+def narrow_plan(a, b, dtype):
+    """How a product with a narrow output can run on ``_matmul_narrow`` without copying an operand:
+    "rows" if the output has few rows (fewer than DOT_MAX_M, and no more than columns) and b's rows
+    can be read as they lie; "flip" if it has few columns and aᵀ's rows can (a transposed view, as
+    ``gᵀ`` in a weight gradient ``gᵀ @ x``); else None (the dot kernel reads a C-contiguous a
+    with a narrow b without copying a, and copying a for the flip took longer than the product)."""
+    n, m = a.shape[1], b.shape[2]
+    if n < DOT_MAX_M and n <= m and b.dtype == dtype and is_rows(b):
+        return "rows"
+    if m < DOT_MAX_M and m < n and a.dtype == dtype and is_rows(np.swapaxes(a, 1, 2)):
+        return "flip"
+    if m < DOT_MAX_M and m < n and a.dtype == dtype and is_rows(a):
+        return "dot"
+    return None
+
+
+def narrow(a, b, out, plan):
+    """``_matmul_narrow`` into ``out`` (zero) by ``plan`` ("rows" or "flip", see ``narrow_plan``),
+    copying the operand read by rows if its layout does not suit (only when a caller forces it)."""
+    dtype = out.dtype
+    if plan == "dot":
+        _matmul_narrow_dot(rows_of(a, dtype), np.ascontiguousarray(np.swapaxes(b, 1, 2), dtype), out)
+        return out
+    if plan == "rows":
+        _matmul_narrow(scalars_of(a, dtype), rows_of(b, dtype), out)
+        return out
+    # Cᵀ = Bᵀ Aᵀ: few rows now, and long ones; the narrow result is turned around at the end
+    out_t = np.zeros((out.shape[0], out.shape[2], out.shape[1]), dtype=dtype)
+    _matmul_narrow(scalars_of(np.swapaxes(b, 1, 2), dtype), rows_of(np.swapaxes(a, 1, 2), dtype), out_t)
+    _transpose_into(out_t, out)
+    return out
+
+
 def matmul_3d(a, b, out_batch, kernel=None):
     """The Numba product of a (1|B, n, k) and b (1|B, k, m) into a new (out_batch, n, m) array.
 
-    Any layout and float dtype is accepted. ``kernel`` ("dot" or "axpy") overrides the choice by
-    shape. No operand is copied when its layout already suits the kernel: the dot kernel reads
-    rows of A and of Bᵀ, so ``x @ wᵀ`` with a contiguous ``w`` is free; the axpy kernel reads rows
-    of B and single numbers of A, so ``gᵀ @ x`` is free too. A product too small to pay for
-    waking the thread pool runs on the calling thread alone (``threads.sized_for``).
+    Any layout and float dtype is accepted. ``kernel`` ("dot", "axpy" or "narrow") overrides the
+    choice by shape. No operand is copied when its layout already suits the kernel: the dot kernel
+    reads rows of A and of Bᵀ, so ``x @ wᵀ`` with a contiguous ``w`` is free; the axpy kernel reads
+    rows of B and single numbers of A, so ``gᵀ @ x`` is free too. A product too small to pay for
+    waking the thread pool runs on the calling thread alone (``threads.sized_for``), and if its
+    output is narrow, on the narrow kernel without any pool (``narrow_plan``).
     """
     dtype = np.result_type(a, b)
     n, k, m = a.shape[1], a.shape[2], b.shape[2]
     out = np.zeros((out_batch, n, m), dtype=dtype)
     if out.size == 0 or k == 0:
         return out
+    if kernel == "narrow":
+        return narrow(a, b, out, narrow_plan(a, b, dtype) or ("rows" if n <= m else "flip"))
+    if kernel is None and threads_for(out_batch * n * k * m) == 1:
+        plan = narrow_plan(a, b, dtype)
+        if plan is not None:
+            return narrow(a, b, out, plan)
     if kernel is None and transpose_pays(a, b):
         # Cᵀ = Bᵀ Aᵀ: a narrow product is the transpose of a wide one, which the axpy kernel reads
         # as it lies (Bᵀ one number at a time, Aᵀ by rows), and a narrow output is cheap to turn
