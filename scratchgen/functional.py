@@ -11,7 +11,7 @@ from .kernels import batch_norm as _batch_norm
 from .kernels import conv as _conv
 from .kernels.conv import pair
 from .kernels.matmul import matmul
-from .autograd import Tensor
+from .autograd import Tensor, is_grad_enabled
 
 
 def _reduce(loss, reduction):
@@ -176,11 +176,15 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     """
     stride, padding = pair(stride, "stride"), pair(padding, "padding")
     xd, wd = x.data, weight.data
-    out = _conv.conv2d_forward(xd, wd, stride, padding)
+    # NOTE: the weight gradient reads x again; the fast kernels' channels-last copy of x is made
+    # once and kept until then (None where no kernel wants it, or when no gradient will be taken)
+    keep = _conv.channels_last(xd, wd.shape, padding) if weight.requires_grad and is_grad_enabled() else None
+    out = _conv.conv2d_forward(xd, wd, stride, padding, x_nhwc=keep)
 
     def backward(g):
         return (_conv.conv2d_grad_input(g, wd, xd.shape, stride, padding) if x.requires_grad else None,
-                _conv.conv2d_grad_weight(xd, g, wd.shape, stride, padding) if weight.requires_grad else None)
+                _conv.conv2d_grad_weight(xd, g, wd.shape, stride, padding, x_nhwc=keep)
+                if weight.requires_grad else None)
     y = Tensor.from_op(out, (x, weight), backward, "conv2d")
     return y if bias is None else y + bias.reshape(1, -1, 1, 1)
 
@@ -214,8 +218,11 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     out = _conv.conv2d_grad_input(xd, wd, out_shape, stride, padding)
 
     def backward(g):
-        return (_conv.conv2d_forward(g, wd, stride, padding) if x.requires_grad else None,
-                _conv.conv2d_grad_weight(g, xd, wd.shape, stride, padding) if weight.requires_grad else None)
+        # both read g, the fast kernels in channels-last order: turned around once for both
+        keep = _conv.channels_last(g, wd.shape, padding) if x.requires_grad and weight.requires_grad else None
+        return (_conv.conv2d_forward(g, wd, stride, padding, x_nhwc=keep) if x.requires_grad else None,
+                _conv.conv2d_grad_weight(g, xd, wd.shape, stride, padding, x_nhwc=keep)
+                if weight.requires_grad else None)
     y = Tensor.from_op(out, (x, weight), backward, "conv_transpose2d")
     return y if bias is None else y + bias.reshape(1, -1, 1, 1)
 
