@@ -214,16 +214,18 @@ def run_calls(choice, seconds_on, calls):
     return picks
 
 
-def test_a_timed_call_site_keeps_the_faster_choice_and_retries_the_other():
-    choice = mm_threads.ThreadChoice(2)
+def test_a_timed_call_site_keeps_the_faster_choice_and_retries_the_other_less_and_less():
+    choice, every = mm_threads.ThreadChoice(2), mm_threads.RETRY_EVERY
     # a core taken by another program: two threads slower than one
-    picks = run_calls(choice, {1: 1.0, 2: 1.3}, 6 + 4 * mm_threads.RETRY_EVERY)
+    picks = run_calls(choice, {1: 1.0, 2: 1.3}, 6 + every * (1 + 2 + 4 + 8))
     assert sorted(picks[:6]) == [1, 1, 1, 2, 2, 2]              # both warmed up first
-    later = picks[6:]
-    assert later.count(2) == 4 and all(later[i] == 1 for i in range(len(later)) if (i + 7) % mm_threads.RETRY_EVERY)
-    # the core is free again: the retries notice it within three of them, and two threads take over
-    picks = run_calls(choice, {1: 1.0, 2: 0.6}, 4 * mm_threads.RETRY_EVERY)
-    assert picks[-mm_threads.RETRY_EVERY:].count(2) == mm_threads.RETRY_EVERY - 1   # one retry of 1 thread
+    retries = [i for i, t in enumerate(picks[6:], 1) if t == 2]
+    assert retries == [every, 3 * every, 7 * every, 15 * every]   # each losing retry doubles the wait
+    assert choice.interval == 16 * every
+    # the core is free again: the next retry wins, the ones after it come soon, two threads take over
+    picks = run_calls(choice, {1: 1.0, 2: 0.6}, 16 * every + 3 * every)
+    assert choice.best() == 2 and picks[-every:].count(2) >= every - 1
+    assert mm_threads.RETRY_MAX >= choice.interval
 
 
 def test_one_slow_first_call_does_not_decide_a_call_site():
