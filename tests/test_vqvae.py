@@ -337,6 +337,44 @@ def test_vqvae2_bottom_level_can_have_its_own_codebook_size():
         make(epochs=1, bottom_codebook_size=5)
 
 
+def test_vqvae2_bottom_dropout_decodes_some_training_images_from_their_top_codes_alone():
+    """--bottom-dropout p: in training, each image is decoded without its bottom codewords with probability p
+    (zeros in their place), so the decoder must learn to read the top level; in evaluation never."""
+    model = make(VQVAE2, epochs=2, bottom_dropout=0.5)
+    net = model.net
+    x = load("digits8", "train")[:64][0]
+    net.train()
+    manual_seed(3)
+    out, (top, bottom) = net(Tensor(x))
+    full = net.decode(top.z_q, bottom.z_q).data
+    alone = net.decode(top.z_q, Tensor(np.zeros_like(bottom.z_q.data))).data
+    assert np.abs(full - alone).max() > 1e-3  # the bottom codes matter to this decoder
+    dropped = np.array([np.array_equal(o, a) for o, a in zip(out.data, alone)])
+    kept = np.array([np.array_equal(o, f) for o, f in zip(out.data, full)])
+    assert np.all(dropped ^ kept) and 16 <= dropped.sum() <= 48
+    keep = net.bottom_keep_mask(4000, np.float32)
+    assert keep.shape == (4000, 1, 1, 1) and abs(keep.mean() - 0.5) < 4 * np.sqrt(0.25 / 4000)
+    net.eval()
+    np.testing.assert_array_equal(net(Tensor(x))[0].data, full)
+    with pytest.raises(ValueError, match="bottom-dropout"):
+        make(epochs=1, bottom_dropout=0.5)
+
+
+def test_prior_learning_rate_is_constant_or_a_cosine_over_the_prior_epochs():
+    """--prior-lr-schedule cosine: η (1 + cos(π i / n)) / 2 in the i-th of the prior phase's n epochs, for the
+    PixelCNN's optimizer and the comparison MADE's; the autoencoder's optimizer keeps --lr."""
+    model = make(epochs=10, prior_fraction=0.4, prior_lr=2e-3, prior_lr_schedule="cosine", compare_made=1)
+    assert model.autoencoder_steps() == 6 * model.total_steps() // 10  # epochs 6..9 fit the prior
+    for epoch, i in ((0, 0), (6, 0), (7, 1), (9, 3)):
+        model.start_epoch(epoch)
+        want = 2e-3 * (1 + np.cos(np.pi * i / 4)) / 2
+        assert model.prior_optimizer.lr == pytest.approx(want) and model.made_optimizer.lr == pytest.approx(want)
+        assert model.optimizer.lr == model.config["lr"]
+    constant = make(epochs=10, prior_fraction=0.4)
+    constant.start_epoch(9)
+    assert constant.prior_optimizer.lr == constant.config["lr"]
+
+
 def test_state_dict_holds_everything_that_training_changes():
     """Saving after a few steps and restoring into a fresh model continues bit for bit (including the
     data-initialised codebook flag, the moving averages and both optimizers)."""

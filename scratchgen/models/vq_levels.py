@@ -4,6 +4,7 @@
 """
 from .. import functional as F
 from .. import nn
+from ..random import get_rng
 
 
 class OneLevelNet(nn.Module):
@@ -36,9 +37,25 @@ class TwoLevelNet(nn.Module):
     def quantizers(self):
         return [self.quantizer_top, self.quantizer_bottom]
 
+    bottom_dropout = 0.0  # fraction of training images decoded without their bottom codes (VQVAE2Net sets it)
+
     def forward(self, x):
         top, bottom = self.quantize(x)
-        return self.decode(top.z_q, bottom.z_q), [top, bottom]
+        q_bottom = bottom.z_q
+        if self.training and self.bottom_dropout > 0:
+            q_bottom = q_bottom * self.bottom_keep_mask(len(x), q_bottom.dtype)
+        return self.decode(top.z_q, q_bottom), [top, bottom]
+
+    def bottom_keep_mask(self, n, dtype):
+        """(n, 1, 1, 1): 0 for the images whose bottom codewords the decoder does not see this step
+        (each with probability ``bottom_dropout``), 1 for the others.
+
+        NOTE: without it the decoder may ignore the top level altogether: on 28x28 digits the 14x14
+        bottom grid alone reconstructs the image, and the top codes then decide nothing (swap two
+        images' top codes and the decoded digits do not change). An image decoded from its top
+        codes alone makes the top level carry the whole picture; the bottom adds the detail."""
+        keep = get_rng().random(n) >= self.bottom_dropout
+        return keep.astype(dtype).reshape(n, 1, 1, 1)
 
     def decode(self, q_top, q_bottom):
         """The decoder reads the bottom codewords and the upsampled top codewords."""

@@ -137,6 +137,7 @@ class VQVAE2Net(TwoLevelNet):
         self.encoder_bottom_out = nn.Conv2d(C + D, D, 1)    # [h, decoded top] -> z_e bottom
         self.upsample_top = unstrided(D, D)                 # the top code at the bottom resolution, for x̂
         self.decoder = decoder(2 * D, C, R, B, steps, c)
+        self.bottom_dropout = float(o.get("bottom_dropout", 0.0))
 
     def quantize(self, x):
         """[Quantized top, Quantized bottom] for images x: the encoders and codebooks, no decoder."""
@@ -190,6 +191,9 @@ VQ_OPTIONS = (
     Option("codebook_size", int, 32, "K: number of codewords"),
     Option("bottom_codebook_size", int, 0, "vqvae2: K of the bottom level's codebook (0: the same as "
                                            "--codebook-size); fewer bottom codes leave the bottom prior less to predict"),
+    Option("bottom_dropout", float, 0.0, "vqvae2: fraction of the training images the decoder reconstructs from "
+                                         "their top codes alone (bottom codewords zeroed), so that the top level "
+                                         "must carry the picture and cannot be ignored", low=0.0, high=0.9),
     Option("code_dim", int, 8, "D: size of a codeword (the encoder's output channels)"),
     Option("arch", str, "residual", "encoder and decoder: the paper's strided convolutions with residual blocks, "
                                     "or the plain convolution stacks of earlier scratchgen", ("residual", "plain")),
@@ -221,6 +225,9 @@ VQ_OPTIONS = (
     Option("prior_conditional", int, 0, "1: the (top) prior is class-conditional, sample(label=...) works"),
     Option("compare_made", int, 0, "1: also fit a MADE prior (--prior-hidden) to the same codes, reported as "
                                    "prior_ce_made (which prior fits better)"),
+    Option("prior_lr", float, 0.0, "Adam's learning rate of the prior phase (0: --lr)"),
+    Option("prior_lr_schedule", str, "constant", "learning rate over the prior phase: constant, or cosine (from "
+                                                 "--prior-lr down towards 0, one value per epoch)", ("constant", "cosine")),
     Option("temperature", float, 1.0, "sampling temperature of the PixelCNN prior (logits / T)"),
     Option("eval_samples", int, 10000, "scratchgen eval: samples drawn for the sample-quality numbers"),
     Option("eval_diagnosis", int, 1, "scratchgen eval: 1 also scores reconstructions of training images (recon_conv_*, "
@@ -270,11 +277,11 @@ class VQVAE(Experiment):
         classes = info.num_classes if self.conditional else 0
         self.prior = Priors(self.net.grids, self.codebook_sizes(), o, o["prior"], classes)
         self.optimizer = optim.Adam(self.net.parameters(), lr=config["lr"])
-        self.prior_optimizer = optim.Adam(self.prior.parameters(), lr=config["lr"])
+        self.prior_optimizer = optim.Adam(self.prior.parameters(), lr=o["prior_lr"] or config["lr"])
         self.made = None
         if o["compare_made"]:
             self.made = Priors(self.net.grids, self.codebook_sizes(), o, "made")
-            self.made_optimizer = optim.Adam(self.made.parameters(), lr=config["lr"])
+            self.made_optimizer = optim.Adam(self.made.parameters(), lr=o["prior_lr"] or config["lr"])
         self.suffixes = [""] if self.levels == 1 else ["_top", "_bottom"]
         self.loss_terms = ("loss", "recon", "codebook", "commitment",
                            *(f"perplexity{s}" for s in self.suffixes), *(f"prior_ce{s}" for s in self.suffixes),
@@ -293,6 +300,9 @@ class VQVAE(Experiment):
                 raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {o[key]}")
         if o["res_blocks"] < 0:
             raise ValueError(f"--res-blocks must be 0 or more, got {o['res_blocks']}")
+        if o["bottom_dropout"] and (self.levels == 1 or o["arch"] != "residual"):
+            raise ValueError(f"--bottom-dropout drops the bottom codes of a two-level model (vqvae2, --arch residual); "
+                             f"got {o['bottom_dropout']} for {self.name} --arch {o['arch']}")
         if o["codebook_size"] < 2:
             raise ValueError(f"--codebook-size must be at least 2, got {o['codebook_size']}")
         if o["bottom_codebook_size"] and (self.levels == 1 or o["arch"] != "residual" or o["bottom_codebook_size"] < 2):
@@ -335,6 +345,23 @@ class VQVAE(Experiment):
         """Steps that train the autoencoder; the remaining prior_fraction of the steps fit the prior."""
         total = self.total_steps()
         return total - int(round(self.opts["prior_fraction"] * total))
+
+    def prior_learning_rate(self, epoch):
+        """The priors' learning rate in (0-based) ``epoch``: --prior-lr (or --lr), constant or cosine-annealed
+        over the prior phase's epochs, η_i = η · (1 + cos(π i / n)) / 2 in its i-th of n epochs (Loshchilov &
+        Hutter 2017, without restarts). A function of the epoch alone, so a resumed run follows it exactly."""
+        lr = self.opts["prior_lr"] or self.config["lr"]
+        if self.opts["prior_lr_schedule"] == "constant":
+            return lr
+        first = self.autoencoder_steps() // (self.total_steps() // self.config["epochs"])  # the phase's first epoch
+        n = self.config["epochs"] - first
+        i = min(max(epoch - first, 0), n - 1)
+        return lr * 0.5 * (1 + math.cos(math.pi * i / n))
+
+    def start_epoch(self, epoch):
+        """The trainer calls this before each epoch: the priors' learning rate (:meth:`prior_learning_rate`)."""
+        for opt in [self.prior_optimizer] + ([self.made_optimizer] if self.made else []):
+            opt.lr = self.prior_learning_rate(epoch)
 
     def phase(self):
         return "autoencoder" if self.optimizer.step_count < self.autoencoder_steps() else "prior"
