@@ -536,7 +536,9 @@ def test_eval_diagnosis_scores_reconstructions_and_real_top_codes_with_a_sampled
         return {"conv_precision": float(len(seen)), "conv_recall": 1.0, "frechet_distance": 9.0}
 
     monkeypatch.setattr(sample_quality, "experiment_sample_quality", fake_quality)
+    monkeypatch.setattr(VQVAE2, "_level_swap_report", lambda self, data: {"swap_class_of_top": 0.5})
     out = model.report(load("digits8", "val"), "test")
+    assert ("swap_class_of_top" in out) == (family is VQVAE2)
     images, x, calls = seen[0]  # reconstructions: no prior drew anything
     assert calls == [] and out["recon_conv_precision"] == 1.0 and "recon_frechet_distance" not in out
     np.testing.assert_allclose(images, model.reconstruct(x))
@@ -547,3 +549,28 @@ def test_eval_diagnosis_scores_reconstructions_and_real_top_codes_with_a_sampled
         top = model.encode(x)[0].reshape(len(x), -1)
         assert [i for i, _ in calls] == [1] and np.array_equal(calls[0][1], top)  # only the bottom prior, given the real top
         assert out["real_top_conv_precision"] == 2.0 and images.shape == x.shape
+
+
+def test_eval_diagnosis_asks_which_level_decides_the_class(monkeypatch):
+    """swap_class_of_top / _bottom: images decoded from the top codes of the split's first half and the bottom
+    codes of its second half, classified; the shares labelled as the top donor's and as the bottom donor's class."""
+    from scratchgen.evaluation import classifier
+    from scratchgen.models.vqvae import class_decided_by
+    assert class_decided_by([0, 1, 2, 3], [0, 1, 5, 3], [1, 1, 2, 4]) == (2 / 3, 1 / 3)  # the pair (1, 1) left out
+    model = make(VQVAE2, epochs=1)
+    data = load("digits8", "val")
+    x, y = data[:]
+    h = len(x) // 2
+    top, bottom = model.encode(x)
+    want = model.decode([top[:h], bottom[h:2 * h]])
+    np.testing.assert_array_equal(model.swapped_levels(x), want)
+    seen = []
+
+    class Fake:  # "classifies" every image as its top donor's label
+        def predict(self, images):
+            seen.append(images)
+            return y[:h]
+    monkeypatch.setattr(classifier, "load_or_train", lambda *a, **k: Fake())
+    out = model._level_swap_report(data)
+    np.testing.assert_array_equal(seen[0], want)
+    assert out == {"swap_class_of_top": 1.0, "swap_class_of_bottom": 0.0}

@@ -496,7 +496,8 @@ class VQVAE(Experiment):
         (``made_conv_precision``, ...: which prior makes better images from the same decoder). With
         ``eval_diagnosis`` (on by default), the same ``conv_`` keys for reconstructions of training images
         (``recon_conv_*``: the ceiling the decoder sets for any prior) and, for two levels, for real top
-        codes with sampled bottom ones (``real_top_conv_*``: what the bottom prior alone loses)."""
+        codes with sampled bottom ones (``real_top_conv_*``: what the bottom prior alone loses), and which level
+        decides the class of a decoded image (``swap_class_of_top``, ``swap_class_of_bottom``: :meth:`swapped_levels`)."""
         out = {f"{split}_{k}": v for k, v in self.evaluate(data).items()}
         x = data[:][0]
         out[f"{split}_mse_data_mean"] = float(((x - x.mean(axis=0)) ** 2).mean())
@@ -520,7 +521,28 @@ class VQVAE(Experiment):
                 part = experiment_sample_quality(self, data, n=self.opts["eval_samples"],
                                                  sample=self._real_codes_sampler(real_levels))
                 out.update({f"{prefix}_{k}": v for k, v in part.items() if k.startswith("conv_")})
+            if self.levels == 2 and part:  # part is {} where the classifiers do not apply
+                out.update(self._level_swap_report(data))
         return out
+
+    def swapped_levels(self, x):
+        """Two levels: images decoded from the top codes of x[:h] and the bottom codes of x[h:2h], h = len(x) // 2."""
+        h = len(x) // 2
+        top, bottom = self.encode(x[:2 * h])
+        return self.decode([top[:h], bottom[h:]])
+
+    def _level_swap_report(self, data, n=2000):
+        """Which level decides the class? :func:`class_decided_by` of the conv classifier's labels of
+        :meth:`swapped_levels` for the first ``n`` images of the split: ``swap_class_of_top``, ``swap_class_of_bottom``."""
+        from ..evaluation.classifier import load_or_train
+        x, y = data[:n]
+        images = self.swapped_levels(x)
+        if self.scale == "pm1":
+            images = (images + 1) / 2
+        conv = load_or_train(self.info.name, data_dir=self.config.get("data_dir"), kind="conv")
+        h = len(images)
+        of_top, of_bottom = class_decided_by(conv.predict(images), y[:h], y[h:2 * h])
+        return {"swap_class_of_top": of_top, "swap_class_of_bottom": of_bottom}
 
     def _real_codes_sampler(self, real_levels):
         """``sample(n)`` for :meth:`report`'s diagnosis: the codes of the first ``real_levels`` levels (top
@@ -602,6 +624,19 @@ class VQVAE(Experiment):
                                       value_range=rng),
                 save_code_usage(self.code_histograms(data), self.suffixes, run.figures / "code-usage.png",
                                 title=f"{title}: how often each code is used ({data.split} split)")]
+
+
+def class_decided_by(predicted, top_labels, bottom_labels):
+    """For images decoded from the top codes of one image and the bottom codes of another with a different
+    label: the share classified as the top donor's class, and the share classified as the bottom donor's.
+    A hierarchy whose decoder ignores the top level scores about (0.1, 1.0); one whose top level carries
+    the digit, near (1.0, 0.0). Pairs with equal labels are left out."""
+    predicted, top_labels, bottom_labels = (np.asarray(a) for a in (predicted, top_labels, bottom_labels))
+    differ = top_labels != bottom_labels
+    if not differ.any():
+        raise ValueError("class_decided_by needs pairs of images with different labels")
+    return (float((predicted[differ] == top_labels[differ]).mean()),
+            float((predicted[differ] == bottom_labels[differ]).mean()))
 
 
 def save_code_usage(counts, suffixes, path, title):
