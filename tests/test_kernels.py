@@ -696,7 +696,7 @@ def test_a_layer_keeps_its_inputs_channels_last_copy_until_its_weight_gradient()
     x1, x2 = rng_array((2, 4, 5, 5), np.float32, 40), rng_array((2, 4, 5, 5), np.float32, 41)
     w, g1, g2 = rng_array((3, 4, 3, 3), np.float32, 42), rng_array((2, 3, 5, 5), np.float32, 43), \
         rng_array((2, 3, 5, 5), np.float32, 44)
-    with patch.object(conv_numba, "FUSED_MIN_FEATURES", 1):       # the fused kernels at this size
+    with patch.object(conv_numba, "FUSED_MIN_FEATURES", 1), use_backend("numba"):   # fused kernels at this size
         assert conv.channels_last(x1, w.shape, 1) is not None
         weight = Tensor(w, requires_grad=True)
         y1, y2 = F.conv2d(Tensor(x1), weight, padding=1), F.conv2d(Tensor(x2), weight, padding=1)
@@ -704,8 +704,10 @@ def test_a_layer_keeps_its_inputs_channels_last_copy_until_its_weight_gradient()
     expected = (conv.conv2d_grad_weight_reference(x1, g1, w.shape, (1, 1), (1, 1))
                 + conv.conv2d_grad_weight_reference(x2, g2, w.shape, (1, 1), (1, 1)))
     np.testing.assert_allclose(weight.grad, expected, rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match="channels_last"):
+    with pytest.raises(ValueError, match="channels_last"), use_backend("numba"):
         conv.conv2d_forward(x1, w, 1, 1, x_nhwc=np.zeros((2, 5, 5, 4), np.float32))   # padding 0's copy
+    with use_backend("numpy"):
+        assert conv.channels_last(x1, w.shape, 1) is None               # the reference reads x itself
 
 
 def forced(threads):
