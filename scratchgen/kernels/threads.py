@@ -18,8 +18,8 @@ Two rules decide, one after the other; neither holds a number tuned to one machi
    128x784 @ 784x400 product took 886 µs on one thread and 883 µs on two, and the whole step
    9.0 ms on one thread and 9.2 on two. So a call site that names itself (``sized_for(work, key)``,
    the key being the kernel and its shapes, which repeat every training step) is timed: each
-   choice keeps the wall times of its last ``SAMPLES`` calls, the one whose median is lower runs,
-   and now and then (every ``RETRY_EVERY`` to ``RETRY_MAX`` calls) the other choice runs, so that a
+   choice keeps the wall times of its last ``SAMPLES`` calls, all threads run only if their median
+   beats one thread's fastest time, and now and then (every ``RETRY_EVERY`` to ``RETRY_MAX`` calls) the other choice runs, so that a
    core set free (or taken) later is noticed (``ThreadChoice``).
 
 The number of threads never changes a result: every output element is computed by one task, in the
