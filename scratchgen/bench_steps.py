@@ -223,6 +223,9 @@ def measure_step(library, name, threads, steps=20, warmup=3, memory_steps=0):
             differs = sorted(k for k, v in VQVAE_TWIN.items() if options.get(k) != v)
     for _ in range(warmup):
         step()
+    if library != "torch":
+        from .kernels.threads import time_on_threads
+        before = time_on_threads()
     wall, cpu = [], []
     for _ in range(steps):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -230,6 +233,9 @@ def measure_step(library, name, threads, steps=20, warmup=3, memory_steps=0):
         wall.append(1e3 * (time.perf_counter() - t0))
         cpu.append(1e3 * (time.process_time() - c0))
     result = {"ms": wall, "cpu_ms": cpu, "params": int(n_params), "differs": differs}
+    if library != "torch":      # the share of the timed kernels' time that ran on all threads
+        (on_all, total), (on_all0, total0) = time_on_threads(), before
+        result["threaded_share"] = (on_all - on_all0) / (total - total0) if total > total0 else None
     if memory_steps:
         before = _rss_mb()
         for _ in range(memory_steps):
@@ -286,7 +292,7 @@ def bench_steps(rounds=2, threads=(1, 2), names=None, steps=20, warmup=3, memory
             libs = ["scratchgen"] + (["torch"] if python else [])
             medians = {lib: [] for lib in libs}
             cpu = {lib: [] for lib in libs}
-            info = {}
+            info, shares = {}, []
             for r in range(rounds):
                 for lib in (libs if r % 2 == 0 else libs[::-1]):
                     res = run_in_process(lib, name, t, steps, warmup, memory_steps if r == 0 else 0,
@@ -294,6 +300,8 @@ def bench_steps(rounds=2, threads=(1, 2), names=None, steps=20, warmup=3, memory
                     medians[lib].append(statistics.median(res["ms"]))
                     cpu[lib].append(statistics.median(res["cpu_ms"]))
                     info.setdefault(lib, res)
+                    if res.get("threaded_share") is not None:
+                        shares.append(res["threaded_share"])
             twin_ok = (python is not None and info["torch"]["params"] == info["scratchgen"]["params"]
                        and not info["scratchgen"].get("differs"))
             rows.append({"name": name, "threads": t, "scratchgen": medians["scratchgen"],
@@ -302,7 +310,8 @@ def bench_steps(rounds=2, threads=(1, 2), names=None, steps=20, warmup=3, memory
                          "params": {lib: info[lib]["params"] for lib in libs},
                          "differs": info["scratchgen"].get("differs", []),
                          "peak_rss_mb": {lib: info[lib]["peak_rss_mb"] for lib in libs},
-                         "growth_kb_per_step": {lib: info[lib].get("growth_kb_per_step") for lib in libs}})
+                         "growth_kb_per_step": {lib: info[lib].get("growth_kb_per_step") for lib in libs},
+                         "threaded_share": statistics.median(shares) if shares and t > 1 else None})
     return rows
 
 
@@ -330,6 +339,10 @@ def format_rows(rows):
         rss_text = f"{rss.get('torch', float('nan')):.0f} / {rss['scratchgen']:.0f}"
         lines.append(f"{TITLES[row['name']]:<34} {row['threads']:>7}  {note:>20}  {_spread(ours):>22}"
                      f"  {ratio:>10}  {cpu_ratio:>9}  {rss_text:>26}")
+        share = row.get("threaded_share")
+        if share is not None:
+            lines.append(f"{'':<34} {'':>7}  scratchgen ran {100 * share:.0f}% of its timed parallel kernels' time on "
+                         f"{row['threads']} threads (the rest on one: threads.ThreadChoice found them no faster)")
         growth = row["growth_kb_per_step"]
         if growth.get("scratchgen") is not None:
             lines.append(f"{'':<34} {'':>7}  memory growth, KiB per step: PyTorch "

@@ -17,6 +17,7 @@ def test_a_step_is_measured_in_this_process_with_its_memory():
 def test_a_step_is_measured_in_a_process_of_its_own():
     result = run_in_process("scratchgen", "vae", threads=1, steps=1, warmup=0)
     assert len(result["ms"]) == 1 and result["params"] > 600_000
+    assert result["threaded_share"] is None                   # one thread: no call site is timed
 
 
 def test_the_table_names_each_step_threads_and_the_time_ratio():
@@ -31,6 +32,8 @@ def test_the_table_names_each_step_threads_and_the_time_ratio():
     assert "no PyTorch twin (6 vs 5 parameters)" in text
     assert "no PyTorch twin (preset changed: codebook_size)" in text
     assert "memory growth, KiB per step: PyTorch 0.50, scratchgen 0.00" in text
+    rows[-1]["threaded_share"] = 0.25
+    assert "ran 25% of its timed parallel kernels' time on 2 threads" in "\n".join(format_rows(rows))
 
 
 def test_bench_only_steps_prints_a_row_per_step_and_thread_count(capsys, monkeypatch):

@@ -117,6 +117,7 @@ class ThreadChoice:
         self.interval = RETRY_EVERY
         self.since_retry = 0
         self.retrying = None        # the choice a retry is running, until its time is recorded
+        self.spent = dict.fromkeys(self.options, 0.0)   # seconds run on each choice (``time_on_threads``)
 
     def best(self):
         """All threads if their median time beats one thread's *fastest* recent time, else 1.
@@ -147,6 +148,7 @@ class ThreadChoice:
             faster = seconds < statistics.median(self.times[self.best()])
             self.interval = RETRY_EVERY if faster else min(2 * self.interval, RETRY_MAX)
         self.times[threads].append(seconds)
+        self.spent[threads] += seconds
 
 
 _choices = {}           # {(call site, shapes...): ThreadChoice}
@@ -160,6 +162,13 @@ def choice_for(key, threads):
             _choices.clear()
         choice = _choices[key] = ThreadChoice(threads)
     return choice
+
+
+def time_on_threads():
+    """(seconds the timed call sites ran on all threads, seconds they ran in all) so far in this
+    process: how much the second rule let the threads do (``scratchgen bench --only steps``)."""
+    choices = list(_choices.values())
+    return (sum(c.spent[c.options[1]] for c in choices), sum(sum(c.spent.values()) for c in choices))
 
 
 @contextlib.contextmanager
