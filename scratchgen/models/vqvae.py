@@ -523,28 +523,9 @@ class VQVAE(Experiment):
                 part = experiment_sample_quality(self, data, n=self.opts["eval_samples"],
                                                  sample=self._real_codes_sampler(real_levels))
                 out.update({f"{prefix}_{k}": v for k, v in part.items() if k.startswith("conv_")})
-            if self.levels == 2 and part:  # part is {} where the classifiers do not apply
+            if self.levels == 2 and part:  # part is {} where the classifiers do not apply (VQVAE2's method)
                 out.update(self._level_swap_report(data))
         return out
-
-    def swapped_levels(self, x):
-        """Two levels: images decoded from the top codes of x[:h] and the bottom codes of x[h:2h], h = len(x) // 2."""
-        h = len(x) // 2
-        top, bottom = self.encode(x[:2 * h])
-        return self.decode([top[:h], bottom[h:]])
-
-    def _level_swap_report(self, data, n=2000):
-        """Which level decides the class? :func:`class_decided_by` of the conv classifier's labels of
-        :meth:`swapped_levels` for the first ``n`` images of the split: ``swap_class_of_top``, ``swap_class_of_bottom``."""
-        from ..evaluation.classifier import load_or_train
-        x, y = data[:n]
-        images = self.swapped_levels(x)
-        if self.scale == "pm1":
-            images = (images + 1) / 2
-        conv = load_or_train(self.info.name, data_dir=self.config.get("data_dir"), kind="conv")
-        h = len(images)
-        of_top, of_bottom = class_decided_by(conv.predict(images), y[:h], y[h:2 * h])
-        return {"swap_class_of_top": of_top, "swap_class_of_bottom": of_bottom}
 
     def _real_codes_sampler(self, real_levels):
         """``sample(n)`` for :meth:`report`'s diagnosis: the codes of the first ``real_levels`` levels (top
@@ -674,3 +655,22 @@ class VQVAE2(VQVAE):
                            "from their top codes alone; gated PixelCNN priors p(top), p(bottom | top) of 6 layers, "
                            "32 channels; 8 epochs, the last 4 fit the priors (learning rate 2e-3 along a cosine)"),
     }
+
+    def swapped_levels(self, x):
+        """Images decoded from the top codes of x[:h] and the bottom codes of x[h:2h], h = len(x) // 2."""
+        h = len(x) // 2
+        top, bottom = self.encode(x[:2 * h])
+        return self.decode([top[:h], bottom[h:]])
+
+    def _level_swap_report(self, data, n=2000):
+        """Which level decides the class? :func:`class_decided_by` of the conv classifier's labels of
+        :meth:`swapped_levels` for the first ``n`` images of the split: ``swap_class_of_top``, ``swap_class_of_bottom``."""
+        from ..evaluation.classifier import load_or_train
+        x, y = data[:n]
+        images = self.swapped_levels(x)
+        if self.scale == "pm1":
+            images = (images + 1) / 2
+        conv = load_or_train(self.info.name, data_dir=self.config.get("data_dir"), kind="conv")
+        h = len(images)
+        of_top, of_bottom = class_decided_by(conv.predict(images), y[:h], y[h:2 * h])
+        return {"swap_class_of_top": of_top, "swap_class_of_bottom": of_bottom}
