@@ -268,6 +268,16 @@ def matrix_triples(draw, max_n=13, max_k=13, max_m=13, max_batch=3):
 
 
 @st.composite
+def tile_edge_triples(draw, tile_rows, tile_cols, max_k=40, max_batch=2):
+    """(batch, n, k, m) whose n and m fall on, just before or just after a multiple of the register
+    tile's rows and columns (0, 1 or 2 whole tiles and a ragged rest), and sizes of 1."""
+    def around(tile):
+        return draw(st.sampled_from([1, tile - 1, tile, tile + 1, 2 * tile + 1]) | st.integers(1, 2 * tile + 1))
+    return (draw(st.integers(1, max_batch)), max(1, around(tile_rows)), draw(st.integers(1, max_k)),
+            max(1, around(tile_cols)))
+
+
+@st.composite
 def conv2d_grad_input_shapes(draw, case):
     """An input shape for ``case`` (from ``conv2d_cases``) with up to stride-1 extra rows/columns
     that no window reaches: the shapes conv_transpose2d's output_padding produces."""

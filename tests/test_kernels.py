@@ -22,9 +22,12 @@ from scratchgen import Tensor
 from scratchgen.kernels import conv, conv_numba, layouts, matmul as mm, matmul_numba as mmn
 from scratchgen.kernels import threads as mm_threads
 from scratchgen.kernels.backend import BACKENDS, get_backend, set_backend, use_backend
+from scratchgen.kernels.cpu import register_tile_shape
+from scratchgen.kernels.stack import heap_tile, stack_tile
 from strategies import layouts as layouts_
 from strategies import (FLOAT_DTYPES, batch_norm_problems, conv2d_cases, conv2d_grad_input_shapes,
-                        matmul_operands, matmul_shape_pairs, matrix_triples, seeded_arrays, with_layout)
+                        matmul_operands, matmul_shape_pairs, matrix_triples, seeded_arrays, tile_edge_triples,
+                        with_layout)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -159,17 +162,76 @@ def test_numba_kernels_across_block_edges(kernel, n, k, m):
     assert_close(out, np.matmul(a, b), k)
 
 
-@pytest.mark.parametrize("n, k, m", [(70, 9, 261), (6, 130, 517), (5, 1030, 6), (1, 1, 1)])
+@pytest.mark.parametrize("n, k, m", [(70, 9, 261), (6, 130, 517), (5, 1030, 6), (1, 1, 1), (13, 600, 40)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_the_axpy_kernel_packs_b_from_its_transpose_to_the_same_bits(n, k, m, dtype):
-    # x @ Wᵀ hands the axpy kernel W itself: each block of b is turned around while it is packed,
-    # so the sums, and their order, are those of packing b from its rows
+@pytest.mark.parametrize("packed", ["_matmul_axpy", "_matmul_tiles"])
+def test_the_axpy_kernel_packs_b_from_its_transpose_to_the_same_bits(n, k, m, dtype, packed):
+    # x @ Wᵀ hands the axpy kernels (strips and register tiles) W itself: each block of b is turned
+    # around while it is packed, so the sums, and their order, are those of packing b from its rows
+    kernel = getattr(mmn, packed)
     a, w = rng_array((2, n, k), dtype, 5, "transposed"), rng_array((1, m, k), dtype, 6)
     from_rows, from_transpose = np.zeros((2, n, m), dtype), np.zeros((2, n, m), dtype)
-    mmn._matmul_axpy(a, np.ascontiguousarray(np.swapaxes(w, 1, 2)), from_rows, False)
-    mmn._matmul_axpy(a, w, from_transpose, True)
+    kernel(a, np.ascontiguousarray(np.swapaxes(w, 1, 2)), from_rows, False)
+    kernel(a, w, from_transpose, True)
     np.testing.assert_array_equal(from_rows, from_transpose)
     assert_close(from_transpose, np.matmul(a, np.swapaxes(w, 1, 2)), k)
+
+
+@given(sizes=tile_edge_triples(mmn.TILE_ROWS, mmn.TILE_ROW_BYTES // 4), dtype=FLOAT_DTYPES,
+       a_layout=layouts_, b_as_transpose=st.booleans(), seed=st.integers(0, 2**16))
+def test_register_tiles_match_the_reference_on_and_off_the_tile_edges(sizes, dtype, a_layout, b_as_transpose, seed):
+    # n and m on, before and after whole MR x NR tiles (float32's NR; float64's is half of it), any
+    # layout of a, b packed from its rows or from bᵀ; the edges are zero-padded in the panels
+    batch, n, k, m = sizes
+    a = rng_array((batch, n, k), dtype, seed, a_layout)
+    b = rng_array((batch, k, m), dtype, seed + 1)
+    out = np.zeros((batch, n, m), dtype)
+    if b_as_transpose:
+        mmn._matmul_tiles(a, np.ascontiguousarray(np.swapaxes(b, 1, 2)), out, True)
+    else:
+        mmn._matmul_tiles(a, b, out, False)
+    assert_close(out, mm.matmul_reference(a, b), k)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_register_tiles_add_up_several_k_blocks_and_column_blocks(dtype):
+    # k over two K blocks of either dtype (K_BLOCK_BYTES: 1024 float32, 512 float64), m over two
+    # column blocks, n over two row blocks, none of them a whole number of tiles
+    n, k, m = 2 * mmn.TILE_ROW_BLOCK + 5, mmn.K_BLOCK_BYTES // 4 + 7, mmn.AXPY_COL_BLOCK + 9
+    a, b = rng_array((1, n, k), dtype, 11, "transposed"), rng_array((1, k, m), dtype, 12)
+    out = np.zeros((1, n, m), dtype)
+    mmn._matmul_tiles(a, b, out, False)
+    assert_close(out, np.matmul(a, b), k)
+    assert mmn.TILE_MIN_K <= k       # and matmul_3d sends this product to the tiles as well
+    assert_close(mmn.matmul_3d(a, b, 1, kernel="axpy"), np.matmul(a, b), k)
+
+
+def test_a_stack_tile_has_the_shape_its_row_bytes_give_each_dtype():
+    @numba.njit
+    def filled(like):
+        tile = stack_tile(3, 128, like)
+        for r in range(tile.shape[0]):
+            for s in range(tile.shape[1]):
+                tile[r, s] = r * 100 + s
+        return tile.sum(), tile.shape[0], tile.shape[1]
+
+    for dtype, cols in ((np.float32, 32), (np.float64, 16)):
+        total, rows, width = filled(np.zeros(1, dtype))
+        assert (rows, width) == (3, cols)
+        assert total == sum(r * 100 + s for r in range(3) for s in range(cols))
+    assert heap_tile(3, 128, np.zeros(1, np.float64)).shape == (3, 16)      # the plain-Python twin
+
+
+def test_the_register_tile_takes_as_many_rows_as_the_vector_registers_hold():
+    # MR x NV sums and MR broadcast numbers of a, one register spare: MR (NV + 1) <= registers - 1
+    assert register_tile_shape(16, 32) == (3, 128)      # AVX2: 3 x 32 float32
+    assert register_tile_shape(32, 32) == (6, 128)      # AVX-512 with 256-bit vectors (Zen 4)
+    assert register_tile_shape(32, 64) == (10, 128)     # AVX-512 with 512-bit vectors
+    for registers, vector in ((16, 32), (32, 32), (32, 64)):
+        rows, row_bytes = register_tile_shape(registers, vector)
+        per_row = row_bytes // vector
+        assert rows * (per_row + 1) <= registers - 1 < (rows + 1) * (per_row + 1)
+    assert (mmn.TILE_ROWS, mmn.TILE_ROW_BYTES) == register_tile_shape()
 
 
 @pytest.mark.parametrize("kernel", ["dot", "axpy"])
@@ -189,6 +251,12 @@ def test_the_number_of_threads_never_changes_a_result(kernel, sizes, dtype, seed
     else:
         mmn._matmul_axpy(a, b, shared, False)
     np.testing.assert_array_equal(alone, shared)
+    if kernel == "axpy":                              # the register tiles, on one thread and on all
+        tiles_alone, tiles_shared = np.zeros_like(alone), np.zeros_like(alone)
+        with mm_threads.sized_for(0):
+            mmn._matmul_tiles(a, b, tiles_alone, False)
+        mmn._matmul_tiles(a, b, tiles_shared, False)
+        np.testing.assert_array_equal(tiles_alone, tiles_shared)
 
 
 def test_only_work_that_pays_for_the_wake_ups_wakes_the_pool():
