@@ -242,6 +242,23 @@ def axpy_row(a, i, k0, kc, width, panel, c_row):
             c_row[j] += x * b_row[j]
 
 
+@njit(cache=True)
+def task_count(nb, n, m, row_block, col_block):
+    """Parallel tasks over (batch, row block, column block) for an (nb, n, m) output."""
+    return nb * ((n + row_block - 1) // row_block) * ((m + col_block - 1) // col_block)
+
+
+@njit(cache=True)
+def task_block(task, n, m, row_block, col_block):
+    """(z, i0, i1, j0, j1): the batch index and the output block out[z, i0:i1, j0:j1] of task number
+    ``task`` (``task_count``), column blocks fastest."""
+    col_blocks = (m + col_block - 1) // col_block
+    per_batch = ((n + row_block - 1) // row_block) * col_blocks
+    z, t = task // per_batch, task % per_batch
+    i0, j0 = (t // col_blocks) * row_block, (t % col_blocks) * col_block
+    return z, i0, min(i0 + row_block, n), j0, min(j0 + col_block, m)
+
+
 @njit(fastmath=FASTMATH, cache=True)
 def _copy(src, r0, c0, rows, cols, dst, s0, d0):
     """dst[d0 + r, s0 + j] = src[r0 + r, c0 + j] for r < rows, j < cols: a block between an
@@ -303,15 +320,8 @@ def _matmul_axpy(a, b, out, b_transposed):
     nb, n, m = out.shape
     kk = a.shape[2]
     pad = PAD_BYTES // out.itemsize
-    row_blocks = (n + ROW_BLOCK - 1) // ROW_BLOCK
-    col_blocks = (m + AXPY_COL_BLOCK - 1) // AXPY_COL_BLOCK
-    per_batch = row_blocks * col_blocks
-    for task in prange(nb * per_batch):
-        z, t = task // per_batch, task % per_batch
-        i0 = (t // col_blocks) * ROW_BLOCK
-        i1 = min(i0 + ROW_BLOCK, n)
-        j0 = (t % col_blocks) * AXPY_COL_BLOCK
-        j1 = min(j0 + AXPY_COL_BLOCK, m)
+    for task in prange(task_count(nb, n, m, ROW_BLOCK, AXPY_COL_BLOCK)):
+        z, i0, i1, j0, j1 = task_block(task, n, m, ROW_BLOCK, AXPY_COL_BLOCK)
         a_z, b_z, out_z = a[z if a.shape[0] > 1 else 0], b[z if b.shape[0] > 1 else 0], out[z]
         width = j1 - j0
         panel = np.empty((AXPY_K_BLOCK, width + pad), dtype=out.dtype)
@@ -471,15 +481,8 @@ def _matmul_tiles(a, b, out, b_transposed):
         pack_columns(b[z], t * nr, b_transposed, panels[z, t])
     k_block = K_BLOCK_BYTES // out.itemsize
     row_block = max(1, TILE_ROW_BLOCK // mr) * mr
-    row_blocks = (n + row_block - 1) // row_block
-    col_blocks = (m + AXPY_COL_BLOCK - 1) // AXPY_COL_BLOCK
-    per_batch = row_blocks * col_blocks
-    for task in prange(nb * per_batch):
-        z, t = task // per_batch, task % per_batch
-        i0 = (t // col_blocks) * row_block
-        i1 = min(i0 + row_block, n)
-        j0 = (t % col_blocks) * AXPY_COL_BLOCK
-        j1 = min(j0 + AXPY_COL_BLOCK, m)
+    for task in prange(task_count(nb, n, m, row_block, AXPY_COL_BLOCK)):
+        z, i0, i1, j0, j1 = task_block(task, n, m, row_block, AXPY_COL_BLOCK)
         a_z, p_z, out_z = a[z if a.shape[0] > 1 else 0], panels[z if b.shape[0] > 1 else 0], out[z]
         rows = np.empty(((i1 - i0 + mr - 1) // mr, min(k_block, kk), mr), dtype=out.dtype)
         for k0 in range(0, kk, k_block):
