@@ -629,6 +629,9 @@ def test_kernels_run_as_plain_python_with_jit_disabled():
         a, b = rng.standard_normal((2, 5, 6)), rng.standard_normal((2, 6, 7))
         for kernel in ("dot", "axpy", "narrow"):
             assert np.allclose(mmn.matmul_3d(a, b, 2, kernel=kernel), a @ b), kernel
+        tiles = np.zeros((2, 5, 7))                              # the register tiles on a heap tile
+        mmn._matmul_tiles(a, b, tiles, False)
+        assert np.allclose(tiles, a @ b)
         at = np.swapaxes(rng.standard_normal((2, 6, 5)), 1, 2)
         for x, y in ((a, b[:, :, :2].copy()), (at, b[:, :, :2]), (a[:, :2], b)):   # dot, flip, rows
             assert np.allclose(mmn.matmul_3d(x, y, 2, kernel="narrow"), x @ y)
