@@ -466,7 +466,7 @@ def _matmul_tiles(a, b, out, b_transposed):
       on panels in L1/L2 (60 x 128 x 512), the two inner loops ran at the same speed on the Zen 4
       (strips 99-101, tiles 101-102 GFLOP/s); compiled for AVX2 (16 registers) the tiles won, 104
       against 91. In the whole product, in the same blocking as below, strips 0.71 and tiles 0.92 of
-      numpy (each value of b loaded serves 4 rows in a strip, 6 and then the next tiles in a tile);
+      numpy (why they differ there and not alone is not pinned down; appendix A, §A.8);
     - b packed once per call, into panels of NR columns that every task reads: packing one block
       of b in every task, as the strips do, cost 14 µs of every 83 µs of tiles and left the whole
       product at 0.63; packed once, 0.81-0.83;
