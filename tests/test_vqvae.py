@@ -370,9 +370,11 @@ def test_prior_learning_rate_is_constant_or_a_cosine_over_the_prior_epochs():
         want = 2e-3 * (1 + np.cos(np.pi * i / 4)) / 2
         assert model.prior_optimizer.lr == pytest.approx(want) and model.made_optimizer.lr == pytest.approx(want)
         assert model.optimizer.lr == model.config["lr"]
+    assert "at learning rate 0.002 on a half cosine" in model.describe()
     constant = make(epochs=10, prior_fraction=0.4)
     constant.start_epoch(9)
     assert constant.prior_optimizer.lr == constant.config["lr"]
+    assert f"at learning rate {constant.config['lr']:g}" in constant.describe() and "cosine" not in constant.describe()
 
 
 def test_state_dict_holds_everything_that_training_changes():

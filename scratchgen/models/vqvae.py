@@ -336,7 +336,8 @@ class VQVAE(Experiment):
         return (f"{'VQ-VAE' if self.levels == 1 else 'VQ-VAE-2'} (codes {grids} from K={sizes} codewords "
                 f"of size {o['code_dim']}) with {self.net.num_parameters():,} parameters, {o['prior']} prior with "
                 f"{self.prior.num_parameters():,}; the prior is fitted during steps {self.autoencoder_steps() + 1}.."
-                f"{self.total_steps()}")
+                f"{self.total_steps()} at learning rate {o['prior_lr'] or self.config['lr']:g}"
+                f"{' on a half cosine' if o['prior_lr_schedule'] == 'cosine' else ''}")
 
     # ---- the schedule
     def total_steps(self):
