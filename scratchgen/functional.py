@@ -275,6 +275,38 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     return Tensor.from_op(out, parents, backward, "batch_norm")
 
 
+# ---------------------------------------------------------------------- borders
+def pad(x, pad):
+    """Zero borders, as PyTorch's ``F.pad(x, pad)``: ``pad`` holds (before, after) pairs from the last
+    dimension backwards — (left, right) or (left, right, top, bottom) for images (N, C, H, W). A negative
+    number cuts that many rows or columns off instead.
+
+    out[..., top + i, left + j] = x[..., i, j] where both exist, zero elsewhere;
+    backward: g_x[..., i, j] = g[..., top + i, left + j], zero for what was cut off.
+    """
+    pad = tuple(int(p) for p in pad)
+    a = x.data
+    if len(pad) % 2 or len(pad) > 2 * a.ndim:
+        raise ValueError(f"pad: give (before, after) pairs for at most {a.ndim} dimensions of a tensor of shape "
+                         f"{a.shape}, last dimension first; got {pad}")
+    widths = [(0, 0)] * a.ndim
+    for i in range(len(pad) // 2):
+        widths[a.ndim - 1 - i] = pad[2 * i], pad[2 * i + 1]
+    shape = tuple(n + lo + hi for n, (lo, hi) in zip(a.shape, widths))
+    if min(shape) < 1:
+        raise ValueError(f"pad {pad} would leave nothing of a tensor of shape {a.shape} (result {shape})")
+    kept = tuple(slice(max(-lo, 0), n - max(-hi, 0)) for n, (lo, hi) in zip(a.shape, widths))
+    into = tuple(slice(max(lo, 0), max(lo, 0) + k.stop - k.start) for (lo, _), k in zip(widths, kept))
+    out = np.zeros(shape, dtype=a.dtype)
+    out[into] = a[kept]
+
+    def backward(g):
+        gx = np.zeros_like(a)
+        gx[kept] = g[into]
+        return (gx,)
+    return Tensor.from_op(out, (x,), backward, "pad")
+
+
 # ---------------------------------------------------------------------- joining
 def cat(tensors, dim=0):
     tensors = list(tensors)

@@ -251,6 +251,31 @@ def test_cat_and_stack(dim, data):
     assert gradcheck(lambda *ts: F.stack(ts, dim=dim), same)
 
 
+@given(data=st.data())
+def test_pad_adds_zero_borders_or_cuts_and_passes_gradcheck(data):
+    """F.pad(x, (left, right, top, bottom)): zero borders where positive, a cut where negative."""
+    x = data.draw(seeded_arrays((2, 3, 4)))
+    pad = tuple(data.draw(st.lists(st.integers(-1, 2), min_size=2, max_size=4).filter(lambda p: len(p) % 2 == 0)))
+    expected = x
+    for i in range(len(pad) // 2):          # np.pad for the positive widths, slicing for the negative
+        dim, (lo, hi) = x.ndim - 1 - i, pad[2 * i: 2 * i + 2]
+        widths = [(0, 0)] * x.ndim
+        widths[dim] = (max(lo, 0), max(hi, 0))
+        expected = np.pad(expected, widths)
+        cut = [slice(None)] * x.ndim
+        cut[dim] = slice(max(-lo, 0), expected.shape[dim] - max(-hi, 0))
+        expected = expected[tuple(cut)]
+    np.testing.assert_array_equal(F.pad(leaf(x), pad).data, expected)
+    assert gradcheck(lambda t: F.pad(t, pad), [leaf(x)])
+
+
+def test_pad_refuses_odd_lengths_and_cutting_everything():
+    with pytest.raises(ValueError, match="pairs"):
+        F.pad(Tensor(np.ones((2, 3))), (1, 1, 1))
+    with pytest.raises(ValueError, match="leave nothing"):
+        F.pad(Tensor(np.ones((2, 3))), (-2, -1))
+
+
 def test_cat_and_stack_with_a_constant_among_the_inputs():
     a, c = leaf(random(2, 3)), Tensor(random(1, 3, seed=1))
     assert gradcheck(lambda t: F.cat([c, t, t], 0), [a])
@@ -444,7 +469,7 @@ FLOAT32_CASES = {
     "mse": lambda x: F.mse_loss(x, np.zeros((2, 3))),
     "linear": lambda x: F.linear(x, Tensor(np.ones((4, 3), np.float32)), Tensor(np.ones(4, np.float32))),
     "embedding": lambda x: F.embedding(np.array([1, 1, 0]), x),
-    "cat": lambda x: F.cat([x, x], 1), "stack": lambda x: F.stack([x, x], 0),
+    "cat": lambda x: F.cat([x, x], 1), "stack": lambda x: F.stack([x, x], 0), "pad": lambda x: F.pad(x, (1, -1)),
     "batch_norm": lambda x: F.batch_norm(x, np.zeros(3), np.ones(3), training=True),
     "conv2d": lambda x: F.conv2d(x.reshape(1, 2, 3, 1), Tensor(np.ones((2, 2, 2, 1), np.float32)), padding=1),
     "conv_transpose2d": lambda x: F.conv_transpose2d(x.reshape(1, 2, 3, 1),
@@ -548,6 +573,7 @@ def test_agrees_with_pytorch_when_available(capsys):
                       lambda w: tF.embedding(torch.from_numpy(idx.reshape(2, 2)), w), [r(5, 3)]),
         "cat": (lambda a, b: F.cat([a, b], 1), lambda a, b: torch.cat([a, b], 1), [r(2, 3), r(2, 2)]),
         "stack": (lambda a, b: F.stack([a, b], -1), lambda a, b: torch.stack([a, b], -1), [r(2, 3), r(2, 3)]),
+        "pad": (lambda a: F.pad(a, (2, -1, -1, 1)), lambda a: tF.pad(a, (2, -1, -1, 1)), [r(2, 3, 4)]),
         "conv2d": (lambda x, w, b: F.conv2d(x, w, b, stride=(2, 1), padding=(1, 2)),
                    lambda x, w, b: tF.conv2d(x, w, b, stride=(2, 1), padding=(1, 2)), [x4, w4, b3]),
         "conv_transpose2d": (lambda x, w, b: F.conv_transpose2d(x, w, b, stride=(3, 2), padding=(1, 0),

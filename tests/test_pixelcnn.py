@@ -5,7 +5,7 @@ class and context conditioning, learning and sampling."""
 import numpy as np
 import pytest
 
-from scratchgen import optim
+from scratchgen import functional as F, optim
 from scratchgen.finite_differences import gradcheck
 from scratchgen.kernels.backend import use_backend
 from scratchgen.models import pixelcnn as pc
@@ -44,6 +44,29 @@ def test_masks_keep_exactly_the_past():
     np.testing.assert_array_equal(pc.single_stack_mask(3, "A"), [[1, 1, 1], [1, 0, 0], [0, 0, 0]])
     with pytest.raises(ValueError, match="mask_type"):
         pc.horizontal_mask(3, "C")
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("kind", ["vertical", "A", "B", "single A", "single B"])
+def test_a_masked_convolution_equals_the_full_kernel_times_its_mask(k, kind, numpy_backend):
+    """The layer convolves only the mask's rectangle of ones (a crop, with shifted borders): its output and
+    gradients must be those of the whole kernel multiplied by the mask."""
+    rng = np.random.default_rng(k)
+    mask = {"vertical": pc.vertical_mask(k), "A": pc.horizontal_mask(k, "A"), "B": pc.horizontal_mask(k, "B"),
+            "single A": pc.single_stack_mask(k, "A"), "single B": pc.single_stack_mask(k, "B")}[kind]
+    padding = (mask.shape[0] // 2, k // 2)
+    layer = pc.MaskedConv2d(3, 4, mask, padding, dtype=np.float64)
+    layer.weight.data[...] = rng.standard_normal(layer.weight.shape)
+    x = Tensor(rng.standard_normal((2, 3, 5, 6)), requires_grad=True)
+    g = rng.standard_normal((2, 4, 5, 6))
+    out = layer(x)
+    (out * Tensor(g)).sum().backward()
+    got = out.data, x.grad, layer.weight.grad
+    x.grad = layer.weight.grad = None
+    full = F.conv2d(x, layer.weight * mask, layer.bias, 1, padding)
+    (full * Tensor(g)).sum().backward()
+    for a, b in zip(got, (full.data, x.grad, layer.weight.grad)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("k", [3, 5, 7])
