@@ -91,7 +91,7 @@ class MaskedConv2d(nn.Conv2d):
     the input gets ph - r0 rows on top and ph - (kH-1-r1) at the bottom (likewise for columns; a negative
     number cuts instead). Measured on the VQ-VAE mnist preset's prior step (one thread, CPU time, median
     of 10 steps, three rounds alternating with the full masked kernel in separate processes; AMD EPYC
-    Zen 4, load 2.9): 697-776 ms -> 625-684 ms, about 9% less (the zeros were ~20% of the step's
+    Zen 4, load 2.9): 697-776 ms -> 625-684 ms, about 9% less (the zeros are a quarter of the preset PixelCNN's
     multiply-adds; the shifted copy of each input takes part of it back).
     """
 
