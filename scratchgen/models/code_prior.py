@@ -136,13 +136,16 @@ class CodePrior(nn.Module):
         codes = np.asarray(codes)
         return np.take_along_axis(logp, codes[:, :, None], axis=2)[:, :, 0].sum(axis=1)
 
-    def sample(self, n, context=None):
-        """``n`` grids (n, length), drawn one position at a time from p(c_i | c_<i): L passes."""
+    def sample(self, n, context=None, temperature=1.0):
+        """``n`` grids (n, length), drawn one position at a time from p(c_i | c_<i): L passes; each
+        position from softmax(logits / temperature) (below 1: the likelier codes likelier still)."""
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
         codes = np.zeros((n, self.length), dtype=np.int64)
         rng = get_rng()
         with no_grad():
             for i in range(self.length):
-                p = F.softmax(self.logits(codes, context)[:, i].to(np.float64), dim=1).data
+                p = F.softmax(self.logits(codes, context)[:, i].to(np.float64) / temperature, dim=1).data
                 u = rng.random((n, 1))
                 codes[:, i] = np.minimum((p.cumsum(axis=1) < u).sum(axis=1), self.num_codes - 1)
         return codes

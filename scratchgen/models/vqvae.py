@@ -182,10 +182,7 @@ class Priors(nn.Module):
     def sample(self, n, labels=None, temperature=1.0):
         codes = []
         for i, p in enumerate(self.levels):
-            extra = self._extra(i, labels)
-            if self.kind == "pixelcnn":
-                extra["temperature"] = temperature
-            codes.append(p.sample(n, codes[-1] if i else None, **extra))
+            codes.append(p.sample(n, codes[-1] if i else None, temperature=temperature, **self._extra(i, labels)))
         return codes
 
 
@@ -230,7 +227,7 @@ VQ_OPTIONS = (
     Option("prior_lr", float, 0.0, "Adam's learning rate of the prior phase (0: --lr)"),
     Option("prior_lr_schedule", str, "constant", "learning rate over the prior phase: constant, or cosine (from "
                                                  "--prior-lr down towards 0, one value per epoch)", ("constant", "cosine")),
-    Option("temperature", float, 1.0, "sampling temperature of the PixelCNN prior (logits / T)"),
+    Option("temperature", float, 1.0, "sampling temperature of the prior (logits / T; the comparison MADE's too)"),
     Option("eval_samples", int, 10000, "scratchgen eval: samples drawn for the sample-quality numbers"),
     Option("eval_diagnosis", int, 1, "scratchgen eval: 1 also scores reconstructions of training images (recon_conv_*, "
                                      "the decoder's ceiling) and, for two levels, images with real top codes and "
