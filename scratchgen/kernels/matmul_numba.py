@@ -59,6 +59,9 @@ DOT_TILE_FITS = vector_registers() >= 32
 # the axpy kernel's register tile: TILE_ROWS rows of TILE_ROW_BYTES, as many rows as the CPU's vector
 # registers hold (constants when the kernels compile: cpu.register_tile_shape says why)
 TILE_ROWS, TILE_ROW_BYTES = register_tile_shape()
+# a task's column block must hold whole tiles (of float32, the most numbers per row, hence of float64), or
+# two tasks would add into the same tile of out (``_matmul_tiles``)
+assert AXPY_COL_BLOCK * 4 % TILE_ROW_BYTES == 0, "AXPY_COL_BLOCK must be a multiple of a tile row's numbers"
 
 
 # ---------------------------------------------------------------------------- Numba kernels
