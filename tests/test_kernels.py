@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from scratchgen import Tensor
-from scratchgen.kernels import conv, conv_numba, layouts, matmul as mm, matmul_numba as mmn
+from scratchgen.kernels import conv, conv_numba, conv_tiles, layouts, matmul as mm, matmul_numba as mmn
 from scratchgen.kernels import threads as mm_threads
 from scratchgen.kernels.backend import BACKENDS, get_backend, set_backend, use_backend
 from scratchgen.kernels.cpu import register_tile_shape
@@ -531,8 +531,8 @@ def test_conv2d_layer_of_the_dcgan(backend):
         assert_close(dw, conv.conv2d_grad_weight_reference(x, y, w.shape, 2, 1), 196)
 
 
-@given(case=conv2d_cases(max_n=3, max_c=4, max_hw=9, max_k=4), dtype=FLOAT_DTYPES, data=st.data())
-def test_im2col_packing_and_col2im_match_their_definitions(case, dtype, data):
+@given(case=conv2d_cases(max_n=3, max_c=4, max_hw=9, max_k=4), dtype=FLOAT_DTYPES)
+def test_im2col_the_tiles_offset_tables_and_col2im_match_their_definitions(case, dtype):
     # the Numba copies directly (odd sizes, any stride and padding, both dtypes), whichever path
     # the dispatch would pick for this shape
     x = rng_array(case["x_shape"], dtype, 3, "transposed")
@@ -545,17 +545,16 @@ def test_im2col_packing_and_col2im_match_their_definitions(case, dtype, data):
     rows = windows.reshape(n, kh * kw * c, -1).transpose(0, 2, 1)           # (N, L, Q)
     columns = conv_numba._im2col_t(x, kh, kw, stride, padding, out_hw, dtype)
     np.testing.assert_array_equal(columns, rows.transpose(2, 0, 1).reshape(c * kh * kw, -1))
-    # any block of one image's P, packed from the channels-last image (as the fused kernels do)
+    # the register tiles' view of P: P[(n, l), q] = src[row_src[(n, l)] + k_src[q]] in the padded
+    # channels-last images, no copy made (conv_tiles.forward_tables, read by gather_tile)
     xh = conv_numba._nhwc(x, padding, dtype)
-    positions, features = rows.shape[1:]
-    p0 = data.draw(st.integers(0, positions - 1))
-    p1 = data.draw(st.integers(p0 + 1, positions))
-    q0 = data.draw(st.integers(0, features - 1))
-    q1 = data.draw(st.integers(q0 + 1, features))
-    img = data.draw(st.integers(0, n - 1))
-    block = np.full((p1 - p0, q1 - q0), np.nan, dtype=dtype)
-    conv_numba._pack_patches(xh[img], kw, stride[0], stride[1], out_hw[1], p0, p1, q0, q1, block)
-    np.testing.assert_array_equal(block, rows[img, p0:p1, q0:q1])
+    row_src, counts, k_src, _ = conv_tiles.forward_tables(x.shape, case["w_shape"], stride, padding, out_hw)
+    assert row_src.dtype == k_src.dtype == np.uintp and counts.tolist() == [rows.shape[0] * rows.shape[1]]
+    np.testing.assert_array_equal(xh.reshape(-1)[row_src[0][:, None] + k_src[None, :]], rows.reshape(-1, rows.shape[2]))
+    # and the weight gradient's tables are the same two with their roles swapped
+    features, positions, _ = conv_tiles.grad_weight_tables(x.shape, case["w_shape"], stride, padding, out_hw)
+    np.testing.assert_array_equal(features, k_src)
+    np.testing.assert_array_equal(positions, row_src[0])
     # col2im is im2col's adjoint: <im2col(x), r> = <x, col2im(r)> for every x and r
     r = rng_array(rows.shape, dtype, 4)
     dx = conv_numba._col2im(r, x.shape, kh, kw, stride, padding, out_hw, dtype)
@@ -564,31 +563,52 @@ def test_im2col_packing_and_col2im_match_their_definitions(case, dtype, data):
     assert abs(np.sum(x * dx) - np.sum(rows * r)) <= (1e-5 if dtype == np.float32 else 1e-12) * scale
 
 
-@given(problem=conv_problems(), fused=st.booleans(), blocks=st.sampled_from([None, (8, 3)]))
-def test_conv2d_fused_and_separate_paths_match_the_definitions(problem, fused, blocks):
-    # the dispatch fuses im2col into the products only for many features (kh·kw·C >= 256), which
-    # small cases never reach: force each path; ``blocks`` makes the fused kernels cut the features
-    # into several column blocks (weight gradient: at most 8 columns, input gradient: 3)
+@given(problem=conv_problems(), tiles=st.booleans(), chunks=st.sampled_from([None, (7, 3)]))
+def test_conv2d_tiles_and_separate_paths_match_the_definitions(problem, tiles, chunks):
+    # the dispatch runs a product on the register tiles only for full panels of channels and, in the
+    # forward pass, many features (conv_numba.tiles_pay), which small cases never reach: force each
+    # path; ``chunks`` cuts the weight gradient's positions into chunks of 7 and k blocks of 3
     case, x, w, g = problem
     stride, padding = case["stride"], case["padding"]
     x, w, g = (a.astype(np.result_type(x, w), copy=False) for a in (x, w, g))
-    small = blocks or (conv_numba.GRAD_WEIGHT_BLOCK, conv_numba.AXPY_COL_BLOCK)
-    with patch.object(conv_numba, "GRAD_WEIGHT_BLOCK", small[0]), patch.object(conv_numba, "AXPY_COL_BLOCK", small[1]):
-        out = conv_numba.forward(x, w, stride, padding, fused=fused)
-        dx = conv_numba.grad_input(g, w, x.shape, stride, padding, fused=fused)
-        dw = conv_numba.grad_weight(x, g, w.shape, stride, padding, fused=fused)
+    chunk, k_block = chunks or (conv_tiles.GRAD_WEIGHT_CHUNK, conv_tiles.GRAD_WEIGHT_K_BLOCK)
+    with patch.object(conv_tiles, "GRAD_WEIGHT_CHUNK", chunk), patch.object(conv_tiles, "GRAD_WEIGHT_K_BLOCK", k_block):
+        out = conv_numba.forward(x, w, stride, padding, tiles=tiles)
+        dx = conv_numba.grad_input(g, w, x.shape, stride, padding, tiles=tiles)
+        dw = conv_numba.grad_weight(x, g, w.shape, stride, padding, tiles=tiles)
     assert_close(out, conv.conv2d_forward_reference(x, w, stride, padding), w[0].size)
     assert_close(dx, conv.conv2d_grad_input_reference(g, w, x.shape, stride, padding), w.shape[0] * 16)
     assert_close(dw, conv.conv2d_grad_weight_reference(x, g, w.shape, stride, padding), g[:, 0].size)
 
 
-def test_conv2d_fused_input_gradient_with_more_channels_than_one_k_block():
-    # more output channels than AXPY_K_BLOCK: the input gradient's strips add several K blocks
-    x = rng_array((2, 3, 5, 4), np.float64, 5)
-    w = rng_array((conv_numba.AXPY_K_BLOCK + 5, 3, 3, 2), np.float64, 6)
-    g = rng_array((2, w.shape[0], 3, 3), np.float64, 7)
-    dx = conv_numba.grad_input(g, w, x.shape, (1, 1), (0, 0), fused=True)
-    assert_close(dx, conv.conv2d_grad_input_reference(g, w, x.shape, (1, 1), (0, 0)), w.shape[0] * 6)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("stride, kernel", [((1, 1), (3, 3)), ((2, 2), (4, 4)), ((3, 2), (2, 5))])
+def test_conv2d_tiles_with_several_panels_of_channels_and_a_ragged_last_one(dtype, stride, kernel):
+    # more channels than one panel of the tiles holds (NR: 32 float32, 16 float64), plus a few: the
+    # forward pass and the weight gradient cut O into panels, the input gradient C; with a stride
+    # that does not divide the kernel, some phases of the input gradient meet fewer kernel rows
+    nr = mmn.TILE_ROW_BYTES // np.dtype(dtype).itemsize
+    x = rng_array((2, nr + 3, 7, 6), dtype, 5, "transposed")
+    w = rng_array((nr + 5, nr + 3) + kernel, dtype, 6)
+    out = conv_numba.forward(x, w, stride, (1, 1), tiles=True)
+    g = rng_array(out.shape, dtype, 7)
+    assert_close(out, conv.conv2d_forward_reference(x, w, stride, (1, 1)), w[0].size)
+    assert_close(conv_numba.grad_input(g, w, x.shape, stride, (1, 1), tiles=True),
+                 conv.conv2d_grad_input_reference(g, w, x.shape, stride, (1, 1)), w.shape[0] * 16)
+    assert_close(conv_numba.grad_weight(x, g, w.shape, stride, (1, 1), tiles=True),
+                 conv.conv2d_grad_weight_reference(x, g, w.shape, stride, (1, 1)), g[:, 0].size)
+
+
+def test_the_tiles_are_chosen_for_full_panels_of_channels_and_many_features():
+    nr = mmn.TILE_ROW_BYTES // 4
+    assert conv_numba.tiles_pay("forward", (64, 64, 3, 3), np.float32)
+    assert not conv_numba.tiles_pay("forward", (64, 1, 4, 4), np.float32)           # 16 features
+    assert not conv_numba.tiles_pay("forward", (nr // 2, 64, 3, 3), np.float32)     # half a panel
+    assert conv_numba.tiles_pay("grad_input", (1, nr, 4, 4), np.float32)
+    assert not conv_numba.tiles_pay("grad_input", (64, 1, 4, 4), np.float32)        # one channel wide
+    assert conv_numba.tiles_pay("grad_weight", (64, 32, 1, 1), np.float32)
+    assert not conv_numba.tiles_pay("grad_weight", (64, 1, 4, 4), np.float32)
+    assert conv_numba.tiles_pay("grad_weight", (1, 1, 1, 1), np.float32, tiles=True)
 
 
 X, W = np.ones((1, 3, 5, 5)), np.ones((2, 3, 3, 3))     # a valid pair: output (1, 2, 3, 3)
@@ -643,6 +663,12 @@ def test_kernels_run_as_plain_python_with_jit_disabled():
         assert np.allclose(conv.conv2d_grad_input(y, w, x.shape, 2, 1),
                            conv.conv2d_grad_input_reference(y, w, x.shape, 2, 1))
         assert np.allclose(conv.conv2d_grad_weight(x, y, w.shape, 2, 1),
+                           conv.conv2d_grad_weight_reference(x, y, w.shape, 2, 1))
+        from scratchgen.kernels import conv_numba                # the conv tiles on heap tiles
+        assert np.allclose(conv_numba.forward(x, w, (2, 2), (1, 1), tiles=True), y)
+        assert np.allclose(conv_numba.grad_input(y, w, x.shape, (2, 2), (1, 1), tiles=True),
+                           conv.conv2d_grad_input_reference(y, w, x.shape, 2, 1))
+        assert np.allclose(conv_numba.grad_weight(x, y, w.shape, (2, 2), (1, 1), tiles=True),
                            conv.conv2d_grad_weight_reference(x, y, w.shape, 2, 1))
         wt = rng.standard_normal((2, 7, 6))                      # b as a transposed view: packed from bᵀ
         assert np.allclose(mmn.matmul_3d(a, np.swapaxes(wt, 1, 2), 2, kernel="axpy"), a @ np.swapaxes(wt, 1, 2))
@@ -752,11 +778,13 @@ def test_sigmoid_and_softplus_are_accurate_to_a_few_ulps_everywhere(dtype):
 
 
 def test_the_channels_last_scratch_image_is_rewritten_on_reuse_and_keeps_a_zero_border():
-    # _nhwc reuses one buffer per shape: its interior must be the new input, its border still zero
-    for seed in (8, 9):
-        x = rng_array((2, 3, 4, 5), np.float32, seed, "transposed")
-        xh = conv_numba._nhwc(x, (1, 2), np.float32)
-        expected = np.pad(x, ((0, 0), (0, 0), (1, 1), (2, 2))).transpose(0, 2, 3, 1)
+    # _nhwc reuses one buffer per shape and padding: its interior must be the new input, its border
+    # still zero, also after an input of another size and padding with the same padded shape
+    for seed, shape, padding in ((8, (2, 3, 4, 5), (1, 2)), (9, (2, 3, 4, 5), (1, 2)), (10, (2, 3, 6, 3), (0, 3)),
+                                 (11, (2, 3, 4, 5), (1, 2))):
+        x = rng_array(shape, np.float32, seed, "transposed")
+        xh = conv_numba._nhwc(x, padding, np.float32)
+        expected = np.pad(x, ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2)).transpose(0, 2, 3, 1)
         np.testing.assert_array_equal(xh, expected)
 
 
@@ -767,7 +795,7 @@ def test_a_layer_keeps_its_inputs_channels_last_copy_until_its_weight_gradient()
     x1, x2 = rng_array((2, 4, 5, 5), np.float32, 40), rng_array((2, 4, 5, 5), np.float32, 41)
     w, g1, g2 = rng_array((3, 4, 3, 3), np.float32, 42), rng_array((2, 3, 5, 5), np.float32, 43), \
         rng_array((2, 3, 5, 5), np.float32, 44)
-    with patch.object(conv_numba, "FUSED_MIN_FEATURES", 1), use_backend("numba"):   # fused kernels at this size
+    with patch.object(conv_numba, "tiles_pay", lambda *_, tiles=None: True), use_backend("numba"):   # tiles here
         assert conv.channels_last(x1, w.shape, 1) is not None
         weight = Tensor(w, requires_grad=True)
         y1, y2 = F.conv2d(Tensor(x1), weight, padding=1), F.conv2d(Tensor(x2), weight, padding=1)
@@ -787,19 +815,20 @@ def forced(threads):
 
 
 @pytest.mark.parametrize("stride", [(1, 1), (2, 1)])
-def test_the_number_of_threads_never_changes_a_fused_convolution(stride):
-    # one task per image (forward, input gradient) or per block of dw's columns: the same sums in
-    # the same order on one thread and on all of them
+def test_the_number_of_threads_never_changes_a_tiled_convolution(stride):
+    # tasks own disjoint rows of the output (forward, input gradient) or fixed chunks of positions
+    # whose sums are added in order (weight gradient): the same sums in the same order on one
+    # thread and on all of them
     x, w = rng_array((5, 7, 8, 6), np.float32, 10), rng_array((9, 7, 3, 3), np.float32, 11)
     g = rng_array(conv_numba.forward(x, w, stride, (1, 1)).shape, np.float32, 12)
 
     def all_three(threads):
         with patch.object(mm_threads, "threads_for", lambda work: threads), \
                 patch.object(mm_threads, "choice_for", lambda key, _: forced(threads)), \
-                patch.object(conv_numba, "GRAD_WEIGHT_BLOCK", 8):
-            return (conv_numba.forward(x, w, stride, (1, 1), fused=True),
-                    conv_numba.grad_input(g, w, x.shape, stride, (1, 1), fused=True),
-                    conv_numba.grad_weight(x, g, w.shape, stride, (1, 1), fused=True))
+                patch.object(conv_tiles, "GRAD_WEIGHT_CHUNK", 8):
+            return (conv_numba.forward(x, w, stride, (1, 1), tiles=True),
+                    conv_numba.grad_input(g, w, x.shape, stride, (1, 1), tiles=True),
+                    conv_numba.grad_weight(x, g, w.shape, stride, (1, 1), tiles=True))
     for alone, shared in zip(all_three(1), all_three(numba.get_num_threads())):
         np.testing.assert_array_equal(alone, shared)
 

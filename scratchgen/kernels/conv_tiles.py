@@ -1,0 +1,317 @@
+"""Convolutions on register tiles that read their patches straight from the image (no im2col copy).
+
+Every product of a convolution has one operand that is a patch matrix: P (positions x features)
+in the forward pass and the weight gradient, the patches of the upstream gradient g in the input
+gradient. A register tile (``matmul_numba.register_tile``) reads MR numbers of its left operand A
+per step of k and *broadcasts* each to a whole vector: they are single loads, so they need not lie
+side by side. Here A is never copied. Each of its entries is found in a flat, padded,
+channels-last image ``src`` as the sum of two offsets, one for its row and one for its column:
+
+    A[i, k] = src[row_src[i] + k_src[k]]
+
+For the forward pass a row i is a position (n, y, x) and a column k a feature (u, v, c):
+
+    row_src[(n, y, x)] = ((n·Hp + y·sh)·Wp + x·sw)·C        where the patch starts
+    k_src[(u, v, c)]   = (u·Wp + v)·C + c                    where its feature lies from there
+
+and the weight gradient swaps the two roles (rows: features, k: positions). The other operand B
+(the weights, or g) is small and packed once per call into panels of NR columns, as
+``register_tile`` reads them. The input gradient of a strided convolution (also the forward pass
+of a transposed one) is cut into sh·sw convolutions with stride 1, one per *phase* (r mod sh,
+s mod sw) of the output pixel, each a product of the same kind (``grad_input_tables``).
+
+Against the fused kernels these replace (which copied each image's P into a buffer and ran the
+4x4 dot tiles or the axpy strips on it), measured in appendix A, §A.9.
+"""
+import threading
+
+import numpy as np
+from numba import njit, prange
+
+from .matmul_numba import FASTMATH, TILE_ROW_BLOCK, TILE_ROW_BYTES, TILE_ROWS
+from .stack import stack_tile
+
+ROW_OFFSET_BYTES = TILE_ROWS * 8        # one uintp offset per row of a tile (a stack array)
+# positions per task of the weight gradient: each task sums dw over its own positions, and the
+# tasks' partial sums are added in a fixed order (measured: see _gathered_k_chunks)
+GRAD_WEIGHT_CHUNK = 1024
+GRAD_WEIGHT_K_BLOCK = 512               # positions per pass of a tile in the weight gradient
+
+
+# ---------------------------------------------------------------------------- Numba kernels
+@njit(fastmath=FASTMATH, cache=True)
+def gather_tile(src, row_src, i, rows, k_src, k0, kc, panel, out, row_dst, col_stride, j, cols):
+    """out[row_dst[i + r] + (j + s)·col_stride] += Σ_k src[row_src[i + r] + k_src[k0 + k]] · panel[k0 + k, s]
+    for r < rows (at most MR), s < cols (at most NR) and k < kc: one MR x NR register tile whose
+    left operand is gathered from ``src`` through two offset tables (uintp) instead of a packed panel.
+
+        at[r] = row_src[i + r]                           (the last row repeated past ``rows``)
+        acc = 0                                          (MR, NR), on the stack
+        for k in range(kc):
+            kk = k_src[k0 + k]
+            for s in range(NR):                          the vector loop
+                for r in range(MR):
+                    acc[r, s] += src[at[r] + kk] · panel[k0 + k, s]
+        out[row_dst[i + r] + (j + s)·col_stride] += acc[r, s]
+
+    Optimisations:
+    - no packed copy of A: ``register_tile`` broadcasts its MR numbers of A one by one anyway, so
+      reading them from MR places in the image costs the same loads; one more load per step of k
+      fetches ``kk``. The inner loop (``inspect_asm``): 1 offset load, MR broadcasts, NR/8 loads
+      of B and MR·NR/8 multiply-adds, no loads or stores of sums (6 x 32 float32 on Zen 4);
+    - the offsets are unsigned: Numba then adds no test for negative indices in the loop;
+    - the row offsets ``at`` live on the stack too, so LLVM keeps them in registers.
+    """
+    acc = stack_tile(TILE_ROWS, TILE_ROW_BYTES, out)
+    at = stack_tile(1, ROW_OFFSET_BYTES, row_src)
+    nr = acc.shape[1]
+    for r in range(TILE_ROWS):
+        at[0, r] = row_src[i + min(r, rows - 1)]
+        for s in range(nr):
+            acc[r, s] = 0.0
+    for k in range(kc):
+        kk = k_src[k0 + k]
+        y = panel[k0 + k]
+        for s in range(nr):
+            ys = y[s]
+            for r in range(TILE_ROWS):
+                acc[r, s] += src[at[0, r] + kk] * ys
+    if col_stride == 1:             # a row of the tile is a run of out: a vector loop
+        for r in range(rows):
+            run = out[row_dst[i + r] + j: row_dst[i + r] + j + cols]
+            for s in range(cols):
+                run[s] += acc[r, s]
+    else:
+        for r in range(rows):
+            d = row_dst[i + r]
+            for s in range(cols):
+                out[d + (j + s) * col_stride] += acc[r, s]
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _gathered_rows(src, row_src, row_count, k_src, panels, out, row_dst, col_stride, n_cols):
+    """out[row_dst[p, i] + j·col_stride] += Σ_k src[row_src[p, i] + k_src[k]] · panels[p, j // NR, k, j % NR]
+    for every phase p, row i < row_count[p] and column j < n_cols; ``out`` flat.
+
+        for each (phase p, block of rows) in parallel:
+            for each tile of MR rows i of the block, each panel of NR columns j:
+                gather_tile(all k)                     the whole k loop in registers
+
+    Used by the forward pass (one phase: rows are positions (n, y, x), columns output channels)
+    and the input gradient (phases of the output pixels, ``grad_input_tables``).
+
+    Optimisations:
+    - a tile runs the whole k loop (all kh·kw·C features) at once: its fixed cost, zeroing the
+      sums and adding them into ``out``, is paid once per output element;
+    - rows run over all images together, so only the last tile of the batch has unused rows (one
+      image of 7x7 positions in tiles of 6 rows would leave a tenth of them unused);
+    - tasks own disjoint rows of ``out``: every element is summed by one task in one order,
+      whatever the number of threads.
+    """
+    phases, most = row_src.shape
+    kk = k_src.shape[0]
+    nr = panels.shape[3]
+    mr = TILE_ROWS
+    block = max(1, TILE_ROW_BLOCK // mr) * mr
+    blocks = (most + block - 1) // block
+    for task in prange(phases * blocks):
+        p, i0 = task // blocks, (task % blocks) * block
+        i1 = min(i0 + block, row_count[p])
+        for i in range(i0, i1, mr):
+            for jp in range(panels.shape[1]):
+                gather_tile(src, row_src[p], i, min(mr, i1 - i), k_src, 0, kk, panels[p, jp], out,
+                            row_dst[p], col_stride, jp * nr, min(nr, n_cols - jp * nr))
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _gathered_k_chunks(src, row_src, k_src, panels, chunk, k_block, partial, row_dst, n_cols):
+    """partial[t, row_dst[q] + j] = Σ_{k in chunk t} src[row_src[q] + k_src[k]] · panels[j // NR, k, j % NR]:
+    the weight gradient dwᵀ (Q, O) summed over one chunk of positions k per task; ``partial``
+    (chunks, Q·O) must be zero, ``row_dst[q]`` = q·O. The caller adds the chunks' sums in order.
+
+        for each chunk t of positions in parallel:
+            for each block of k_block positions of the chunk:
+                for each panel of NR channels j, each tile of MR features q:
+                    partial[t, q: q+MR, j: j+NR] += gather_tile(that block)
+
+    Optimisations:
+    - tasks over positions, not over dw: a task reads each image it covers once, while all of dw's
+      tiles pass over it (with tasks over blocks of dw, every task read the whole batch);
+    - chunks of a fixed size (GRAD_WEIGHT_CHUNK positions), not one per thread, so the sums, and
+      the order in which they are added, do not depend on the number of threads;
+    - k blocks: the image rows of k_block positions stay in L2 while every tile passes over them.
+    """
+    chunks, features = partial.shape[0], row_src.shape[0]
+    positions = k_src.shape[0]
+    nr = panels.shape[2]
+    mr = TILE_ROWS
+    for t in prange(chunks):
+        k_end = min((t + 1) * chunk, positions)
+        for k0 in range(t * chunk, k_end, k_block):
+            kc = min(k_block, k_end - k0)
+            for jp in range(panels.shape[0]):
+                for q in range(0, features, mr):
+                    gather_tile(src, row_src, q, min(mr, features - q), k_src, k0, kc, panels[jp], partial[t],
+                                row_dst, 1, jp * nr, min(nr, n_cols - jp * nr))
+
+
+# ---------------------------------------------------------------------------- tables and panels
+# The offset tables depend on the shapes only, and a training step meets the same shapes every
+# time: they are made once per shape and kept (a few hundred KB at most).
+_tables = {}
+TABLES_KEPT = 64
+
+
+def _kept(key, make):
+    found = _tables.get(key)
+    if found is None:
+        if len(_tables) >= TABLES_KEPT:
+            _tables.clear()
+        found = _tables[key] = make()
+    return found
+
+
+def _patch_offsets(n, hp, wp, c, kh, kw, stride, out_hw):
+    """(row_src, k_src) of the patch matrix of padded channels-last images (N, Hp, Wp, C): patch
+    (n, y, x) starts at row_src = ((n·Hp + y·sh)·Wp + x·sw)·C, its feature (u, v, c) lies
+    k_src = (u·Wp + v)·C + c further on."""
+    y, x = np.arange(out_hw[0]) * stride[0], np.arange(out_hw[1]) * stride[1]
+    starts = (np.arange(n)[:, None, None] * hp + y[None, :, None]) * wp + x[None, None, :]
+    u, v, cc = np.arange(kh)[:, None, None], np.arange(kw)[None, :, None], np.arange(c)[None, None, :]
+    return (starts.reshape(-1) * c).astype(np.uintp), ((u * wp + v) * c + cc).reshape(-1).astype(np.uintp)
+
+
+def forward_tables(x_shape, w_shape, stride, padding, out_hw):
+    """(row_src (1, N·L), row_count, k_src (Q,), row_dst (1, N·L)) for out[n, o, l] (flat) =
+    Σ_q P[(n, l), q] · w_mat[o, q], read from the padded channels-last input."""
+    def make():
+        n, c, h, w = x_shape
+        (o, _, kh, kw), positions = w_shape, out_hw[0] * out_hw[1]
+        row_src, k_src = _patch_offsets(n, h + 2 * padding[0], w + 2 * padding[1], c, kh, kw, stride, out_hw)
+        row_dst = (np.arange(n)[:, None] * (o * positions) + np.arange(positions)[None, :]).reshape(1, -1)
+        return row_src[None], np.array([row_src.size], np.intp), k_src, row_dst.astype(np.intp)
+    return _kept(("forward", x_shape, w_shape, stride, padding), make)
+
+
+def weight_panels(w_mat, phases=1):
+    """w_mat (phases·O, Q) -> (phases, O/NR panels, Q, NR): each panel NR output channels, one
+    feature per row, zero past the last channel (``register_tile``'s B)."""
+    rows, q = w_mat.shape
+    o, nr = rows // phases, TILE_ROW_BYTES // w_mat.itemsize
+    panels = np.zeros((phases, -(-o // nr), nr, q), dtype=w_mat.dtype)
+    panels.reshape(phases, -1, q)[:, :o] = w_mat.reshape(phases, o, q)
+    return np.ascontiguousarray(panels.transpose(0, 1, 3, 2))
+
+
+def grad_weight_tables(x_shape, w_shape, stride, padding, out_hw):
+    """(row_src (Q,), k_src (N·L,), row_dst (Q,)) for dwᵀ[q, o] = Σ_(n, l) P[(n, l), q] · g[n, o, l]:
+    the forward tables with rows and k swapped; row_dst[q] = q·O."""
+    def make():
+        n, c, h, w = x_shape
+        (o, _, kh, kw) = w_shape
+        positions, features = _patch_offsets(n, h + 2 * padding[0], w + 2 * padding[1], c, kh, kw, stride,
+                                             out_hw)
+        return features, positions, (np.arange(features.size) * o).astype(np.intp)
+    return _kept(("grad_weight", x_shape, w_shape, stride, padding), make)
+
+
+def grad_input_tables(x_shape, w_shape, stride, padding, out_hw):
+    """The input gradient as sh·sw stride-1 products, one per phase of the output pixel.
+
+    dx_pad[n, c, Y, X] = Σ_{o, i, j} g[n, o, y, x] · w[o, c, i, j] over Y = y·sh + i, X = x·sw + j.
+    A pixel of phase (a, b) = (Y mod sh, X mod sw) meets the kernel rows i = a + sh·t only, with
+    y = Y // sh − t (t < T = ceil(kh / sh)), and the columns likewise. Numbering t' = T − 1 − t and
+    storing g channels-last with T − 1 zero rows on top and U − 1 zero columns on the left
+    (``g_layout``), every pixel's terms are again a patch of T x U positions of that image:
+
+        dx[n, c, Y − ph, X − pw] = Σ_{t', u', o} g_pad[n, Y // sh + t', X // sw + u', o] · w_ab[(t', u', o), c]
+        w_ab[(t', u', o), c] = w[o, c, a + sh·(T − 1 − t'), b + sw·(U − 1 − u')]   (0 past the kernel)
+
+    Returns (row_src (phases, R), row_count, k_src (T·U·O,), row_dst (phases, R), g_layout) where
+    g_layout = (T, U, Hg, Wg): the padded g's kernel and shape. With stride 1 there is one phase
+    and w_ab is the kernel turned by 180°: the input gradient is a convolution of g.
+    """
+    def make():
+        n, c, h, w = x_shape
+        (o, _, kh, kw), (sh, sw), (ph, pw) = w_shape, stride, padding
+        t_rows, u_cols = -(-kh // sh), -(-kw // sw)
+        hg = max(out_hw[0] + t_rows - 1, (ph + h - 1) // sh + t_rows)
+        wg = max(out_hw[1] + u_cols - 1, (pw + w - 1) // sw + u_cols)
+        rows_src, rows_dst, counts = [], [], []
+        for a in range(sh):
+            for b in range(sw):
+                r = np.arange((a - ph) % sh, h, sh)        # image rows whose padded row Y = r + ph has Y mod sh = a
+                s = np.arange((b - pw) % sw, w, sw)
+                start = ((r[:, None] + ph) // sh * wg + (s[None, :] + pw) // sw) * o
+                dst = r[:, None] * w + s[None, :]
+                rows_src.append((np.arange(n)[:, None] * (hg * wg * o) + start.reshape(1, -1)).reshape(-1))
+                rows_dst.append((np.arange(n)[:, None] * (c * h * w) + dst.reshape(1, -1)).reshape(-1))
+                counts.append(rows_src[-1].size)
+        most = max(counts)
+        row_src, row_dst = np.zeros((len(counts), most), np.uintp), np.zeros((len(counts), most), np.intp)
+        for p, (src, dst) in enumerate(zip(rows_src, rows_dst)):
+            row_src[p, :src.size], row_dst[p, :dst.size] = src, dst
+        tt, uu, oo = np.arange(t_rows)[:, None, None], np.arange(u_cols)[None, :, None], np.arange(o)[None, None, :]
+        k_src = ((tt * wg + uu) * o + oo).reshape(-1).astype(np.uintp)
+        return row_src, np.array(counts, np.intp), k_src, row_dst, (t_rows, u_cols, hg, wg)
+    return _kept(("grad_input", x_shape, w_shape, stride, padding), make)
+
+
+def phase_weights(w, stride, t_rows, u_cols, dtype):
+    """(phases·C, T·U·O) matrix: for each phase (a, b), w_ab transposed, the rows its channels c
+    (``grad_input_tables``)."""
+    o, c, kh, kw = w.shape
+    sh, sw = stride
+    wp = np.zeros((sh, sw, c, t_rows, u_cols, o), dtype=dtype)
+    for a in range(sh):
+        for b in range(sw):
+            for t in range(t_rows):
+                i = a + sh * (t_rows - 1 - t)
+                if i >= kh:
+                    continue
+                for u in range(u_cols):
+                    j = b + sw * (u_cols - 1 - u)
+                    if j < kw:
+                        wp[a, b, :, t, u, :] = w[:, :, i, j].T
+    return wp.reshape(sh * sw * c, t_rows * u_cols * o)
+
+
+_scratch = threading.local()    # per thread: {(shape, dtype, top, left): a padded channels-last buffer}
+SCRATCH_SHAPES = 16
+
+
+def padded_nhwc(x, top, left, height, width, dtype, scratch=True):
+    """x (N, C, H, W) channels-last inside zeros, (N, height, width, C), the image at rows top..
+    and columns left..; in a scratch buffer the next call of the same shape reuses (``scratch``),
+    else a new array.
+
+    NOTE: a fresh zeroed array for every call cost more than the copy itself (the operating system
+    hands out new pages one fault at a time); a reused buffer's border is zeroed once and never
+    written, only its interior is overwritten."""
+    n, c, h, w = x.shape
+    shape = (n, height, width, c)
+    if scratch:
+        buffers = _scratch.__dict__.setdefault("nhwc", {})
+        key = (shape, np.dtype(dtype), top, left)
+        xh = buffers.get(key)
+        if xh is None:
+            if len(buffers) >= SCRATCH_SHAPES:
+                buffers.clear()
+            xh = buffers[key] = np.zeros(shape, dtype=dtype)
+    else:
+        xh = np.empty(shape, dtype=dtype)
+        xh[:, :top], xh[:, top + h:], xh[:, top: top + h, :left], xh[:, top: top + h, left + w:] = 0, 0, 0, 0
+    xh[:, top: top + h, left: left + w, :] = np.transpose(x, (0, 2, 3, 1))
+    return xh
+
+
+def channel_panels(g, dtype):
+    """g (N, O, L) -> (O/NR panels, N·L, NR): NR channels of every position, one position per row,
+    zero past the last channel (the weight gradient's B)."""
+    n, o, positions = g.shape
+    nr = TILE_ROW_BYTES // np.dtype(dtype).itemsize
+    panels = np.zeros((-(-o // nr), n, positions, nr), dtype=dtype)
+    for jp in range(panels.shape[0]):
+        block = g[:, jp * nr: (jp + 1) * nr]
+        panels[jp, :, :, :block.shape[1]] = np.swapaxes(block, 1, 2)
+    return panels.reshape(panels.shape[0], n * positions, nr)
