@@ -11,7 +11,8 @@ live apart (as minitorch keeps ``tensor_ops`` apart from ``fast_ops``):
 * :mod:`.matmul_numba` — the cache-blocked Numba matmul kernels and how one is chosen
 * :mod:`.conv`         — ``conv2d_forward``, ``conv2d_grad_input``, ``conv2d_grad_weight`` (NCHW):
   definitions, argument checks, NumPy references
-* :mod:`.conv_numba`   — im2col / col2im kernels, conv2d lowered onto the matmul kernels
+* :mod:`.conv_numba`   — conv2d lowered onto register tiles or onto im2col / col2im and the matmul kernels
+* :mod:`.conv_tiles`   — register tiles that read a convolution's patches straight from the image
 * :mod:`.layouts`      — operands in the dtype and memory layout a kernel reads
 * :mod:`.adam`         — ``adam_update``: Adam's step as a NumPy reference and one fused Numba pass
 * :mod:`.batch_norm`   — batch normalisation's forward and backward arithmetic: reference and fused passes

@@ -22,10 +22,11 @@ the backend in use (:mod:`scratchgen.kernels.backend`):
 
 * ``"numpy"`` (``*_reference``): a loop over the kH·kW kernel offsets; each offset is one einsum
   over a strided slice of the padded input. Reads like the formulas above.
-* ``"numba"`` (:mod:`scratchgen.kernels.conv_numba`): *im2col* lowering. Copy every receptive
-  field into a row of a "patch matrix" P (N·Ho·Wo, C·kH·kW); then forward is P @ w_matᵀ,
-  grad_weight is gᵀ @ P and grad_input is g @ w_mat followed by *col2im* (the adjoint copy,
-  adding patches back into the image), on the fast matmul kernels.
+* ``"numba"`` (:mod:`scratchgen.kernels.conv_numba`): *im2col* lowering. Every receptive field is
+  a row of a "patch matrix" P (N·Ho·Wo, C·kH·kW); then forward is P @ w_matᵀ, grad_weight is
+  gᵀ @ P and grad_input is g @ w_mat followed by *col2im* (the adjoint, adding patches back into
+  the image). Register tiles read P where it lies in the image (:mod:`scratchgen.kernels.conv_tiles`);
+  layers with few features or channels copy it and run the matmul kernels.
 """
 import numpy as np
 

@@ -72,7 +72,7 @@ def _col2im_rows(rows, base, off, pad_shape, padding, dx):
       so the inner loop has no branches;
     - one task per image, so the scattered additions need no locks or atomics.
     (Here, with few features, a patch row's runs are short — 4 numbers for a 4x4 kernel on one
-    channel — and adding them as runs from a channels-last image, as ``_add_patch`` does, was 5x
+    channel — and adding them as runs from a channels-last image, as an earlier fused kernel did, was 5x
     slower: 0.70 against 0.15 ms for the DCGAN's (64, 1, 28, 28).)
     """
     n_img, positions, features = rows.shape
@@ -202,17 +202,16 @@ def _forward_numba(x, w, stride, padding, out_hw, dtype, tiles=None, x_nhwc=None
     n, o = x.shape[0], w.shape[0]
     kh, kw = w.shape[2:]
     positions, features = out_hw[0] * out_hw[1], w[0].size
-    w_mat = weight_rows(w, dtype)
     if tiles_pay("forward", w.shape, dtype, tiles):
         # out[n, o, l] = Σ_q P[(n, l), q] · w_mat[o, q] on register tiles that read P from the image
         row_src, counts, k_src, row_dst = conv_tiles.forward_tables(x.shape, w.shape, stride, padding, out_hw)
-        out = np.zeros(n * o * positions, dtype=dtype)
+        out = np.empty(n * o * positions, dtype=dtype)       # every element written once
         with sized_for(out.size * features, ("conv_forward_tiles", x.shape, w.shape, stride, padding)):
             xh = x_nhwc if x_nhwc is not None else _nhwc(x, padding, dtype)
-            conv_tiles._gathered_rows(xh.reshape(-1), row_src, counts, k_src, conv_tiles.weight_panels(w_mat[0]),
+            conv_tiles._gathered_rows(xh.reshape(-1), row_src, counts, k_src, conv_tiles.weight_panels(w, dtype),
                                       out, row_dst, positions, o)
     else:   # few features: one long product (O, Q) @ Pᵀ (Q, N·L), on the axpy kernel's long rows
-        out = matmul_3d(w_mat, _im2col_t(x, kh, kw, stride, padding, out_hw, dtype)[None], 1)
+        out = matmul_3d(weight_rows(w, dtype), _im2col_t(x, kh, kw, stride, padding, out_hw, dtype)[None], 1)
         out = np.ascontiguousarray(np.swapaxes(out.reshape(o, n, positions), 0, 1))   # (O, N, L) -> (N, O, L)
     return out.reshape((n, o) + tuple(out_hw))
 
@@ -225,8 +224,8 @@ def _grad_weight_numba(x, grad_out, w_shape, stride, padding, out_hw, dtype, til
         # in chunks of positions whose sums are added in a fixed order
         g = np.asarray(grad_out, dtype=dtype).reshape(n, o, positions)
         rows, ks, row_dst = conv_tiles.grad_weight_tables(x.shape, w_shape, stride, padding, out_hw)
-        chunk = conv_tiles.GRAD_WEIGHT_CHUNK
-        partial = np.zeros((-(-ks.size // chunk), features * o), dtype=dtype)
+        chunks, chunk = conv_tiles.weight_gradient_chunks(ks.size)
+        partial = np.empty((chunks, features * o), dtype=dtype)
         with sized_for(grad_out.size * features, ("conv_grad_weight_tiles", x.shape, w_shape, stride, padding)):
             xh = x_nhwc if x_nhwc is not None else _nhwc(x, padding, dtype)
             conv_tiles._gathered_k_chunks(xh.reshape(-1), rows, ks, conv_tiles.channel_panels(g, dtype), chunk,
@@ -250,9 +249,8 @@ def _grad_input_numba(grad_out, w, x_shape, stride, padding, out_hw, dtype, tile
         rows, counts, ks, row_dst, (t_rows, u_cols, hg, wg) = conv_tiles.grad_input_tables(
             x_shape, w.shape, stride, padding, out_hw)
         c, h, wd = x_shape[1:]
-        panels = conv_tiles.weight_panels(conv_tiles.phase_weights(w, stride, t_rows, u_cols, dtype),
-                                          stride[0] * stride[1])
-        dx = np.zeros(n * c * h * wd, dtype=dtype)
+        panels = conv_tiles.phase_weights(w, stride, t_rows, u_cols, dtype)
+        dx = np.empty(n * c * h * wd, dtype=dtype)           # every pixel written once, by its phase
         with sized_for(grad_out.size * w[0].size, ("conv_grad_input_tiles", x_shape, w.shape, stride, padding)):
             g_pad = conv_tiles.padded_nhwc(grad_out, t_rows - 1, u_cols - 1, hg, wg, dtype)
             conv_tiles._gathered_rows(g_pad.reshape(-1), rows, counts, ks, panels, dx, row_dst, h * wd, c)

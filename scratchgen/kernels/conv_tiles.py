@@ -20,8 +20,12 @@ and the weight gradient swaps the two roles (rows: features, k: positions). The 
 of a transposed one) is cut into sh·sw convolutions with stride 1, one per *phase* (r mod sh,
 s mod sw) of the output pixel, each a product of the same kind (``grad_input_tables``).
 
-Against the fused kernels these replace (which copied each image's P into a buffer and ran the
-4x4 dot tiles or the axpy strips on it), measured in appendix A, §A.9.
+These replace fused kernels that copied each image's P (or a block of it) into a buffer and ran
+the 4x4 dot tiles or the axpy strips on it. Measured (one thread, CPU time, AMD EPYC Zen 4, load
+2.6-2.9, one process alternating the two; whole layers, forward + both gradients): DCGAN convT
+128->64 33.2 -> 29.4 ms, VQ-VAE 4x4 64->64 34.7 -> 32.1 ms, 3x3 64->64 19.2 -> 17.0 ms; first calls
+of the three products in both dtypes into an empty cache 16.5-18.7 -> 6.4 s of compiling
+(appendix A, §A.9).
 """
 import threading
 
@@ -31,19 +35,31 @@ from numba import njit, prange
 from .matmul_numba import FASTMATH, TILE_ROW_BLOCK, TILE_ROW_BYTES, TILE_ROWS
 from .stack import stack_tile
 
-ROW_OFFSET_BYTES = TILE_ROWS * 8        # one uintp offset per row of a tile (a stack array)
-# positions per task of the weight gradient: each task sums dw over its own positions, and the
-# tasks' partial sums are added in a fixed order (measured: see _gathered_k_chunks)
+ROW_OFFSET_BYTES = TILE_ROWS * np.dtype(np.uintp).itemsize     # one offset per row of a tile (a stack array)
+# positions per task of the weight gradient, at most: each task sums dw over its own positions, and
+# the tasks' partial sums are added in a fixed order (measured: see _gathered_k_chunks)
 GRAD_WEIGHT_CHUNK = 1024
 GRAD_WEIGHT_K_BLOCK = 512               # positions per pass of a tile in the weight gradient
+CHUNKS_MULTIPLE = 4                     # chunks come in multiples of 4: 1, 2 or 4 threads share them evenly
+
+
+def weight_gradient_chunks(positions):
+    """(chunks, chunk): the weight gradient's N·L positions cut into a multiple of CHUNKS_MULTIPLE
+    chunks of equal length, at most GRAD_WEIGHT_CHUNK (the last one may be shorter). It depends on
+    the shape alone, never on the number of threads, so neither do the sums."""
+    chunks = -(-positions // GRAD_WEIGHT_CHUNK)
+    chunks = -(-chunks // CHUNKS_MULTIPLE) * CHUNKS_MULTIPLE
+    chunk = -(-positions // chunks)
+    return -(-positions // chunk), chunk
 
 
 # ---------------------------------------------------------------------------- Numba kernels
 @njit(fastmath=FASTMATH, cache=True)
-def gather_tile(src, row_src, i, rows, k_src, k0, kc, panel, out, row_dst, col_stride, j, cols):
-    """out[row_dst[i + r] + (j + s)·col_stride] += Σ_k src[row_src[i + r] + k_src[k0 + k]] · panel[k0 + k, s]
+def gather_tile(src, row_src, i, rows, k_src, k0, kc, panel, out, row_dst, col_stride, j, cols, add):
+    """out[row_dst[i + r] + (j + s)·col_stride] (+)= Σ_k src[row_src[i + r] + k_src[k0 + k]] · panel[k0 + k, s]
     for r < rows (at most MR), s < cols (at most NR) and k < kc: one MR x NR register tile whose
     left operand is gathered from ``src`` through two offset tables (uintp) instead of a packed panel.
+    With ``add`` the sums are added into ``out``, else they replace what it held.
 
         at[r] = row_src[i + r]                           (the last row repeated past ``rows``)
         acc = 0                                          (MR, NR), on the stack
@@ -52,7 +68,7 @@ def gather_tile(src, row_src, i, rows, k_src, k0, kc, panel, out, row_dst, col_s
             for s in range(NR):                          the vector loop
                 for r in range(MR):
                     acc[r, s] += src[at[r] + kk] · panel[k0 + k, s]
-        out[row_dst[i + r] + (j + s)·col_stride] += acc[r, s]
+        out[row_dst[i + r] + (j + s)·col_stride] (+)= acc[r, s]
 
     Optimisations:
     - no packed copy of A: ``register_tile`` broadcasts its MR numbers of A one by one anyway, so
@@ -60,7 +76,10 @@ def gather_tile(src, row_src, i, rows, k_src, k0, kc, panel, out, row_dst, col_s
       fetches ``kk``. The inner loop (``inspect_asm``): 1 offset load, MR broadcasts, NR/8 loads
       of B and MR·NR/8 multiply-adds, no loads or stores of sums (6 x 32 float32 on Zen 4);
     - the offsets are unsigned: Numba then adds no test for negative indices in the loop;
-    - the row offsets ``at`` live on the stack too, so LLVM keeps them in registers.
+    - the row offsets ``at`` live on the stack too, so LLVM keeps them in registers;
+    - with ``add`` False a tile stores its sums, so outputs that one tile completes need no zeroing.
+    Measured (one thread, CPU time, AMD EPYC Zen 4, load 2.7, GFLOP/s, fused kernel -> this tile):
+    forward passes of the VQ-VAE's 3x3 64->64 layer 78-82 -> 88-99 and 4x4 64->64 layer 79-83 -> 91-96.
     """
     acc = stack_tile(TILE_ROWS, TILE_ROW_BYTES, out)
     at = stack_tile(1, ROW_OFFSET_BYTES, row_src)
@@ -79,19 +98,28 @@ def gather_tile(src, row_src, i, rows, k_src, k0, kc, panel, out, row_dst, col_s
     if col_stride == 1:             # a row of the tile is a run of out: a vector loop
         for r in range(rows):
             run = out[row_dst[i + r] + j: row_dst[i + r] + j + cols]
-            for s in range(cols):
-                run[s] += acc[r, s]
+            if add:
+                for s in range(cols):
+                    run[s] += acc[r, s]
+            else:
+                for s in range(cols):
+                    run[s] = acc[r, s]
     else:
         for r in range(rows):
             d = row_dst[i + r]
-            for s in range(cols):
-                out[d + (j + s) * col_stride] += acc[r, s]
+            if add:
+                for s in range(cols):
+                    out[d + (j + s) * col_stride] += acc[r, s]
+            else:
+                for s in range(cols):
+                    out[d + (j + s) * col_stride] = acc[r, s]
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _gathered_rows(src, row_src, row_count, k_src, panels, out, row_dst, col_stride, n_cols):
-    """out[row_dst[p, i] + j·col_stride] += Σ_k src[row_src[p, i] + k_src[k]] · panels[p, j // NR, k, j % NR]
-    for every phase p, row i < row_count[p] and column j < n_cols; ``out`` flat.
+    """out[row_dst[p, i] + j·col_stride] = Σ_k src[row_src[p, i] + k_src[k]] · panels[p, j // NR, k, j % NR]
+    for every phase p, row i < row_count[p] and column j < n_cols; ``out`` flat (only these elements
+    are written: each is one tile's whole sum, so ``out`` need not be zero).
 
         for each (phase p, block of rows) in parallel:
             for each tile of MR rows i of the block, each panel of NR columns j:
@@ -106,7 +134,11 @@ def _gathered_rows(src, row_src, row_count, k_src, panels, out, row_dst, col_str
     - rows run over all images together, so only the last tile of the batch has unused rows (one
       image of 7x7 positions in tiles of 6 rows would leave a tenth of them unused);
     - tasks own disjoint rows of ``out``: every element is summed by one task in one order,
-      whatever the number of threads.
+      whatever the number of threads;
+    - the phases of one block of rows follow each other: taken phase after phase, each phase wrote
+      every fourth pixel of the whole dx (stride 2) and each cache line of dx came from memory four
+      times. The VQ-VAE's 4x4 64->64 input gradient on (128, 64, 14, 14): 12.6-14.6 -> 10.8-10.9 ms
+      (one thread, CPU time, load 2.7; the fused kernel: 11.7-13.1).
     """
     phases, most = row_src.shape
     kk = k_src.shape[0]
@@ -115,24 +147,25 @@ def _gathered_rows(src, row_src, row_count, k_src, panels, out, row_dst, col_str
     block = max(1, TILE_ROW_BLOCK // mr) * mr
     blocks = (most + block - 1) // block
     for task in prange(phases * blocks):
-        p, i0 = task // blocks, (task % blocks) * block
+        p, i0 = task % phases, (task // phases) * block      # the phases of one block of rows in a row
         i1 = min(i0 + block, row_count[p])
         for i in range(i0, i1, mr):
             for jp in range(panels.shape[1]):
                 gather_tile(src, row_src[p], i, min(mr, i1 - i), k_src, 0, kk, panels[p, jp], out,
-                            row_dst[p], col_stride, jp * nr, min(nr, n_cols - jp * nr))
+                            row_dst[p], col_stride, jp * nr, min(nr, n_cols - jp * nr), False)
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _gathered_k_chunks(src, row_src, k_src, panels, chunk, k_block, partial, row_dst, n_cols):
     """partial[t, row_dst[q] + j] = Σ_{k in chunk t} src[row_src[q] + k_src[k]] · panels[j // NR, k, j % NR]:
-    the weight gradient dwᵀ (Q, O) summed over one chunk of positions k per task; ``partial``
-    (chunks, Q·O) must be zero, ``row_dst[q]`` = q·O. The caller adds the chunks' sums in order.
+    the weight gradient dwᵀ (Q, O) summed over one chunk of positions k per task into ``partial``
+    (chunks, Q·O), ``row_dst[q]`` = q·O (the first k block of a chunk writes, the others add). The
+    caller adds the chunks' sums in order.
 
         for each chunk t of positions in parallel:
             for each block of k_block positions of the chunk:
                 for each panel of NR channels j, each tile of MR features q:
-                    partial[t, q: q+MR, j: j+NR] += gather_tile(that block)
+                    partial[t, q: q+MR, j: j+NR] (+)= gather_tile(that block)
 
     Optimisations:
     - tasks over positions, not over dw: a task reads each image it covers once, while all of dw's
@@ -140,6 +173,8 @@ def _gathered_k_chunks(src, row_src, k_src, panels, chunk, k_block, partial, row
     - chunks of a fixed size (GRAD_WEIGHT_CHUNK positions), not one per thread, so the sums, and
       the order in which they are added, do not depend on the number of threads;
     - k blocks: the image rows of k_block positions stay in L2 while every tile passes over them.
+      Measured (one thread, CPU time, load 2.5-2.7, GFLOP/s over three layers): passes of 128, 256 and
+      512 positions within noise of each other (68-87), 1024 slower (55-62 on the 14x14 layers).
     """
     chunks, features = partial.shape[0], row_src.shape[0]
     positions = k_src.shape[0]
@@ -152,7 +187,43 @@ def _gathered_k_chunks(src, row_src, k_src, panels, chunk, k_block, partial, row
             for jp in range(panels.shape[0]):
                 for q in range(0, features, mr):
                     gather_tile(src, row_src, q, min(mr, features - q), k_src, k0, kc, panels[jp], partial[t],
-                                row_dst, 1, jp * nr, min(nr, n_cols - jp * nr))
+                                row_dst, 1, jp * nr, min(nr, n_cols - jp * nr), k0 > t * chunk)
+
+
+@njit(cache=True)
+def pack_weights(w, panels):
+    """panels[0, jp, (i, j, c), s] = w[jp·NR + s, c, i, j], zero past the last output channel: the
+    forward pass's B, the weight turned to the features' order (i, j, c), NR output channels per panel."""
+    o, c, kh, kw = w.shape
+    nr = panels.shape[3]
+    for jp in range(panels.shape[1]):
+        for i in range(kh):
+            for j in range(kw):
+                for cc in range(c):
+                    row = panels[0, jp, (i * kw + j) * c + cc]
+                    for s in range(nr):
+                        row[s] = w[jp * nr + s, cc, i, j] if jp * nr + s < o else 0.0
+
+
+@njit(cache=True)
+def pack_phase_weights(w, sh, sw, t_rows, u_cols, panels):
+    """panels[(a, b), jp, (t', u', o), s] = w[o, jp·NR + s, a + sh·(T−1−t'), b + sw·(U−1−u')], zero
+    past the kernel and past the last input channel: the input gradient's B, one set of panels per
+    phase (a, b) (``grad_input_tables``)."""
+    o, c, kh, kw = w.shape
+    nr = panels.shape[3]
+    for a in range(sh):
+        for b in range(sw):
+            for jp in range(panels.shape[1]):
+                for t in range(t_rows):
+                    i = a + sh * (t_rows - 1 - t)
+                    for u in range(u_cols):
+                        j = b + sw * (u_cols - 1 - u)
+                        for oo in range(o):
+                            row = panels[a * sw + b, jp, (t * u_cols + u) * o + oo]
+                            for s in range(nr):
+                                cc = jp * nr + s
+                                row[s] = w[oo, cc, i, j] if i < kh and j < kw and cc < c else 0.0
 
 
 # ---------------------------------------------------------------------------- tables and panels
@@ -193,14 +264,12 @@ def forward_tables(x_shape, w_shape, stride, padding, out_hw):
     return _kept(("forward", x_shape, w_shape, stride, padding), make)
 
 
-def weight_panels(w_mat, phases=1):
-    """w_mat (phases·O, Q) -> (phases, O/NR panels, Q, NR): each panel NR output channels, one
-    feature per row, zero past the last channel (``register_tile``'s B)."""
-    rows, q = w_mat.shape
-    o, nr = rows // phases, TILE_ROW_BYTES // w_mat.itemsize
-    panels = np.zeros((phases, -(-o // nr), nr, q), dtype=w_mat.dtype)
-    panels.reshape(phases, -1, q)[:, :o] = w_mat.reshape(phases, o, q)
-    return np.ascontiguousarray(panels.transpose(0, 1, 3, 2))
+def weight_panels(w, dtype):
+    """The forward pass's B for a weight w (O, C, kh, kw): (1, O/NR panels, kh·kw·C, NR)."""
+    nr = TILE_ROW_BYTES // np.dtype(dtype).itemsize
+    panels = np.empty((1, -(-w.shape[0] // nr), w[0].size, nr), dtype=dtype)
+    pack_weights(w, panels)
+    return panels
 
 
 def grad_weight_tables(x_shape, w_shape, stride, padding, out_hw):
@@ -258,22 +327,11 @@ def grad_input_tables(x_shape, w_shape, stride, padding, out_hw):
 
 
 def phase_weights(w, stride, t_rows, u_cols, dtype):
-    """(phases·C, T·U·O) matrix: for each phase (a, b), w_ab transposed, the rows its channels c
-    (``grad_input_tables``)."""
-    o, c, kh, kw = w.shape
-    sh, sw = stride
-    wp = np.zeros((sh, sw, c, t_rows, u_cols, o), dtype=dtype)
-    for a in range(sh):
-        for b in range(sw):
-            for t in range(t_rows):
-                i = a + sh * (t_rows - 1 - t)
-                if i >= kh:
-                    continue
-                for u in range(u_cols):
-                    j = b + sw * (u_cols - 1 - u)
-                    if j < kw:
-                        wp[a, b, :, t, u, :] = w[:, :, i, j].T
-    return wp.reshape(sh * sw * c, t_rows * u_cols * o)
+    """The input gradient's B for a weight w (O, C, kh, kw): (sh·sw phases, C/NR panels, T·U·O, NR)."""
+    nr = TILE_ROW_BYTES // np.dtype(dtype).itemsize
+    panels = np.empty((stride[0] * stride[1], -(-w.shape[1] // nr), t_rows * u_cols * w.shape[0], nr), dtype=dtype)
+    pack_phase_weights(w, stride[0], stride[1], t_rows, u_cols, panels)
+    return panels
 
 
 _scratch = threading.local()    # per thread: {(shape, dtype, top, left): a padded channels-last buffer}
@@ -310,7 +368,7 @@ def channel_panels(g, dtype):
     zero past the last channel (the weight gradient's B)."""
     n, o, positions = g.shape
     nr = TILE_ROW_BYTES // np.dtype(dtype).itemsize
-    panels = np.zeros((-(-o // nr), n, positions, nr), dtype=dtype)
+    panels = (np.empty if o % nr == 0 else np.zeros)((-(-o // nr), n, positions, nr), dtype=dtype)
     for jp in range(panels.shape[0]):
         block = g[:, jp * nr: (jp + 1) * nr]
         panels[jp, :, :, :block.shape[1]] = np.swapaxes(block, 1, 2)
