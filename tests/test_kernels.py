@@ -606,7 +606,8 @@ def test_the_tiles_are_chosen_for_full_panels_of_channels_and_many_features():
     assert not conv_numba.tiles_pay("forward", (nr // 2, 64, 3, 3), np.float32)     # half a panel
     assert conv_numba.tiles_pay("grad_input", (1, nr, 4, 4), np.float32)
     assert not conv_numba.tiles_pay("grad_input", (64, 1, 4, 4), np.float32)        # one channel wide
-    assert conv_numba.tiles_pay("grad_weight", (64, 32, 1, 1), np.float32)
+    assert conv_numba.tiles_pay("grad_weight", (64, 16, 3, 3), np.float32)
+    assert not conv_numba.tiles_pay("grad_weight", (64, 32, 1, 1), np.float32)      # one panel's worth of rows
     assert not conv_numba.tiles_pay("grad_weight", (64, 1, 4, 4), np.float32)
     assert conv_numba.tiles_pay("grad_weight", (1, 1, 1, 1), np.float32, tiles=True)
 

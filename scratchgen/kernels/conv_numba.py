@@ -179,13 +179,14 @@ def tiles_pay(product, w_shape, dtype, tiles=None):
 
         forward      columns O, k Q                 O >= NR and Q >= TILE_MIN_K
         grad_input   columns C                      C >= NR
-        grad_weight  columns O, rows Q, k N·L       O >= NR and Q >= NR
+        grad_weight  columns O, rows Q, k N·L       O >= NR and Q > NR
 
-    Measured (one thread, CPU time, AMD EPYC Zen 4, load 2.5, ms, separate passes / tiles, forward,
-    input gradient, weight gradient): 1x1 32 -> 64 on (128, 32, 7, 7) 0.56/0.84, 0.94/0.55,
-    1.02/0.55; 1x1 64 -> 16: 0.51/0.49, 1.13/0.48, 0.39/0.47; 3x3 16 -> 64: 2.44/1.85, 2.33/2.34,
-    2.00/1.30; 4x4 1 -> 64 on (128, 1, 28, 28): 1.45/2.10, 1.25/20.6, 1.86/2.72. The separate
-    passes then run long, thin products on the matmul kernels.
+    Measured (one thread, CPU time, AMD EPYC Zen 4, load 2.6, one process alternating the two ways
+    in 9 rounds, medians, ms, tiles / separate passes, forward, input gradient, weight gradient):
+    1x1 32 -> 64 on (128, 32, 7, 7) 0.67/0.66, 0.74/1.59, 0.82/0.75; 1x1 64 -> 16 0.69/0.61,
+    0.60/1.15, 0.67/0.59; 3x3 16 -> 64 1.42/2.31, 2.49/2.57, 1.49/2.34. Earlier (load 2.5, not
+    interleaved) 4x4 1 -> 64 on (128, 1, 28, 28): 2.10/1.45, 20.6/1.25, 2.72/1.86. The separate
+    passes run long, thin products on the matmul kernels.
     """
     if tiles is not None:
         return tiles
@@ -195,7 +196,7 @@ def tiles_pay(product, w_shape, dtype, tiles=None):
         return o >= nr and c * kh * kw >= TILE_MIN_K
     if product == "grad_input":
         return c >= nr
-    return o >= nr and c * kh * kw >= nr
+    return o >= nr and c * kh * kw > nr
 
 
 def _forward_numba(x, w, stride, padding, out_hw, dtype, tiles=None, x_nhwc=None):
