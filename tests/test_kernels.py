@@ -599,6 +599,16 @@ def test_conv2d_tiles_with_several_panels_of_channels_and_a_ragged_last_one(dtyp
                  conv.conv2d_grad_weight_reference(x, g, w.shape, stride, (1, 1)), g[:, 0].size)
 
 
+def test_the_weight_gradient_chunks_depend_on_the_shape_alone_and_bound_their_memory():
+    for positions in (1, 5, 20, 1000, 3136, 6272, 25088):
+        for partial_bytes in (4, 256 * 1024, 9 * 2**20, 40 * 2**20):
+            chunks, chunk = conv_tiles.weight_gradient_chunks(positions, partial_bytes)
+            assert (chunks - 1) * chunk < positions <= chunks * chunk          # every position, once
+            assert chunk <= max(conv_tiles.GRAD_WEIGHT_CHUNK, -(-positions // conv_tiles.CHUNKS_MULTIPLE))
+            assert chunks <= max(conv_tiles.CHUNKS_MULTIPLE, conv_tiles.CHUNKS_BYTES // partial_bytes)
+    assert conv_tiles.weight_gradient_chunks(6272, 64 * 1024 * 4) == (8, 784)       # the VQ-VAE's 4x4 layer
+
+
 def test_the_tiles_are_chosen_for_full_panels_of_channels_and_many_features():
     nr = mmn.TILE_ROW_BYTES // 4
     assert conv_numba.tiles_pay("forward", (64, 64, 3, 3), np.float32)

@@ -225,7 +225,7 @@ def _grad_weight_numba(x, grad_out, w_shape, stride, padding, out_hw, dtype, til
         # in chunks of positions whose sums are added in a fixed order
         g = np.asarray(grad_out, dtype=dtype).reshape(n, o, positions)
         rows, ks, row_dst = conv_tiles.grad_weight_tables(x.shape, w_shape, stride, padding, out_hw)
-        chunks, chunk = conv_tiles.weight_gradient_chunks(ks.size)
+        chunks, chunk = conv_tiles.weight_gradient_chunks(ks.size, features * o * np.dtype(dtype).itemsize)
         partial = np.empty((chunks, features * o), dtype=dtype)
         with sized_for(grad_out.size * features, ("conv_grad_weight_tiles", x.shape, w_shape, stride, padding)):
             xh = x_nhwc if x_nhwc is not None else _nhwc(x, padding, dtype)

@@ -41,15 +41,19 @@ ROW_OFFSET_BYTES = TILE_ROWS * np.dtype(np.uintp).itemsize     # one offset per 
 GRAD_WEIGHT_CHUNK = 1024
 GRAD_WEIGHT_K_BLOCK = 512               # positions per pass of a tile in the weight gradient
 CHUNKS_MULTIPLE = 4                     # chunks come in multiples of 4: 1, 2 or 4 threads share them evenly
+CHUNKS_BYTES = 32 * 2**20               # the chunks' partial sums of dw take at most this much memory (or 4 of them)
 
 
-def weight_gradient_chunks(positions):
+def weight_gradient_chunks(positions, partial_bytes):
     """(chunks, chunk): the weight gradient's N·L positions cut into a multiple of CHUNKS_MULTIPLE
-    chunks of equal length, at most GRAD_WEIGHT_CHUNK (the last one may be shorter). It depends on
-    the shape alone, never on the number of threads, so neither do the sums."""
+    chunks of equal length, at most GRAD_WEIGHT_CHUNK (the last one may be shorter), and no more
+    chunks than CHUNKS_BYTES holds partial sums of ``partial_bytes`` each (a layer with 512 channels
+    in and out and a 3x3 kernel has a dw of 9.4 MB: 4 chunks then, however many positions). It depends
+    on the shapes alone, never on the number of threads, so neither do the sums."""
     chunks = -(-positions // GRAD_WEIGHT_CHUNK)
     chunks = -(-chunks // CHUNKS_MULTIPLE) * CHUNKS_MULTIPLE
-    chunk = -(-positions // chunks)
+    most = max(CHUNKS_MULTIPLE, CHUNKS_BYTES // max(1, partial_bytes) // CHUNKS_MULTIPLE * CHUNKS_MULTIPLE)
+    chunk = -(-positions // min(chunks, most))
     return -(-positions // chunk), chunk
 
 
