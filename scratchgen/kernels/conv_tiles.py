@@ -167,7 +167,7 @@ def _gathered_k_chunks(src, row_src, k_src, panels, chunk, k_block, partial, row
     caller adds the chunks' sums in order.
 
         for each chunk t of positions in parallel:
-            for each block of k_block positions of the chunk:
+            for each pass of at most k_block positions of the chunk:
                 for each panel of NR channels j, each tile of MR features q:
                     partial[t, q: q+MR, j: j+NR] (+)= gather_tile(that block)
 
@@ -178,7 +178,8 @@ def _gathered_k_chunks(src, row_src, k_src, panels, chunk, k_block, partial, row
       so the sums, and the order in which they are added, do not depend on the number of threads;
       a multiple of 4 equal chunks, so that 2 or 4 threads get the same work (7 chunks of 1024 and
       one of 128 left 2 threads with 4096 and 2176 positions);
-    - k blocks: the image rows of k_block positions stay in L2 while every tile passes over them.
+    - k blocks: the image rows of k_block positions stay in L2 while every tile passes over them;
+      a chunk is cut into passes of equal length (784 positions: 2 x 392, not 512 + 272).
       Measured (one thread, CPU time, load 2.5-2.7, GFLOP/s over three layers): passes of 128, 256 and
       512 positions within noise of each other (68-87), 1024 slower (55-62 on the 14x14 layers).
     """
@@ -188,8 +189,10 @@ def _gathered_k_chunks(src, row_src, k_src, panels, chunk, k_block, partial, row
     mr = TILE_ROWS
     for t in prange(chunks):
         k_end = min((t + 1) * chunk, positions)
-        for k0 in range(t * chunk, k_end, k_block):
-            kc = min(k_block, k_end - k0)
+        passes = (k_end - t * chunk + k_block - 1) // k_block
+        step = (k_end - t * chunk + passes - 1) // passes          # passes of equal length, at most k_block
+        for k0 in range(t * chunk, k_end, step):
+            kc = min(step, k_end - k0)
             for jp in range(panels.shape[0]):
                 for q in range(0, features, mr):
                     gather_tile(src, row_src, q, min(mr, features - q), k_src, k0, kc, panels[jp], partial[t],
