@@ -22,10 +22,10 @@ s mod sw) of the output pixel, each a product of the same kind (``grad_input_tab
 
 These replace fused kernels that copied each image's P (or a block of it) into a buffer and ran
 the 4x4 dot tiles or the axpy strips on it. Measured (one thread, CPU time, AMD EPYC Zen 4, load
-2.6-2.9, one process alternating the two; whole layers, forward + both gradients): DCGAN convT
-128->64 33.2 -> 29.4 ms, VQ-VAE 4x4 64->64 34.7 -> 32.1 ms, 3x3 64->64 19.2 -> 17.0 ms; first calls
-of the three products in both dtypes into an empty cache 16.5-18.7 -> 6.4 s of compiling
-(appendix A, §A.9).
+2.5-2.6, one process alternating the two, medians of 7 rounds; whole layers, forward + both
+gradients): DCGAN convT 128->64 32.4 -> 30.1 ms, VQ-VAE 4x4 64->64 38.0 -> 33.2 ms, 3x3 64->64
+21.0 -> 18.8 ms, 3x3 16->64 8.1 -> 6.0 ms; first calls of the three products in both dtypes into an
+empty cache 16.5-18.7 -> 6.4 s of compiling (appendix A, §A.9).
 """
 import threading
 
@@ -82,8 +82,9 @@ def gather_tile(src, row_src, i, rows, k_src, k0, kc, panel, out, row_dst, col_s
     - the offsets are unsigned: Numba then adds no test for negative indices in the loop;
     - the row offsets ``at`` live on the stack too, so LLVM keeps them in registers;
     - with ``add`` False a tile stores its sums, so outputs that one tile completes need no zeroing.
-    Measured (one thread, CPU time, AMD EPYC Zen 4, load 2.7, GFLOP/s, fused kernel -> this tile):
-    forward passes of the VQ-VAE's 3x3 64->64 layer 78-82 -> 88-99 and 4x4 64->64 layer 79-83 -> 91-96.
+    Measured (one thread, CPU time, AMD EPYC Zen 4, load 2.5, GFLOP/s, three runs, fused kernel ->
+    this tile): forward passes of the VQ-VAE's 3x3 64->64 layer 78-79 -> 90-92 and 4x4 64->64 layer
+    72-76 -> 85-90; the tile alone on operands in L1, 98-105 (the packed ``register_tile``: 112).
     """
     acc = stack_tile(TILE_ROWS, TILE_ROW_BYTES, out)
     at = stack_tile(1, ROW_OFFSET_BYTES, row_src)
