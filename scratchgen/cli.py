@@ -126,7 +126,9 @@ def build_parser():
                               "  scratchgen sample runs/vae-digits8-seed0 --n 1000 --out samples.npy --seed 1\n"
                               "  scratchgen sample RUN_DIR --label 3 --out threes.png      (conditional models)\n"
                               "  scratchgen sample RUN_DIR --label 7 --attribute thickness=+2 --attribute slant=-1 "
-                              "--out x.png\n")
+                              "--out x.png\n"
+                              "  scratchgen sample RUN_DIR --set temperature=1 --out s.png   (vqvae, vqvae2: the "
+                              "prior's own distribution)\n")
     s.add_argument("run_dir", metavar="RUN_DIR")
     s.add_argument("--n", type=int, default=64, help="number of samples (default: 64)")
     s.add_argument("--out", metavar="FILE", help="a .npy or .png file (default: RUN_DIR/samples.png)")
@@ -136,6 +138,9 @@ def build_parser():
                         "a cvae run trained with --attributes)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     s.add_argument("--checkpoint", choices=("latest", "best"), default="latest", help="default: latest")
+    s.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="change a sampling setting of the model, e.g. --set temperature=1 for vqvae and vqvae2 "
+                        "(repeatable; an unknown NAME lists the valid ones)")
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser("eval", help="evaluate a trained run on the test split", formatter_class=_formatter,
@@ -389,6 +394,7 @@ def cmd_sample(args, argv):
         raise CLIError(f"--out must end in .npy (raw array) or .png (picture), got {args.out}")
     attributes = _sample_attributes(args.attribute)
     run, config, experiment, meta = load_run(args.run_dir, args.checkpoint)
+    experiment.opts.update(_overrides(experiment, experiment.sample_options, args.set, "sampling"))
     if attributes:
         trained = tuple(experiment.opts.get("attributes") or ())
         if not trained:
@@ -441,15 +447,16 @@ def _plain(value):
     return value
 
 
-def _eval_overrides(experiment, items):
-    """``["iwae_k=5000"]`` -> ``{"iwae_k": 5000}``, for the family's ``eval_options`` only."""
-    options = {o.name: o for o in experiment.options if o.name in experiment.eval_options}
+def _overrides(experiment, names, items, what):
+    """``--set`` items, ``["iwae_k=5000"]`` -> ``{"iwae_k": 5000}``, for the options in ``names`` only (the
+    family's ``eval_options`` or ``sample_options``); ``what`` names the kind in the message."""
+    options = {o.name: o for o in experiment.options if o.name in names}
     out = {}
     for item in items:
         name, sep, value = item.partition("=")
         name = name.strip().replace("-", "_")
         if not sep or name not in options:
-            valid = ", ".join(sorted(options)) or "none for this model"
+            valid = ", ".join(sorted(options)) or f"none: {experiment.name} has no {what} setting to change"
             raise CLIError(f"--set expects NAME=VALUE with NAME one of: {valid}; got {item!r}")
         try:
             out[name] = options[name].type(value.strip())
@@ -472,7 +479,7 @@ def cmd_eval(args, argv):
         raise CLIError(f"unknown split {args.split!r} for {config['data']}; choose one of {', '.join(splits)}")
     data = load(config["data"], args.split, data_dir=args.data_dir or config.get("data_dir"),
                 scale=config["scale"], binarize=config["binarize"], seed=config["seed"])
-    experiment.opts.update(_eval_overrides(experiment, args.set))
+    experiment.opts.update(_overrides(experiment, experiment.eval_options, args.set, "evaluation"))
     if args.quality_samples is not None:
         if args.quality_samples < 10:
             raise CLIError(f"--quality-samples must be at least 10 (the k-nearest-neighbour balls of precision and "

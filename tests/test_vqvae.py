@@ -427,6 +427,31 @@ def test_cli_trains_one_epoch_then_samples_and_evaluates_from_the_checkpoint(tmp
     assert {p.name for p in (out / "figures").iterdir()} >= {"reconstructions.png", "samples.png"}
 
 
+def test_cli_samples_at_the_temperature_it_is_told_and_refuses_settings_that_do_not_apply(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "vqvae", "--preset", "digits8", "--epochs", "1", "--out", str(out),
+                     "--plot-every", "1000"]) == 0
+    draws = {}
+    for t in ("1", "0.25"):
+        for seed in ("3", "3", "4"):
+            assert cli.main(["sample", str(out), "--n", "40", "--seed", seed, "--set", f"temperature={t}",
+                             "--out", str(tmp_path / "s.npy")]) == 0
+            draws.setdefault(t, []).append(np.load(tmp_path / "s.npy"))
+    for t, (a, again, other) in draws.items():
+        np.testing.assert_array_equal(a, again)          # the same seed and temperature: the same samples
+        assert not np.array_equal(a, other)
+    def spread(s):                                       # how different the samples of one draw are
+        return float(((s - s.mean(axis=0)) ** 2).mean())
+    # a sharper prior draws likelier, so more alike, code grids: the cooler draws spread less (both seeds)
+    assert all(spread(c) < spread(w) for c, w in zip(draws["0.25"][1:], draws["1"][1:]))
+    capsys.readouterr()
+    for bad in ("temperature=0", "eval_samples=5", "temperature"):
+        assert cli.main(["sample", str(out), "--set", bad, "--out", str(tmp_path / "x.npy")]) == 1
+        err = capsys.readouterr().err
+        assert "temperature" in err and "Traceback" not in err
+    assert not (tmp_path / "x.npy").exists()
+
+
 # ---------------------------------------------------------------------------- the paper's design
 def test_residual_block_adds_relu_conv3_relu_conv1_to_its_input_and_passes_gradcheck():
     from scratchgen.finite_differences import gradcheck

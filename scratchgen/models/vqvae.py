@@ -243,6 +243,7 @@ class VQVAE(Experiment):
     defaults = dict(data="digits8", epochs=20, batch_size=32, lr=3e-3, scale="01")
     options = VQ_OPTIONS
     eval_options = ("temperature", "eval_samples", "eval_diagnosis")
+    sample_options = ("temperature",)
     presets = {
         "digits8": dict(help="small: 8x8 digits, 4x4 codes from 32 codewords of size 8, 2 residual blocks, a 3-layer "
                              "gated PixelCNN prior; 16 epochs (half of them fit the prior), seconds each",
@@ -251,11 +252,13 @@ class VQVAE(Experiment):
                         prior_layers=3, prior_embed=8),
         "mnist": dict(help="MNIST: 7x7 codes from 256 codewords of size 16, 64 channels, 2 residual blocks, EMA "
                            "codebook with dead-code restarts; a 6-layer gated PixelCNN prior (and a MADE beside it); "
-                           "15 epochs, the last 9 fit the prior at a learning rate of 2e-3 lowered along a cosine",
+                           "15 epochs, the last 9 fit the prior at a learning rate of 2e-3 lowered along a cosine; "
+                           "both priors sample at temperature 0.9",
                       data="mnist", epochs=15, batch_size=128, lr=1e-3, channels=64, res_channels=32, res_blocks=2,
                       codebook_size=256, code_dim=16, downsample=2, codebook_update="ema", restart_threshold=0.1,
                       prior_fraction=0.6, prior_lr=2e-3, prior_lr_schedule="cosine",
-                      prior_channels=64, prior_layers=6, prior_embed=16, prior_hidden=[512], compare_made=1),
+                      prior_channels=64, prior_layers=6, prior_embed=16, prior_hidden=[512], compare_made=1,
+                      temperature=0.9),
     }
     monitor = None  # best.npz = latest: the two phases optimise different things
 
@@ -647,11 +650,12 @@ class VQVAE2(VQVAE):
                                                        "codewords each; 16 epochs, seconds each"),
         "mnist": dict(VQVAE.presets["mnist"], downsample=1, channels=32, res_channels=16, prior_channels=32,
                       prior_layers=6, compare_made=0, bottom_codebook_size=32, bottom_dropout=0.5, epochs=8,
-                      prior_fraction=0.5,
+                      prior_fraction=0.5, temperature=1.0,
                       help="MNIST: 7x7 top codes from 256 codewords and 14x14 bottom codes from 32, of size 16, 32 "
                            "channels, EMA codebooks with dead-code restarts, half of the training images decoded "
                            "from their top codes alone; gated PixelCNN priors p(top), p(bottom | top) of 6 layers, "
-                           "32 channels; 8 epochs, the last 4 fit the priors (learning rate 2e-3 along a cosine)"),
+                           "32 channels; 8 epochs, the last 4 fit the priors (learning rate 2e-3 along a cosine); samples at "
+                           "temperature 1"),
     }
 
     def swapped_levels(self, x):

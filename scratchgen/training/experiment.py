@@ -155,6 +155,7 @@ class Experiment:
     loss_terms = ("loss",)    # keys of train_step's result, logged to metrics.csv
     val_terms = ()            # further keys of evaluate's result logged per epoch (val_<key>)
     eval_options = ()         # options `scratchgen eval --set NAME=VALUE` may change (evaluation only)
+    sample_options = ()       # options `scratchgen sample --set NAME=VALUE` may change (sampling only)
     monitor = "loss"          # key of evaluate's result that selects best.npz (lower is better), or None
     quality_samples = None    # samples for image sample quality (None: 10,000); `eval --quality-samples N`
 
