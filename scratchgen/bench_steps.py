@@ -195,6 +195,20 @@ def _rss_mb():
 
 
 def _peak_rss_mb():
+    """This process's peak resident memory: Linux's VmHWM, else ``ru_maxrss``.
+
+    NOTE: on Linux ``ru_maxrss`` is not this program's own peak. A child started by fork + exec keeps
+    the parent's peak as its floor (measured: a child of a 640 MB parent reported 637 MB, VmHWM 13 MB),
+    so the workers of ``scratchgen bench``, started after its matmul and conv sections, all reported
+    the parent's 515 MB. VmHWM belongs to the memory of the program now running, so it starts again at exec.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024                       # kB
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024   # bytes on macOS, KiB on Linux
 

@@ -14,6 +14,16 @@ def test_a_step_is_measured_in_this_process_with_its_memory():
     assert result["peak_rss_mb"] > 10 and np.isfinite(result["growth_kb_per_step"])
 
 
+def test_a_worker_reports_its_own_peak_memory_not_that_of_the_process_that_started_it():
+    import subprocess
+    import sys
+    big = np.ones(60_000_000)                                  # 480 MB touched in this process
+    code = "from scratchgen.bench_steps import _peak_rss_mb; print(_peak_rss_mb())"
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 check=True).stdout.split()[-1])
+    assert 10 < child < 400 < big.nbytes / 2**20                # importing scratchgen: ~100 MB
+
+
 def test_a_step_is_measured_in_a_process_of_its_own():
     result = run_in_process("scratchgen", "vae", threads=1, steps=1, warmup=0)
     assert len(result["ms"]) == 1 and result["params"] > 600_000
