@@ -410,10 +410,17 @@ def test_state_dict_holds_everything_that_training_changes():
 
 
 # ---------------------------------------------------------------------------- command line
-def test_cli_trains_one_epoch_then_samples_and_evaluates_from_the_checkpoint(tmp_path, capsys):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """One epoch of the digits8 preset, trained by the command line (shared by the tests below)."""
+    out = tmp_path_factory.mktemp("cli") / "run"
     assert cli.main(["train", "vqvae", "--preset", "digits8", "--epochs", "1", "--out", str(out),
                      "--plot-every", "1000"]) == 0
+    return out
+
+
+def test_cli_trains_one_epoch_then_samples_and_evaluates_from_the_checkpoint(cli_run, tmp_path, capsys):
+    out = cli_run
     assert cli.main(["sample", str(out), "--n", "5", "--out", str(tmp_path / "s.npy")]) == 0
     s = np.load(tmp_path / "s.npy")
     assert s.shape == (5, 1, 8, 8) and s.min() >= 0 and s.max() <= 1
@@ -427,10 +434,8 @@ def test_cli_trains_one_epoch_then_samples_and_evaluates_from_the_checkpoint(tmp
     assert {p.name for p in (out / "figures").iterdir()} >= {"reconstructions.png", "samples.png"}
 
 
-def test_cli_samples_at_the_temperature_it_is_told_and_refuses_settings_that_do_not_apply(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert cli.main(["train", "vqvae", "--preset", "digits8", "--epochs", "1", "--out", str(out),
-                     "--plot-every", "1000"]) == 0
+def test_cli_samples_at_the_temperature_it_is_told_and_refuses_settings_that_do_not_apply(cli_run, tmp_path, capsys):
+    out = cli_run
     draws = {}
     for t in ("1", "0.25"):
         for seed in ("3", "3", "4"):
