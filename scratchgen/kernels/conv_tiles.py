@@ -268,12 +268,14 @@ _tables = {}
 TABLES_KEPT = 64
 
 
-def _kept(key, make):
-    found = _tables.get(key)
+def _cached(store, key, make, most):
+    """store[key], made by ``make()`` the first time it is asked for; a store that already holds
+    ``most`` entries is emptied first (a training step meets the same few shapes, so it rarely is)."""
+    found = store.get(key)
     if found is None:
-        if len(_tables) >= TABLES_KEPT:
-            _tables.clear()
-        found = _tables[key] = make()
+        if len(store) >= most:
+            store.clear()
+        found = store[key] = make()
     return found
 
 
@@ -296,7 +298,7 @@ def forward_tables(x_shape, w_shape, stride, padding, out_hw):
         row_src, k_src = _patch_offsets(n, h + 2 * padding[0], w + 2 * padding[1], c, kh, kw, stride, out_hw)
         row_dst = (np.arange(n)[:, None] * (o * positions) + np.arange(positions)[None, :]).reshape(1, -1)
         return row_src[None], np.array([row_src.size], np.intp), k_src, row_dst.astype(np.intp)
-    return _kept(("forward", x_shape, w_shape, stride, padding), make)
+    return _cached(_tables, ("forward", x_shape, w_shape, stride, padding), make, TABLES_KEPT)
 
 
 def weight_panels(w, dtype):
@@ -316,7 +318,7 @@ def grad_weight_tables(x_shape, w_shape, stride, padding, out_hw):
         positions, features = _patch_offsets(n, h + 2 * padding[0], w + 2 * padding[1], c, kh, kw, stride,
                                              out_hw)
         return features, positions, (np.arange(features.size) * o).astype(np.intp)
-    return _kept(("grad_weight", x_shape, w_shape, stride, padding), make)
+    return _cached(_tables, ("grad_weight", x_shape, w_shape, stride, padding), make, TABLES_KEPT)
 
 
 def grad_input_tables(x_shape, w_shape, stride, padding, out_hw):
@@ -358,7 +360,7 @@ def grad_input_tables(x_shape, w_shape, stride, padding, out_hw):
         tt, uu, oo = np.arange(t_rows)[:, None, None], np.arange(u_cols)[None, :, None], np.arange(o)[None, None, :]
         k_src = ((tt * wg + uu) * o + oo).reshape(-1).astype(np.uintp)
         return row_src, np.array(counts, np.intp), k_src, row_dst, (t_rows, u_cols, hg, wg)
-    return _kept(("grad_input", x_shape, w_shape, stride, padding), make)
+    return _cached(_tables, ("grad_input", x_shape, w_shape, stride, padding), make, TABLES_KEPT)
 
 
 def phase_weights(w, stride, t_rows, u_cols, dtype):
@@ -384,13 +386,8 @@ def padded_nhwc(x, top, left, height, width, dtype, scratch=True):
     n, c, h, w = x.shape
     shape = (n, height, width, c)
     if scratch:
-        buffers = _scratch.__dict__.setdefault("nhwc", {})
-        key = (shape, np.dtype(dtype), top, left)
-        xh = buffers.get(key)
-        if xh is None:
-            if len(buffers) >= SCRATCH_SHAPES:
-                buffers.clear()
-            xh = buffers[key] = np.zeros(shape, dtype=dtype)
+        xh = _cached(_scratch.__dict__.setdefault("nhwc", {}), (shape, np.dtype(dtype), top, left),
+                     lambda: np.zeros(shape, dtype=dtype), SCRATCH_SHAPES)
     else:
         xh = np.empty(shape, dtype=dtype)
         xh[:, :top], xh[:, top + h:], xh[:, top: top + h, :left], xh[:, top: top + h, left + w:] = 0, 0, 0, 0
