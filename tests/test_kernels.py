@@ -171,8 +171,8 @@ def test_the_axpy_kernel_packs_b_from_its_transpose_to_the_same_bits(n, k, m, dt
     kernel = getattr(mmn, packed)
     a, w = rng_array((2, n, k), dtype, 5, "transposed"), rng_array((1, m, k), dtype, 6)
     from_rows, from_transpose = np.zeros((2, n, m), dtype), np.zeros((2, n, m), dtype)
-    kernel(a, np.ascontiguousarray(np.swapaxes(w, 1, 2)), from_rows, False)
-    kernel(a, w, from_transpose, True)
+    kernel(a, np.ascontiguousarray(np.swapaxes(w, 1, 2)), from_rows, False, 2)
+    kernel(a, w, from_transpose, True, 2)
     np.testing.assert_array_equal(from_rows, from_transpose)
     assert_close(from_transpose, np.matmul(a, np.swapaxes(w, 1, 2)), k)
 
@@ -187,9 +187,9 @@ def test_register_tiles_match_the_reference_on_and_off_the_tile_edges(sizes, dty
     b = rng_array((batch, k, m), dtype, seed + 1)
     out = np.zeros((batch, n, m), dtype)
     if b_as_transpose:
-        mmn._matmul_tiles(a, np.ascontiguousarray(np.swapaxes(b, 1, 2)), out, True)
+        mmn._matmul_tiles(a, np.ascontiguousarray(np.swapaxes(b, 1, 2)), out, True, numba.get_num_threads())
     else:
-        mmn._matmul_tiles(a, b, out, False)
+        mmn._matmul_tiles(a, b, out, False, numba.get_num_threads())
     assert_close(out, mm.matmul_reference(a, b), k)
 
 
@@ -200,7 +200,7 @@ def test_register_tiles_add_up_several_k_blocks_and_column_blocks(dtype):
     n, k, m = 2 * mmn.TILE_ROW_BLOCK + 5, mmn.K_BLOCK_BYTES // 4 + 7, mmn.AXPY_COL_BLOCK + 9
     a, b = rng_array((1, n, k), dtype, 11, "transposed"), rng_array((1, k, m), dtype, 12)
     out = np.zeros((1, n, m), dtype)
-    mmn._matmul_tiles(a, b, out, False)
+    mmn._matmul_tiles(a, b, out, False, numba.get_num_threads())
     assert_close(out, np.matmul(a, b), k)
     assert mmn.TILE_MIN_K <= k       # and matmul_3d sends this product to the tiles as well
     assert_close(mmn.matmul_3d(a, b, 1, kernel="axpy"), np.matmul(a, b), k)
@@ -249,14 +249,27 @@ def test_the_number_of_threads_never_changes_a_result(kernel, sizes, dtype, seed
     if kernel == "dot":
         mmn._matmul_dot(layouts.rows_of(a, dtype), layouts.rows_of(np.swapaxes(b, 1, 2), dtype), shared)
     else:
-        mmn._matmul_axpy(a, b, shared, False)
+        mmn._matmul_axpy(a, b, shared, False, 3)      # its rows cut into blocks for 3 threads
     np.testing.assert_array_equal(alone, shared)
     if kernel == "axpy":                              # the register tiles, on one thread and on all
         tiles_alone, tiles_shared = np.zeros_like(alone), np.zeros_like(alone)
         with mm_threads.sized_for(0):
-            mmn._matmul_tiles(a, b, tiles_alone, False)
-        mmn._matmul_tiles(a, b, tiles_shared, False)
+            mmn._matmul_tiles(a, b, tiles_alone, False, 1)
+        mmn._matmul_tiles(a, b, tiles_shared, False, 3)
         np.testing.assert_array_equal(tiles_alone, tiles_shared)
+
+
+@pytest.mark.parametrize("units, most, threads", [(22, 5, 2), (22, 5, 1), (3, 5, 4), (1, 1, 2), (100, 7, 3), (8, 2, 4)])
+def test_row_blocks_share_equal_work_among_the_threads(units, most, threads):
+    # Numba gives each thread one contiguous share of a prange's tasks: with the blocks cut as
+    # balanced_blocks says, the threads' shares of rows differ by at most one unit per block
+    blocks = mmn.balanced_blocks(units, most, threads)
+    sizes = [(b + 1) * units // blocks - b * units // blocks for b in range(blocks)]
+    assert sum(sizes) == units and max(sizes) <= max(most, 1) and min(sizes) >= 1
+    if units >= threads:
+        assert blocks % threads == 0
+        shares = [sum(sizes[t * blocks // threads: (t + 1) * blocks // threads]) for t in range(threads)]
+        assert max(shares) - min(shares) <= blocks // threads
 
 
 def test_only_work_that_pays_for_the_wake_ups_wakes_the_pool():
@@ -661,7 +674,7 @@ def test_kernels_run_as_plain_python_with_jit_disabled():
         for kernel in ("dot", "axpy", "narrow"):
             assert np.allclose(mmn.matmul_3d(a, b, 2, kernel=kernel), a @ b), kernel
         tiles = np.zeros((2, 5, 7))                              # the register tiles on a heap tile
-        mmn._matmul_tiles(a, b, tiles, False)
+        mmn._matmul_tiles(a, b, tiles, False, 1)
         assert np.allclose(tiles, a @ b)
         at = np.swapaxes(rng.standard_normal((2, 6, 5)), 1, 2)
         for x, y in ((a, b[:, :, :2].copy()), (at, b[:, :, :2]), (a[:, :2], b)):   # dot, flip, rows

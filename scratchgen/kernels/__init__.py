@@ -26,13 +26,15 @@ Plain NumPy arrays go in and come out; :mod:`scratchgen.ops` adds the autograd o
 """
 import os
 
-# NOTE: Numba's parallel kernels run on OpenMP (libgomp) threads, which by default spin for a
-# while after every parallel loop. On a shared 2-core machine that spinning starved the next call:
-# measured under load, 128x784 @ 784x400 took 32 ms per call instead of 2.2 ms, and a 128x20 @
-# 20x400 product 16 ms instead of 0.05 ms. Passive waiting puts the threads to sleep at once.
-# libgomp reads this when Numba first loads it (at the first parallel call), so it must be set
-# before any kernel runs; an explicit setting in the environment wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# NOTE: Numba's parallel kernels run on OpenMP (libgomp) threads, which by default spin for a few
+# milliseconds after every parallel loop before they go to sleep. We used to put them to sleep at once
+# (OMP_WAIT_POLICY=PASSIVE), because on a busy 2-core machine spinning threads starved the next call
+# (128x784 @ 784x400: 32 ms per call instead of 2.2). Since threads.ThreadChoice runs a call site on
+# one thread when two do not pay, that no longer happens, and sleeping threads cost every parallel call
+# a wake-up: 34 µs against 1.8 µs for a spinning pool (AMD EPYC Zen 4, 2 cores). Measured, medians of 6
+# alternating processes, 2 threads, ms per training step (PASSIVE -> libgomp's default): quiet, VAE 7.5 ->
+# 6.8, VQ-VAE 134 -> 127; with another program busy on one core, VAE 9.7 -> 7.8, VQ-VAE 158 -> 161. So
+# the pool keeps libgomp's defaults; OMP_WAIT_POLICY in the environment still decides if it is set.
 
 
 def _choose_vector_width():
