@@ -33,7 +33,7 @@ from numba import njit, prange
 from .cpu import register_tile_shape, vector_registers
 from .layouts import is_rows, rows_of, scalars_of
 from .stack import stack_tile
-from .threads import sized_for, threads_for
+from .threads import saves_calls, sized_for
 
 # NOTE: "reassoc" lets LLVM split a sum over k into several partial sums (that is what makes the
 # dot-product loop vectorise) and "contract" lets it fuse a*b + c into one FMA. Results then differ
@@ -697,8 +697,9 @@ def matmul_3d(a, b, out_batch, kernel=None):
     rows of B and single numbers of A, so ``gᵀ @ x`` is free too; it runs on register tiles
     (``_matmul_tiles``) for an inner dimension of at least TILE_MIN_K, on 4-row strips
     (``_matmul_axpy``) below it. A product too small to pay for
-    waking the thread pool runs on the calling thread alone (``threads.sized_for``), and if its
-    output is narrow, on the narrow kernel without any pool (``narrow_plan``).
+    waking the thread pool runs on the calling thread alone (``threads.sized_for``); if its
+    output is narrow and threads would not save several whole parallel calls (``threads.saves_calls``),
+    on the narrow kernel without any pool (``narrow_plan``).
     """
     dtype = np.result_type(a, b)
     n, k, m = a.shape[1], a.shape[2], b.shape[2]
@@ -707,7 +708,7 @@ def matmul_3d(a, b, out_batch, kernel=None):
         return out
     if kernel == "narrow":
         return narrow(a, b, out, narrow_plan(a, b, dtype) or ("rows" if n <= m else "flip"))
-    if kernel is None and threads_for(out_batch * n * k * m) == 1:
+    if kernel is None and not saves_calls(out_batch * n * k * m):
         plan = narrow_plan(a, b, dtype)
         if plan is not None:
             return narrow(a, b, out, plan)

@@ -37,11 +37,12 @@ import numpy as np
 from numba import njit, prange
 
 WAKEUPS_SAVED = 4       # threads must save this many pool wake-ups to be worth waking
+CALLS_SAVED = 8         # ... and this many whole parallel calls where a kernel needs neither (saves_calls)
 SAMPLES = 5             # a choice is judged by the median wall time of its last SAMPLES calls
 RETRY_EVERY = 32        # calls between two tries of the other choice, at first (see ThreadChoice)
 RETRY_MAX = 1024        # ... and at most, once a choice keeps winning
 MAX_KEYS = 4096         # call sites x shapes remembered (a long evaluation with many shapes)
-_calibration = {}       # {"wake": seconds per wake-up, "madd": seconds per multiply-add}
+_calibration = {}       # {"wake": s per pool wake-up, "madd": s per multiply-add, "call": s per parallel call}
 
 
 @njit(parallel=True, cache=True)
@@ -81,6 +82,13 @@ def calibrate(repeats=15):
         # the median wake-up is what a call typically pays; the fastest multiply-add is the
         # machine's own speed (a slower one was interrupted)
         _calibration.update(wake=float(np.median(wake)), madd=float(min(madd)))
+        call = []
+        for _ in range(repeats):            # a whole parallel call from Python, as kernels make it
+            t = time.perf_counter()
+            with sized_for(2 ** 62):
+                _touch(out)
+            call.append(time.perf_counter() - t)
+        _calibration.update(call=float(np.median(call)))
     return dict(_calibration)
 
 
@@ -93,6 +101,20 @@ def threads_for(work):
     threads = numba.get_num_threads()
     saved = work * cost["madd"] * (1 - 1 / threads)
     return threads if saved >= WAKEUPS_SAVED * cost["wake"] else 1
+
+
+def saves_calls(work, calls=CALLS_SAVED):
+    """Would all threads save ``calls`` whole parallel calls from Python (``calibrate``'s "call":
+    ``sized_for``, the pool, the cheapest loop) on ``work`` multiply-adds, if the other cores are free?
+
+    For kernels that have a way to run without any of that: the matmul's narrow kernels (no pool,
+    no Python bookkeeping) take a product they can unless the threads save this much. NOTE: measured
+    on a 2-core AMD EPYC whose pool spins between calls, a parallel call from Python costs 8-11 µs and
+    the pool alone 1.7 µs, so by the wake-up alone (rule 1) the VAE's 128x400 @ 400x20 product went to
+    the general kernels on two threads: 72 µs a call, against 39 µs on the narrow kernel."""
+    cost = _calibration or calibrate()
+    threads = numba.get_num_threads()
+    return threads > 1 and work * cost["madd"] * (1 - 1 / threads) >= calls * cost["call"]
 
 
 class ThreadChoice:
