@@ -274,9 +274,8 @@ def test_row_blocks_share_equal_work_among_the_threads(units, most, threads):
 
 def test_only_work_that_pays_for_the_wake_ups_wakes_the_pool():
     cost = mm_threads.calibrate()
-    assert 0 < cost["madd"] < 1e-8 and 0 < cost["wake"] < 1.0 and 0 < cost["call"] < 1.0
-    assert not mm_threads.saves_calls(1)              # the narrow kernels keep tiny products off the pool
-    assert mm_threads.saves_calls(10**12) == (numba.get_num_threads() > 1)
+    assert 0 < cost["madd"] < 1e-8 and 0 < cost["wake"] < 1.0
+    assert mm_threads.pool_threads() == numba.get_num_threads()
     break_even = mm_threads.WAKEUPS_SAVED * cost["wake"] / cost["madd"]
     all_threads = numba.get_num_threads()
     assert mm_threads.threads_for(1) == 1
@@ -338,7 +337,7 @@ def test_a_narrow_tall_product_computed_as_its_transpose_matches_reference(n, k,
     # Cᵀ = Bᵀ Aᵀ: the path taken when the output is narrow and the dot kernel would copy
     a = rng_array((batch, n, k), dtype, seed, layout_pair[0])
     b = rng_array((1 if broadcast == "b" else batch, k, m), dtype, seed + 1, layout_pair[1])
-    with patch.object(mmn, "saves_calls", lambda work: True):        # as if too large for the narrow kernel
+    with patch.object(mmn, "NARROW_MOST_WORK", 0):        # as if too large for the narrow kernel
         out = mmn.matmul_3d(a, b, batch)
     assert out.flags.c_contiguous
     assert_close(out, mm.matmul_reference(a, b), k)
@@ -374,7 +373,7 @@ def test_a_small_narrow_product_takes_the_narrow_kernel_reading_its_operands_as_
     assert mmn.narrow_plan(x, t(x), np.float32) is None           # 128 x 128: not narrow
     assert mmn.narrow_plan(t(g), t(w[:, :128]), np.float32) is None    # 20 rows, but b's rows strided
     calls = []
-    with patch.object(mmn, "saves_calls", lambda work: False), \
+    with patch.object(mmn, "NARROW_MOST_WORK", 2**62), \
             patch.object(mmn, "_matmul_narrow", lambda *args: calls.append(args)):
         mmn.matmul_3d(t(g), x, 1)
     assert len(calls) == 1 and calls[0][0].base is not None and calls[0][1] is x   # nothing copied

@@ -27,13 +27,12 @@ while after a call; alternating the two then made every call ~10x slower until
 import math
 
 import numpy as np
-import numba
 from numba import njit, prange
 
 from .cpu import register_tile_shape, vector_registers
 from .layouts import is_rows, rows_of, scalars_of
 from .stack import stack_tile
-from .threads import saves_calls, sized_for
+from .threads import pool_threads, sized_for
 
 # NOTE: "reassoc" lets LLVM split a sum over k into several partial sums (that is what makes the
 # dot-product loop vectorise) and "contract" lets it fuse a*b + c into one FMA. Results then differ
@@ -52,6 +51,15 @@ TILE_ROW_BLOCK = 32     # rows of a per task of the register tiles (rounded down
 # 0.85 -> 0.89, 400 x 128ᵀ @ 128 x 784 0.83 -> 0.90; one thread, Zen 4; appendix A, §A.8)
 TILE_MIN_K = 128
 PAD_BYTES = 64          # one cache line added to each packed row (see _matmul_axpy)
+# a product with a narrow output and fewer multiply-adds than this runs on the narrow kernels, on the
+# calling thread, with no pool and no Python bookkeeping (matmul_3d): at ~100 GFLOP/s that is 80 µs of
+# work, which two threads would cut by 40 µs, about what the bookkeeping of a pooled call costs (8-11 µs)
+# a few times over. NOTE: a shape rule, not a timed one: the narrow and the pooled kernels add in
+# different orders, and a rule from measured costs (threads must save 8 measured parallel calls) sent the
+# VAE's 128x400 @ 400x20 (1.0 million multiply-adds) one way in some processes and the other way in
+# others, so two runs of the same seed could differ. 2^22 is far from every narrow product of the
+# presets (0.2-1.0 million, and 6.4 million and more).
+NARROW_MOST_WORK = 2 ** 22
 AXPY_MAX_K = 256               # inner dimension below this: the axpy kernel, ...
 DOT_MAX_M = 32                 # ... unless out has fewer columns than this: then the dot kernel
 # a 4x4 dot tile holds 16 accumulators and 8 loaded vectors: 32 SIMD registers (AVX-512) hold
@@ -697,9 +705,9 @@ def matmul_3d(a, b, out_batch, kernel=None):
     rows of B and single numbers of A, so ``gᵀ @ x`` is free too; it runs on register tiles
     (``_matmul_tiles``) for an inner dimension of at least TILE_MIN_K, on 4-row strips
     (``_matmul_axpy``) below it. A product too small to pay for
-    waking the thread pool runs on the calling thread alone (``threads.sized_for``); if its
-    output is narrow and threads would not save several whole parallel calls (``threads.saves_calls``),
-    on the narrow kernel without any pool (``narrow_plan``).
+    waking the thread pool runs on the calling thread alone (``threads.sized_for``); a product with
+    a narrow output and fewer than NARROW_MOST_WORK multiply-adds runs on the narrow kernels, without
+    any pool (``narrow_plan``).
     """
     dtype = np.result_type(a, b)
     n, k, m = a.shape[1], a.shape[2], b.shape[2]
@@ -708,7 +716,7 @@ def matmul_3d(a, b, out_batch, kernel=None):
         return out
     if kernel == "narrow":
         return narrow(a, b, out, narrow_plan(a, b, dtype) or ("rows" if n <= m else "flip"))
-    if kernel is None and not saves_calls(out_batch * n * k * m):
+    if kernel is None and out_batch * n * k * m < NARROW_MOST_WORK:
         plan = narrow_plan(a, b, dtype)
         if plan is not None:
             return narrow(a, b, out, plan)
@@ -725,7 +733,7 @@ def matmul_3d(a, b, out_batch, kernel=None):
         else:
             packed = _matmul_tiles if k >= TILE_MIN_K else _matmul_axpy      # register tiles or strips
             b_t = np.swapaxes(b, -1, -2)
-            threads = numba.get_num_threads()               # as sized_for set it: the tasks are cut for it
+            threads = pool_threads()                        # as sized_for set it: the tasks are cut for it
             if b.dtype == dtype and is_rows(b_t) and not is_rows(b):     # x @ Wᵀ: pack from W itself
                 packed(scalars_of(a, dtype), b_t, out, True, threads)
             else:

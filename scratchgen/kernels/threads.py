@@ -35,14 +35,14 @@ import time
 import numba
 import numpy as np
 from numba import njit, prange
+from numba.np.ufunc import parallel as _numba_parallel
 
 WAKEUPS_SAVED = 4       # threads must save this many pool wake-ups to be worth waking
-CALLS_SAVED = 8         # ... and this many whole parallel calls where a kernel needs neither (saves_calls)
 SAMPLES = 5             # a choice is judged by the median wall time of its last SAMPLES calls
 RETRY_EVERY = 32        # calls between two tries of the other choice, at first (see ThreadChoice)
 RETRY_MAX = 1024        # ... and at most, once a choice keeps winning
 MAX_KEYS = 4096         # call sites x shapes remembered (a long evaluation with many shapes)
-_calibration = {}       # {"wake": s per pool wake-up, "madd": s per multiply-add, "call": s per parallel call}
+_calibration = {}       # {"wake": seconds per wake-up, "madd": seconds per multiply-add}
 
 
 @njit(parallel=True, cache=True)
@@ -62,10 +62,26 @@ def _madds(a, b, out):
                 out[i, j] += x * b[k, j]
 
 
+def pool_threads():
+    """The number of threads a parallel loop runs on now: ``numba.get_num_threads()``, read without
+    the process-wide lock that call takes every time to check that the pool has started.
+
+    NOTE: that lock made ``get_num_threads`` cost 3.5 µs a call (AMD EPYC Zen 4), and a small product
+    asked four times: 14 of the 38 µs of the CVAE's 128x8 @ 8x400. Once the pool has started, Numba's own
+    ``get_num_threads`` just reads the count from the threading layer, as this does; before, or if a
+    Numba version names things differently, it is called as usual."""
+    if getattr(_numba_parallel, "_is_initialized", False):
+        try:
+            return _numba_parallel._get_num_threads()
+        except AttributeError:
+            pass
+    return numba.get_num_threads()
+
+
 def calibrate(repeats=15):
     """Measure (once) the pool's wake-up time and one multiply-add's time on one thread."""
     if not _calibration:
-        threads = numba.get_num_threads()
+        threads = pool_threads()
         out = np.zeros(threads)
         a, b = np.ones((32, 64), np.float32), np.ones((64, 64), np.float32)
         c = np.zeros((32, 64), np.float32)
@@ -82,13 +98,6 @@ def calibrate(repeats=15):
         # the median wake-up is what a call typically pays; the fastest multiply-add is the
         # machine's own speed (a slower one was interrupted)
         _calibration.update(wake=float(np.median(wake)), madd=float(min(madd)))
-        call = []
-        for _ in range(repeats):            # a whole parallel call from Python, as kernels make it
-            t = time.perf_counter()
-            with sized_for(2 ** 62):
-                _touch(out)
-            call.append(time.perf_counter() - t)
-        _calibration.update(call=float(np.median(call)))
     return dict(_calibration)
 
 
@@ -98,23 +107,9 @@ def threads_for(work):
     cost = _calibration or calibrate()
     if work * cost["madd"] < WAKEUPS_SAVED * cost["wake"]:
         return 1            # not even infinitely many threads would save enough (asked first: cheap)
-    threads = numba.get_num_threads()
+    threads = pool_threads()
     saved = work * cost["madd"] * (1 - 1 / threads)
     return threads if saved >= WAKEUPS_SAVED * cost["wake"] else 1
-
-
-def saves_calls(work, calls=CALLS_SAVED):
-    """Would all threads save ``calls`` whole parallel calls from Python (``calibrate``'s "call":
-    ``sized_for``, the pool, the cheapest loop) on ``work`` multiply-adds, if the other cores are free?
-
-    For kernels that have a way to run without any of that: the matmul's narrow kernels (no pool,
-    no Python bookkeeping) take a product they can unless the threads save this much. NOTE: measured
-    on a 2-core AMD EPYC whose pool spins between calls, a parallel call from Python costs 8-11 µs and
-    the pool alone 1.7 µs, so by the wake-up alone (rule 1) the VAE's 128x400 @ 400x20 product went to
-    the general kernels on two threads: 72 µs a call, against 39 µs on the narrow kernel."""
-    cost = _calibration or calibrate()
-    threads = numba.get_num_threads()
-    return threads > 1 and work * cost["madd"] * (1 - 1 / threads) >= calls * cost["call"]
 
 
 class ThreadChoice:
@@ -203,7 +198,7 @@ def sized_for(work, key=None):
     site that passes a ``key`` (e.g. ``("matmul", kernel, a.shape, b.shape)``) is timed and runs on
     whichever its recent calls found faster (rule 2); without a key, on all threads.
     """
-    threads = numba.get_num_threads()
+    threads = pool_threads()
     wanted = threads_for(work)
     choice = None
     if wanted > 1 and key is not None:
