@@ -176,14 +176,15 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     """
     stride, padding = pair(stride, "stride"), pair(padding, "padding")
     xd, wd = x.data, weight.data
-    # NOTE: the weight gradient reads x again; the fast kernels' channels-last copy of x is made
-    # once and kept until then (None where no kernel wants it, or when no gradient will be taken)
-    keep = _conv.channels_last(xd, wd.shape, padding) if weight.requires_grad and is_grad_enabled() else None
-    out = _conv.conv2d_forward(xd, wd, stride, padding, x_nhwc=keep)
+    # NOTE: the weight gradient reads x again; the fast kernels' copy of x (channels-last, or its
+    # patch matrix) is made once and kept until then (None where no kernel wants it, or when no
+    # gradient will be taken)
+    keep = _conv.kept_copy(xd, wd.shape, stride, padding) if weight.requires_grad and is_grad_enabled() else None
+    out = _conv.conv2d_forward(xd, wd, stride, padding, x_copy=keep)
 
     def backward(g):
         return (_conv.conv2d_grad_input(g, wd, xd.shape, stride, padding) if x.requires_grad else None,
-                _conv.conv2d_grad_weight(xd, g, wd.shape, stride, padding, x_nhwc=keep)
+                _conv.conv2d_grad_weight(xd, g, wd.shape, stride, padding, x_copy=keep)
                 if weight.requires_grad else None)
     y = Tensor.from_op(out, (x, weight), backward, "conv2d")
     return y if bias is None else y + bias.reshape(1, -1, 1, 1)
@@ -218,10 +219,10 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     out = _conv.conv2d_grad_input(xd, wd, out_shape, stride, padding)
 
     def backward(g):
-        # both read g, the fast kernels in channels-last order: turned around once for both
-        keep = _conv.channels_last(g, wd.shape, padding) if x.requires_grad and weight.requires_grad else None
-        return (_conv.conv2d_forward(g, wd, stride, padding, x_nhwc=keep) if x.requires_grad else None,
-                _conv.conv2d_grad_weight(g, xd, wd.shape, stride, padding, x_nhwc=keep)
+        # both read g, the fast kernels as one copy (channels-last, or its patch matrix): made once for both
+        keep = _conv.kept_copy(g, wd.shape, stride, padding) if x.requires_grad and weight.requires_grad else None
+        return (_conv.conv2d_forward(g, wd, stride, padding, x_copy=keep) if x.requires_grad else None,
+                _conv.conv2d_grad_weight(g, xd, wd.shape, stride, padding, x_copy=keep)
                 if weight.requires_grad else None)
     y = Tensor.from_op(out, (x, weight), backward, "conv_transpose2d")
     return y if bias is None else y + bias.reshape(1, -1, 1, 1)

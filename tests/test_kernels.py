@@ -813,25 +813,30 @@ def test_the_channels_last_scratch_image_is_rewritten_on_reuse_and_keeps_a_zero_
         np.testing.assert_array_equal(xh, expected)
 
 
-def test_a_layer_keeps_its_inputs_channels_last_copy_until_its_weight_gradient():
+@pytest.mark.parametrize("tiles", [True, False])
+def test_a_layer_keeps_its_inputs_copy_until_its_weight_gradient(tiles):
     # a GAN's discriminator sees real and fake images before either backward pass: the kernels'
-    # scratch copy then holds the second input, so the layer must keep a copy of its own
+    # scratch copy then holds the second input, so the layer must keep a copy of its own (the
+    # channels-last images for the tiles, the patch matrix Pᵀ for the separate passes)
     from scratchgen import functional as F
     x1, x2 = rng_array((2, 4, 5, 5), np.float32, 40), rng_array((2, 4, 5, 5), np.float32, 41)
     w, g1, g2 = rng_array((3, 4, 3, 3), np.float32, 42), rng_array((2, 3, 5, 5), np.float32, 43), \
         rng_array((2, 3, 5, 5), np.float32, 44)
-    with patch.object(conv_numba, "tiles_pay", lambda *_, tiles=None: True), use_backend("numba"):   # tiles here
-        assert conv.channels_last(x1, w.shape, 1) is not None
+    with patch.object(conv_numba, "tiles_pay", lambda *_, tiles=None, pay=tiles: pay), use_backend("numba"):
+        kept = conv.kept_copy(x1, w.shape, 1, 1)
+        assert kept.shape == ((2, 7, 7, 4) if tiles else (36, 50))
         weight = Tensor(w, requires_grad=True)
         y1, y2 = F.conv2d(Tensor(x1), weight, padding=1), F.conv2d(Tensor(x2), weight, padding=1)
         ((y1 * Tensor(g1)).sum() + (y2 * Tensor(g2)).sum()).backward()
     expected = (conv.conv2d_grad_weight_reference(x1, g1, w.shape, (1, 1), (1, 1))
                 + conv.conv2d_grad_weight_reference(x2, g2, w.shape, (1, 1), (1, 1)))
     np.testing.assert_allclose(weight.grad, expected, rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match="channels_last"), use_backend("numba"):
-        conv.conv2d_forward(x1, w, 1, 1, x_nhwc=np.zeros((2, 5, 5, 4), np.float32))   # padding 0's copy
+    with pytest.raises(ValueError, match="kept_copy"), use_backend("numba"):
+        conv.conv2d_forward(x1, w, 1, 1, x_copy=np.zeros((2, 5, 5, 4), np.float32))   # padding 0's copy
+    with pytest.raises(ValueError, match="kept_copy"), use_backend("numba"):
+        conv.conv2d_grad_weight(x1, g1, w.shape, 1, 1, x_copy=np.zeros((36, 18), np.float32))   # stride 2's
     with use_backend("numpy"):
-        assert conv.channels_last(x1, w.shape, 1) is None               # the reference reads x itself
+        assert conv.kept_copy(x1, w.shape, 1, 1) is None               # the reference reads x itself
 
 
 def forced(threads):

@@ -136,38 +136,46 @@ GRAD_INPUT = {"numpy": conv2d_grad_input_reference, "numba": conv_numba.grad_inp
 GRAD_WEIGHT = {"numpy": conv2d_grad_weight_reference, "numba": conv_numba.grad_weight}
 
 
-def channels_last(x, w_shape, padding=0):
+def kept_copy(x, w_shape, stride=1, padding=0):
     """For a layer that will run conv2d_forward and then conv2d_grad_weight on the same x: the
-    copy of x the Numba kernels read (padded, channels-last), made once and passed to both as
-    ``x_nhwc``; None if the backend in use (or the layer's shape) has no use for it."""
+    copy of x the Numba kernels read (padded channels-last images, or the patch matrix for the
+    separate passes: ``conv_numba.kept_copy``), made once and passed to both as ``x_copy``; None if
+    the backend in use (or the layer's shape) has no use for it."""
     if implementation(FORWARD) is not conv_numba.forward:
         return None
-    x = np.asarray(x)
-    padding = pair(padding, "padding")
-    if x.ndim != 4 or len(w_shape) != 4 or x.dtype not in (np.float32, np.float64):
+    x, w_shape = np.asarray(x), tuple(w_shape)
+    try:
+        stride, padding, _ = _output_size("conv2d", x.shape, w_shape, stride, padding)
+    except ValueError:
         return None             # the checks of conv2d_forward will explain what is wrong
-    return conv_numba.channels_last(x, w_shape, padding)
+    if x.dtype not in (np.float32, np.float64):
+        return None
+    return conv_numba.kept_copy(x, w_shape, stride, padding)
 
 
-def _kept(x_nhwc, x, padding):
-    """``x_nhwc`` if it is x's channels-last copy for ``padding`` in x's (computing) dtype; None if
-    only the dtype differs (x was promoted to its weight's dtype: the kernel makes its own copy)."""
+def _kept(x_copy, x, w_shape, stride, padding):
+    """``x_copy`` if it is x's copy from ``kept_copy`` for this weight shape, stride and padding in
+    x's (computing) dtype; None if only the dtype differs (x was promoted to its weight's dtype: the
+    kernel makes its own copy)."""
     n, c, h, w = x.shape
-    if x_nhwc.shape != (n, h + 2 * padding[0], w + 2 * padding[1], c):
-        raise ValueError(f"x_nhwc of shape {x_nhwc.shape} is not the channels-last copy of an input "
-                         f"{x.shape} with padding {padding}: make it with channels_last(x, w_shape, padding)")
-    return x_nhwc if x_nhwc.dtype == x.dtype else None
+    out_hw = _output_size("conv2d", x.shape, w_shape, stride, padding)[2]
+    shapes = ((n, h + 2 * padding[0], w + 2 * padding[1], c), (c * w_shape[2] * w_shape[3], n * out_hw[0] * out_hw[1]))
+    if x_copy.shape not in shapes:
+        raise ValueError(f"x_copy of shape {x_copy.shape} is not the kernels' copy of an input {x.shape} for a "
+                         f"weight {tuple(w_shape)} with stride {stride} and padding {padding}: make it with "
+                         f"kept_copy(x, w_shape, stride, padding)")
+    return x_copy if x_copy.dtype == x.dtype else None
 
 
-def conv2d_forward(x, w, stride=1, padding=0, x_nhwc=None):
+def conv2d_forward(x, w, stride=1, padding=0, x_copy=None):
     """conv2d of x (N, C, H, W) with weight w (O, C, kH, kW), no bias -> (N, O, Ho, Wo).
-    ``x_nhwc``: x's copy from ``channels_last`` (read by the Numba kernels instead of making one)."""
+    ``x_copy``: x's copy from ``kept_copy`` (read by the Numba kernels instead of making one)."""
     x, w = np.asarray(x), np.asarray(w)
     stride, padding, _ = _output_size("conv2d", x.shape, w.shape, stride, padding)
     dtype = result_dtype(x, w, op="conv2d")
     x, w = x.astype(dtype, copy=False), w.astype(dtype, copy=False)
-    if x_nhwc is not None and implementation(FORWARD) is conv_numba.forward:
-        return conv_numba.forward(x, w, stride, padding, x_nhwc=_kept(x_nhwc, x, padding))
+    if x_copy is not None and implementation(FORWARD) is conv_numba.forward:
+        return conv_numba.forward(x, w, stride, padding, x_copy=_kept(x_copy, x, w.shape, stride, padding))
     return implementation(FORWARD)(x, w, stride, padding)
 
 
@@ -182,15 +190,16 @@ def conv2d_grad_input(grad_out, w, x_shape, stride=1, padding=0):
     return implementation(GRAD_INPUT)(grad_out, w, x_shape, stride, padding)
 
 
-def conv2d_grad_weight(x, grad_out, w_shape, stride=1, padding=0, x_nhwc=None):
+def conv2d_grad_weight(x, grad_out, w_shape, stride=1, padding=0, x_copy=None):
     """Gradient of conv2d with respect to its weight of shape ``w_shape``, given x and grad_out
-    (and optionally ``x_nhwc`` as in ``conv2d_forward``)."""
+    (and optionally ``x_copy`` as in ``conv2d_forward``)."""
     x, grad_out = np.asarray(x), np.asarray(grad_out)
     w_shape = _as_shape(w_shape, "conv2d_grad_weight", "w_shape")
     stride, padding, out_hw = _output_size("conv2d_grad_weight", x.shape, w_shape, stride, padding)
     _check_grad_out("conv2d_grad_weight", grad_out, x.shape, w_shape, out_hw)
     dtype = result_dtype(x, grad_out, op="conv2d_grad_weight")
     x, grad_out = x.astype(dtype, copy=False), grad_out.astype(dtype, copy=False)
-    if x_nhwc is not None and implementation(GRAD_WEIGHT) is conv_numba.grad_weight:
-        return conv_numba.grad_weight(x, grad_out, w_shape, stride, padding, x_nhwc=_kept(x_nhwc, x, padding))
+    if x_copy is not None and implementation(GRAD_WEIGHT) is conv_numba.grad_weight:
+        return conv_numba.grad_weight(x, grad_out, w_shape, stride, padding,
+                                      x_copy=_kept(x_copy, x, w_shape, stride, padding))
     return implementation(GRAD_WEIGHT)(x, grad_out, w_shape, stride, padding)

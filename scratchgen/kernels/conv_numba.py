@@ -118,19 +118,39 @@ def _nhwc(x, padding, dtype):
     return conv_tiles.padded_nhwc(x, ph, pw, h + 2 * ph, w + 2 * pw, dtype)
 
 
-def channels_last(x, w_shape, padding):
-    """x as its own padded channels-last copy (N, Hp, Wp, C) if the tiles will read x for a
-    weight of ``w_shape``, else None. A layer keeps it from its forward pass (``forward``) to its
+def kept_copy(x, w_shape, stride, padding):
+    """The copy of x that a layer's forward pass and weight gradient both read, made once for the
+    two (None if neither reads one): x's padded channels-last images (N, Hp, Wp, C) if the tiles
+    read x for either product (``tiles_pay``), else its patch matrix transposed, Pᵀ (Q, N·L), which
+    the separate passes of both multiply. A layer keeps it from its forward pass (``forward``) to its
     weight gradient (``grad_weight``): ``_nhwc``'s scratch buffer would by then hold another input
     (a GAN's discriminator sees real and fake images before either backward pass).
 
-    Measured (one thread, CPU time, AMD EPYC Zen 4, load 3): building these images took 3.7 ms of
-    an 81 ms DCGAN step and 12.4 ms of a 189 ms VQ-VAE step, about half of it for inputs a forward
-    pass had already turned around."""
-    if not (tiles_pay("forward", w_shape, x.dtype) or tiles_pay("grad_weight", w_shape, x.dtype)):
+    Measured (one thread, CPU time, AMD EPYC Zen 4, load 3): building the channels-last images took
+    3.7 ms of an 81 ms DCGAN step and 12.4 ms of a 189 ms VQ-VAE step, about half of it for inputs a
+    forward pass had already turned around. Keeping Pᵀ too (2026-12-07, load 0.8-1.0, medians of 15
+    calls): im2col took 0.13 of the 1.9 ms of the VQ-VAE's 1x1 32 -> 64 layer, 0.22 of the 1.5 ms of
+    its 1x1 64 -> 16, 0.33 of the 5.9 ms of its 4x4 1 -> 64, once per layer now instead of twice.
+    The price: Pᵀ (kh·kw times the input's size) stays alive until the backward pass."""
+    if x.size == 0 or 0 in w_shape:
         return None
-    (_, _, h, w), (ph, pw) = x.shape, padding
-    return conv_tiles.padded_nhwc(x, ph, pw, h + 2 * ph, w + 2 * pw, x.dtype, scratch=False)
+    if tiles_pay("forward", w_shape, x.dtype) or tiles_pay("grad_weight", w_shape, x.dtype):
+        (_, _, h, w), (ph, pw) = x.shape, padding
+        return conv_tiles.padded_nhwc(x, ph, pw, h + 2 * ph, w + 2 * pw, x.dtype, scratch=False)
+    kh, kw = w_shape[2:]
+    return _im2col_t(x, kh, kw, stride, padding, _out_hw(x.shape, w_shape, stride, padding), x.dtype)
+
+
+def _image(x_copy, x, padding, dtype):
+    """x's padded channels-last images: ``x_copy`` if it holds them (``kept_copy``), else made now."""
+    return x_copy if x_copy is not None and x_copy.ndim == 4 else _nhwc(x, padding, dtype)
+
+
+def _columns(x_copy, x, kh, kw, stride, padding, out_hw, dtype):
+    """x's patch matrix transposed, Pᵀ (Q, N·L): ``x_copy`` if it holds it (``kept_copy``), else made now."""
+    if x_copy is not None and x_copy.ndim == 2:
+        return x_copy
+    return _im2col_t(x, kh, kw, stride, padding, out_hw, dtype)
 
 
 def _offsets(c, h, w, kh, kw, stride, padding, out_hw):
@@ -199,7 +219,7 @@ def tiles_pay(product, w_shape, dtype, tiles=None):
     return o >= nr and c * kh * kw > nr
 
 
-def _forward_numba(x, w, stride, padding, out_hw, dtype, tiles=None, x_nhwc=None):
+def _forward_numba(x, w, stride, padding, out_hw, dtype, tiles=None, x_copy=None):
     n, o = x.shape[0], w.shape[0]
     kh, kw = w.shape[2:]
     positions, features = out_hw[0] * out_hw[1], w[0].size
@@ -208,16 +228,16 @@ def _forward_numba(x, w, stride, padding, out_hw, dtype, tiles=None, x_nhwc=None
         row_src, counts, k_src, row_dst = conv_tiles.forward_tables(x.shape, w.shape, stride, padding, out_hw)
         out = np.empty(n * o * positions, dtype=dtype)       # every element written once
         with sized_for(out.size * features, ("conv_forward_tiles", x.shape, w.shape, stride, padding)):
-            xh = x_nhwc if x_nhwc is not None else _nhwc(x, padding, dtype)
+            xh = _image(x_copy, x, padding, dtype)
             conv_tiles._gathered_rows(xh.reshape(-1), row_src, counts, k_src, conv_tiles.weight_panels(w, dtype),
                                       out, row_dst, positions, o)
     else:   # few features: one long product (O, Q) @ Pᵀ (Q, N·L), on the axpy kernel's long rows
-        out = matmul_3d(weight_rows(w, dtype), _im2col_t(x, kh, kw, stride, padding, out_hw, dtype)[None], 1)
+        out = matmul_3d(weight_rows(w, dtype), _columns(x_copy, x, kh, kw, stride, padding, out_hw, dtype)[None], 1)
         out = np.ascontiguousarray(np.swapaxes(out.reshape(o, n, positions), 0, 1))   # (O, N, L) -> (N, O, L)
     return out.reshape((n, o) + tuple(out_hw))
 
 
-def _grad_weight_numba(x, grad_out, w_shape, stride, padding, out_hw, dtype, tiles=None, x_nhwc=None):
+def _grad_weight_numba(x, grad_out, w_shape, stride, padding, out_hw, dtype, tiles=None, x_copy=None):
     o, c, kh, kw = w_shape
     n, positions, features = x.shape[0], out_hw[0] * out_hw[1], c * kh * kw
     if tiles_pay("grad_weight", w_shape, dtype, tiles):
@@ -228,14 +248,14 @@ def _grad_weight_numba(x, grad_out, w_shape, stride, padding, out_hw, dtype, til
         chunks, chunk = conv_tiles.weight_gradient_chunks(ks.size, features * o * np.dtype(dtype).itemsize)
         partial = np.empty((chunks, features * o), dtype=dtype)
         with sized_for(grad_out.size * features, ("conv_grad_weight_tiles", x.shape, w_shape, stride, padding)):
-            xh = x_nhwc if x_nhwc is not None else _nhwc(x, padding, dtype)
+            xh = _image(x_copy, x, padding, dtype)
             conv_tiles._gathered_k_chunks(xh.reshape(-1), rows, ks, conv_tiles.channel_panels(g, dtype), chunk,
                                           conv_tiles.GRAD_WEIGHT_K_BLOCK, partial, row_dst, o)
         dw_t = partial[0] if partial.shape[0] == 1 else partial.sum(axis=0)
         return np.ascontiguousarray(np.transpose(dw_t.reshape(kh, kw, c, o), (3, 2, 0, 1)))
     # few features: one product with all N·L positions as its inner axis, gᵀ (O, N·L) @ P
     g_t = np.ascontiguousarray(np.swapaxes(grad_out.reshape(n, o, positions), 0, 1), dtype=dtype)
-    cols = _im2col_t(x, kh, kw, stride, padding, out_hw, dtype)
+    cols = _columns(x_copy, x, kh, kw, stride, padding, out_hw, dtype)
     dw = matmul_3d(g_t.reshape(1, o, n * positions), cols.T[None], 1)
     return np.ascontiguousarray(np.transpose(dw.reshape(o, kh, kw, c), (0, 3, 1, 2)))
 
@@ -269,13 +289,13 @@ def _grad_input_numba(grad_out, w, x_shape, stride, padding, out_hw, dtype, tile
 # ``tiles`` (True / False) overrides the choice between the register tiles and separate passes
 # (``tiles_pay``), so that the tests reach both paths with small shapes.
 
-def forward(x, w, stride, padding, tiles=None, x_nhwc=None):
-    """conv2d of x (N, C, H, W) with w (O, C, kH, kW) -> (N, O, Ho, Wo); ``x_nhwc``: x already
-    turned around by ``channels_last`` (or None)."""
+def forward(x, w, stride, padding, tiles=None, x_copy=None):
+    """conv2d of x (N, C, H, W) with w (O, C, kH, kW) -> (N, O, Ho, Wo); ``x_copy``: x's copy from
+    ``kept_copy`` (or None)."""
     out_hw = _out_hw(x.shape, w.shape, stride, padding)
     if x.size == 0 or w.size == 0:
         return np.zeros((x.shape[0], w.shape[0]) + out_hw, dtype=x.dtype)
-    return _forward_numba(x, w, stride, padding, out_hw, x.dtype, tiles, x_nhwc)
+    return _forward_numba(x, w, stride, padding, out_hw, x.dtype, tiles, x_copy)
 
 
 def grad_input(grad_out, w, x_shape, stride, padding, tiles=None):
@@ -286,9 +306,9 @@ def grad_input(grad_out, w, x_shape, stride, padding, tiles=None):
     return _grad_input_numba(grad_out, w, x_shape, stride, padding, out_hw, w.dtype, tiles)
 
 
-def grad_weight(x, grad_out, w_shape, stride, padding, tiles=None, x_nhwc=None):
-    """conv2d's weight gradient, of shape ``w_shape``; ``x_nhwc`` as in ``forward``."""
+def grad_weight(x, grad_out, w_shape, stride, padding, tiles=None, x_copy=None):
+    """conv2d's weight gradient, of shape ``w_shape``; ``x_copy`` as in ``forward``."""
     if x.size == 0 or grad_out.size == 0:
         return np.zeros(w_shape, dtype=x.dtype)
     out_hw = _out_hw(x.shape, w_shape, stride, padding)
-    return _grad_weight_numba(x, grad_out, w_shape, stride, padding, out_hw, x.dtype, tiles, x_nhwc)
+    return _grad_weight_numba(x, grad_out, w_shape, stride, padding, out_hw, x.dtype, tiles, x_copy)
