@@ -259,6 +259,23 @@ def test_the_number_of_threads_never_changes_a_result(kernel, sizes, dtype, seed
         np.testing.assert_array_equal(tiles_alone, tiles_shared)
 
 
+@pytest.mark.parametrize("n, k, m, a_layout, b_layout", [
+    (128, 400, 20, "contiguous", "contiguous"),      # the VAE's g @ W into its 20 latent units: narrow kernel
+    (16, 6272, 32, "transposed", "contiguous"),      # a weight gradient gᵀ @ x, 3.2 million multiply-adds
+    (64, 5000, 16, "contiguous", "transposed"),      # x @ Wᵀ with 5.1 million: past NARROW_MOST_WORK
+])
+def test_the_kernel_a_product_runs_on_never_depends_on_the_threads(n, k, m, a_layout, b_layout):
+    # the narrow kernels and the pooled ones add in different orders, so the choice between them must
+    # follow from the shape alone: on one thread (sized_for(0)) and on all, the same bits. (Chosen by
+    # whether threads would pay, as before NARROW_MOST_WORK, a 1-thread run took the narrow kernel for the
+    # last two and a 2-thread run the pooled ones.)
+    a, b = rng_array((1, n, k), np.float32, 7, a_layout), rng_array((1, k, m), np.float32, 8, b_layout)
+    with mm_threads.sized_for(0):
+        alone = mmn.matmul_3d(a, b, 1)
+    np.testing.assert_array_equal(alone, mmn.matmul_3d(a, b, 1))
+    assert_close(alone, np.matmul(a, b), k)
+
+
 @pytest.mark.parametrize("units, most, threads", [(22, 5, 2), (22, 5, 1), (3, 5, 4), (1, 1, 2), (100, 7, 3), (8, 2, 4)])
 def test_row_blocks_share_equal_work_among_the_threads(units, most, threads):
     # Numba gives each thread one contiguous share of a prange's tasks: with the blocks cut as
