@@ -177,6 +177,18 @@ def test_the_axpy_kernel_packs_b_from_its_transpose_to_the_same_bits(n, k, m, dt
     assert_close(from_transpose, np.matmul(a, np.swapaxes(w, 1, 2)), k)
 
 
+@pytest.mark.parametrize("k", [1, 5, mmn.AXPY_K_BLOCK + 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_strips_never_read_what_out_held(k, dtype):
+    # matmul_3d hands the strips an np.empty output: the first K block must set every element
+    # (the 4-row strips and the rows left over), later blocks add to it
+    n, m = 4 * 3 + 2, mmn.AXPY_COL_BLOCK + 7
+    a, b = rng_array((2, n, k), dtype, 21, "transposed"), rng_array((2, k, m), dtype, 22)
+    out = np.full((2, n, m), np.nan, dtype)
+    mmn._matmul_axpy(a, b, out, False, 2)
+    assert_close(out, np.matmul(a, b), k)
+
+
 @given(sizes=tile_edge_triples(mmn.TILE_ROWS, mmn.TILE_ROW_BYTES // 4), dtype=FLOAT_DTYPES,
        a_layout=layouts_, b_as_transpose=st.booleans(), seed=st.integers(0, 2**16))
 def test_register_tiles_match_the_reference_on_and_off_the_tile_edges(sizes, dtype, a_layout, b_as_transpose, seed):

@@ -311,7 +311,7 @@ def _copy_transposed(src, r0, c0, rows, cols, dst):
 def _matmul_axpy(a, b, out, b_transposed, threads):
     """out[z] = a[z] @ b[z] in the axpy order on 4-row strips (for an inner dimension below
     TILE_MIN_K: ``_matmul_tiles`` above it), for a (B|1, n, k) of any strides, C-contiguous
-    b (B|1, k, m) and out (B, n, m), zero on entry; a batch size of 1 in ``a`` or ``b`` is broadcast. With
+    b (B|1, k, m) and out (B, n, m) (its values on entry are not read); a batch size of 1 in ``a`` or ``b`` is broadcast. With
     ``b_transposed`` the array passed as ``b`` holds bᵀ instead, C-contiguous (B|1, m, k): a
     layer's x @ Wᵀ hands over W as it lies, and the packing below turns each block around.
     ``threads``: the number of threads that run the call (the rows are cut for them).
@@ -320,7 +320,7 @@ def _matmul_axpy(a, b, out, b_transposed, threads):
             for k0 in range(0, k, AXPY_K_BLOCK):
                 panel = b[k0:k1, cols]                      (packed; from bᵀ: _copy_transposed)
                 for i in row block, 4 at a time:
-                    strip = out[i:i+4, cols]                (copied into a buffer)
+                    strip = out[i:i+4, cols]                (copied into a buffer; 0 in the first block)
                     strip += a[i:i+4, k0:k1] @ panel        (axpy_strip_4x4)
                     out[i:i+4, cols] = strip
 
@@ -342,6 +342,12 @@ def _matmul_axpy(a, b, out, b_transposed, threads):
       routines do. Measured (one thread, CPU time, AMD EPYC Zen 4, load 2.7, GFLOP/s, numpy's BLAS
       in brackets): the DCGAN generator's x @ Wᵀ, (64 x 100) @ (100 x 6272), 53 -> 77 (77); the VAE
       decoder's (128 x 20) @ (20 x 400), 47 -> 52 (76);
+    - the first K block sets the strips to zero instead of reading ``out``, so ``out`` needs no zeroing
+      beforehand: for a short k that was two of the few passes over the output (``np.zeros`` and the
+      copy in). Measured (one thread, CPU time, medians of 9, AMD EPYC Zen 4, load 1, GFLOP/s, numpy's
+      BLAS in brackets): the DCGAN's weight gradient 6272x64ᵀ @ 64x100 32 -> 54 (86), its 64x16 @
+      16x12544 60 -> 68 (73), the VAE's 128x20 @ 20x400 65 -> 72 (81), the CVAE's 128x8 @ 8x400 46 -> 52
+      (77);
     - each 4-row strip streams past the panel, which stays in L2, with its 4 rows in L1;
       tasks write disjoint blocks of ``out``, their rows cut for ``threads`` threads as in
       ``_matmul_tiles``.
@@ -365,11 +371,17 @@ def _matmul_axpy(a, b, out, b_transposed, threads):
             else:
                 _copy(b_z, k0, j0, kc, width, panel, 0, 0)           # pack b's block
             for i in range(i0, i_end, 4):
-                _copy(out_z, i, j0, 4, width, strip, 0, 0)           # 4 rows of out, in
+                if k0 == 0:                                          # the first K block starts the sums
+                    strip[:, :width] = 0.0
+                else:
+                    _copy(out_z, i, j0, 4, width, strip, 0, 0)       # 4 rows of out, in
                 axpy_strip_4x4(a_z, i, k0, kc, width, panel, strip)
                 _copy(strip, 0, 0, 4, width, out_z, j0, i)           # and out again
             for i in range(i_end, i1):
-                axpy_row(a_z, i, k0, kc, width, panel, out_z[i, j0:j1])
+                row = out_z[i, j0:j1]
+                if k0 == 0:
+                    row[:] = 0.0
+                axpy_row(a_z, i, k0, kc, width, panel, row)
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -711,27 +723,29 @@ def matmul_3d(a, b, out_batch, kernel=None):
     """
     dtype = np.result_type(a, b)
     n, k, m = a.shape[1], a.shape[2], b.shape[2]
-    out = np.zeros((out_batch, n, m), dtype=dtype)
-    if out.size == 0 or k == 0:
-        return out
+    shape = (out_batch, n, m)
+    if out_batch * n * m == 0 or k == 0:
+        return np.zeros(shape, dtype=dtype)
     if kernel == "narrow":
-        return narrow(a, b, out, narrow_plan(a, b, dtype) or ("rows" if n <= m else "flip"))
+        return narrow(a, b, np.zeros(shape, dtype), narrow_plan(a, b, dtype) or ("rows" if n <= m else "flip"))
     if kernel is None and out_batch * n * k * m < NARROW_MOST_WORK:
         plan = narrow_plan(a, b, dtype)
         if plan is not None:
-            return narrow(a, b, out, plan)
+            return narrow(a, b, np.zeros(shape, dtype), plan)
     if kernel is None and transpose_pays(a, b):
         # Cᵀ = Bᵀ Aᵀ: a narrow product is the transpose of a wide one, which the axpy kernel reads
         # as it lies (Bᵀ one number at a time, Aᵀ by rows), and a narrow output is cheap to turn
         flipped = matmul_3d(np.swapaxes(b, 1, 2), np.swapaxes(a, 1, 2), out_batch, kernel="axpy")
         return np.ascontiguousarray(np.swapaxes(flipped, 1, 2))
     kernel = kernel or choose_kernel(n, k, m, out_batch, copies_for_dot=copies_for_dot(a, b))
+    strips = kernel == "axpy" and k < TILE_MIN_K
+    out = (np.empty if strips else np.zeros)(shape, dtype=dtype)    # the strips never read out; the others add
     key = ("matmul", kernel, a.shape, a.strides, b.shape, b.strides, dtype.char)   # timed per shape and layout
     with sized_for(out_batch * n * k * m, key):
         if kernel == "dot":
             _matmul_dot(rows_of(a, dtype), rows_of(np.swapaxes(b, -1, -2), dtype), out)
         else:
-            packed = _matmul_tiles if k >= TILE_MIN_K else _matmul_axpy      # register tiles or strips
+            packed = _matmul_axpy if strips else _matmul_tiles              # strips or register tiles
             b_t = np.swapaxes(b, -1, -2)
             threads = pool_threads()                        # as sized_for set it: the tasks are cut for it
             if b.dtype == dtype and is_rows(b_t) and not is_rows(b):     # x @ Wᵀ: pack from W itself
