@@ -239,6 +239,8 @@ def test_the_register_tile_takes_as_many_rows_as_the_vector_registers_hold():
     assert register_tile_shape(16, 32) == (3, 128)      # AVX2: 3 x 32 float32
     assert register_tile_shape(32, 32) == (6, 128)      # AVX-512 with 256-bit vectors (Zen 4)
     assert register_tile_shape(32, 64) == (10, 128)     # AVX-512 with 512-bit vectors
+    assert register_tile_shape(16, 32, 64) == (5, 64)   # the narrow tile, half as wide: AVX2 5 x 16 float32
+    assert register_tile_shape(32, 32, 64) == (10, 64)  # Zen 4: 10 x 16
     for registers, vector in ((16, 32), (32, 32), (32, 64)):
         rows, row_bytes = register_tile_shape(registers, vector)
         per_row = row_bytes // vector
@@ -642,6 +644,20 @@ def test_conv2d_tiles_with_several_panels_of_channels_and_a_ragged_last_one(dtyp
                  conv.conv2d_grad_weight_reference(x, g, w.shape, stride, (1, 1)), g[:, 0].size)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("less", [0, 3])
+def test_conv2d_input_gradient_on_the_narrow_tile(dtype, less):
+    # at most half a panel of input channels: the input gradient runs on the narrow tile (rows half as
+    # wide, more of them), with a full and a ragged narrow panel, stride 1 and 2 (four phases)
+    c = mmn.TILE_ROW_BYTES // np.dtype(dtype).itemsize // 2 - less
+    assert conv_numba._panel_bytes(c, dtype) == conv_tiles.NARROW_ROW_BYTES
+    for stride, kernel in (((1, 1), (3, 3)), ((2, 2), (4, 4))):
+        x, w = rng_array((3, c, 7, 6), dtype, 8, "transposed"), rng_array((5, c) + kernel, dtype, 9)
+        g = rng_array(conv_numba.forward(x, w, stride, (1, 1)).shape, dtype, 10)
+        assert_close(conv_numba.grad_input(g, w, x.shape, stride, (1, 1), tiles=True),
+                     conv.conv2d_grad_input_reference(g, w, x.shape, stride, (1, 1)), w.shape[0] * 16)
+
+
 def test_the_weight_gradient_chunks_depend_on_the_shape_alone_and_bound_their_memory():
     for positions in (1, 5, 20, 1000, 3136, 6272, 25088):
         for partial_bytes in (4, 256 * 1024, 9 * 2**20, 40 * 2**20):
@@ -658,6 +674,10 @@ def test_the_tiles_are_chosen_for_full_panels_of_channels_and_many_features():
     assert not conv_numba.tiles_pay("forward", (64, 1, 4, 4), np.float32)           # 16 features
     assert not conv_numba.tiles_pay("forward", (nr // 2, 64, 3, 3), np.float32)     # half a panel
     assert conv_numba.tiles_pay("grad_input", (1, nr, 4, 4), np.float32)
+    assert conv_numba.tiles_pay("grad_input", (64, nr // 2, 3, 3), np.float32)        # the narrow tile's panel
+    assert not conv_numba.tiles_pay("grad_input", (64, nr // 2 - 1, 3, 3), np.float32)
+    assert conv_numba._panel_bytes(nr // 2, np.float32) == conv_tiles.NARROW_ROW_BYTES == mmn.TILE_ROW_BYTES // 2
+    assert conv_numba._panel_bytes(nr // 2 + 1, np.float32) == mmn.TILE_ROW_BYTES
     assert not conv_numba.tiles_pay("grad_input", (64, 1, 4, 4), np.float32)        # one channel wide
     assert conv_numba.tiles_pay("grad_weight", (64, 16, 3, 3), np.float32)
     assert not conv_numba.tiles_pay("grad_weight", (64, 32, 1, 1), np.float32)      # one panel's worth of rows

@@ -29,13 +29,19 @@ empty cache 16.5-18.7 -> 6.4 s of compiling (appendix A, §A.9).
 """
 import threading
 
+import numba
 import numpy as np
 from numba import njit, prange
 
+from .cpu import register_tile_shape
 from .matmul_numba import FASTMATH, TILE_ROW_BLOCK, TILE_ROW_BYTES, TILE_ROWS
 from .stack import stack_tile
 
-ROW_OFFSET_BYTES = TILE_ROWS * np.dtype(np.uintp).itemsize     # one offset per row of a tile (a stack array)
+# the narrow tile: rows half as wide (16 float32, 8 float64), as many more as the registers hold, for
+# products with only half a panel of columns (the input gradient of a layer with 16 input channels)
+NARROW_ROWS, NARROW_ROW_BYTES = register_tile_shape(row_bytes=TILE_ROW_BYTES // 2)
+# one offset per row of a tile, of either shape (a stack array)
+ROW_OFFSET_BYTES = max(TILE_ROWS, NARROW_ROWS) * np.dtype(np.uintp).itemsize
 # positions per task of the weight gradient, at most: each task sums dw over its own positions, and
 # the tasks' partial sums are added in a fixed order (measured: see _gathered_k_chunks)
 GRAD_WEIGHT_CHUNK = 1024
@@ -59,11 +65,13 @@ def weight_gradient_chunks(positions, partial_bytes):
 
 # ---------------------------------------------------------------------------- Numba kernels
 @njit(fastmath=FASTMATH, cache=True)
-def gather_tile(src, row_src, i, rows, k_src, k0, kc, panel, out, row_dst, col_stride, j, cols, add):
+def gather_tile(mr, row_bytes, src, row_src, i, rows, k_src, k0, kc, panel, out, row_dst, col_stride, j, cols, add):
     """out[row_dst[i + r] + (j + s)·col_stride] (+)= Σ_k src[row_src[i + r] + k_src[k0 + k]] · panel[k0 + k, s]
     for r < rows (at most MR), s < cols (at most NR) and k < kc: one MR x NR register tile whose
     left operand is gathered from ``src`` through two offset tables (uintp) instead of a packed panel.
-    With ``add`` the sums are added into ``out``, else they replace what it held.
+    With ``add`` the sums are added into ``out``, else they replace what it held. The tile's shape,
+    MR = ``mr`` rows of ``row_bytes`` (NR numbers), must be constants when it compiles: the wide tile
+    (TILE_ROWS, TILE_ROW_BYTES) or the narrow one (NARROW_ROWS, NARROW_ROW_BYTES).
 
         at[r] = row_src[i + r]                           (the last row repeated past ``rows``)
         acc = 0                                          (MR, NR), on the stack
@@ -81,15 +89,26 @@ def gather_tile(src, row_src, i, rows, k_src, k0, kc, panel, out, row_dst, col_s
       of B and MR·NR/8 multiply-adds, no loads or stores of sums (6 x 32 float32 on Zen 4);
     - the offsets are unsigned: Numba then adds no test for negative indices in the loop;
     - the row offsets ``at`` live on the stack too, so LLVM keeps them in registers;
-    - with ``add`` False a tile stores its sums, so outputs that one tile completes need no zeroing.
+    - with ``add`` False a tile stores its sums, so outputs that one tile completes need no zeroing;
+    - a narrow tile for products only half a panel wide: rows of half the width, and as many more
+      of them as the registers hold (``cpu.register_tile_shape``: 10 x 16 float32 on Zen 4, 5 x 16
+      on AVX2), the same number of running sums. On the wide tile half of every panel was zeros.
     Measured (one thread, CPU time, AMD EPYC Zen 4, load 2.5, GFLOP/s, three runs, fused kernel ->
     this tile): forward passes of the VQ-VAE's 3x3 64->64 layer 78-79 -> 90-92 and 4x4 64->64 layer
     72-76 -> 85-90; the tile alone on operands in L1, 98-105 (the packed ``register_tile``: 112).
+    The narrow tile (2026-12-07, load 1.3-1.6, one process alternating in 21 rounds, medians): the
+    VQ-VAE's input gradient of 3x3 16 -> 64 on (128, 16, 7, 7), separate passes (matmul and col2im;
+    the wide tile with half-empty panels was no faster) -> narrow tile 2.70 -> 1.81 and 2.78 -> 2.07 ms;
+    with 6 or 8 rows instead of 10, one run each, 0.61 and 0.65 of the separate passes' time against
+    0.67-0.74 (within the noise), with 12 (the sums spill) 0.85. Compiled for a Zen 3 (AVX2, 5 x 16
+    float32, load 2.2) on the same core: 2.95 -> 1.89 and 4.05 -> 2.26 ms.
     """
-    acc = stack_tile(TILE_ROWS, TILE_ROW_BYTES, out)
+    numba.literally(mr)
+    numba.literally(row_bytes)
+    acc = stack_tile(mr, row_bytes, out)
     at = stack_tile(1, ROW_OFFSET_BYTES, row_src)
     nr = acc.shape[1]
-    for r in range(TILE_ROWS):
+    for r in range(mr):
         at[0, r] = row_src[i + min(r, rows - 1)]
         for s in range(nr):
             acc[r, s] = 0.0
@@ -98,7 +117,7 @@ def gather_tile(src, row_src, i, rows, k_src, k0, kc, panel, out, row_dst, col_s
         y = panel[k0 + k]
         for s in range(nr):
             ys = y[s]
-            for r in range(TILE_ROWS):
+            for r in range(mr):
                 acc[r, s] += src[at[0, r] + kk] * ys
     if col_stride == 1:             # a row of the tile is a run of out: a vector loop
         for r in range(rows):
@@ -131,7 +150,8 @@ def _gathered_rows(src, row_src, row_count, k_src, panels, out, row_dst, col_str
                 gather_tile(all k)                     the whole k loop in registers
 
     Used by the forward pass (one phase: rows are positions (n, y, x), columns output channels)
-    and the input gradient (phases of the output pixels, ``grad_input_tables``).
+    and the input gradient (phases of the output pixels, ``grad_input_tables``). Panels NR/2 wide
+    (NARROW_ROW_BYTES a row) run on the narrow tile, NARROW_ROWS rows at a time.
 
     Optimisations:
     - a tile runs the whole k loop (all kh·kw·C features) at once: its fixed cost, zeroing the
@@ -148,7 +168,8 @@ def _gathered_rows(src, row_src, row_count, k_src, panels, out, row_dst, col_str
     phases, most = row_src.shape
     kk = k_src.shape[0]
     nr = panels.shape[3]
-    mr = TILE_ROWS
+    narrow = nr * panels.itemsize == NARROW_ROW_BYTES          # half-width panels: the narrow tile
+    mr = NARROW_ROWS if narrow else TILE_ROWS
     block = max(1, TILE_ROW_BLOCK // mr) * mr
     blocks = (most + block - 1) // block
     for task in prange(phases * blocks):
@@ -156,8 +177,13 @@ def _gathered_rows(src, row_src, row_count, k_src, panels, out, row_dst, col_str
         i1 = min(i0 + block, row_count[p])
         for i in range(i0, i1, mr):
             for jp in range(panels.shape[1]):
-                gather_tile(src, row_src[p], i, min(mr, i1 - i), k_src, 0, kk, panels[p, jp], out,
-                            row_dst[p], col_stride, jp * nr, min(nr, n_cols - jp * nr), False)
+                rows, j, cols = min(mr, i1 - i), jp * nr, min(nr, n_cols - jp * nr)
+                if narrow:
+                    gather_tile(NARROW_ROWS, NARROW_ROW_BYTES, src, row_src[p], i, rows, k_src, 0, kk, panels[p, jp],
+                                out, row_dst[p], col_stride, j, cols, False)
+                else:
+                    gather_tile(TILE_ROWS, TILE_ROW_BYTES, src, row_src[p], i, rows, k_src, 0, kk, panels[p, jp],
+                                out, row_dst[p], col_stride, j, cols, False)
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
@@ -196,8 +222,8 @@ def _gathered_k_chunks(src, row_src, k_src, panels, chunk, k_block, partial, row
             kc = min(step, k_end - k0)
             for jp in range(panels.shape[0]):
                 for q in range(0, features, mr):
-                    gather_tile(src, row_src, q, min(mr, features - q), k_src, k0, kc, panels[jp], partial[t],
-                                row_dst, 1, jp * nr, min(nr, n_cols - jp * nr), k0 > t * chunk)
+                    gather_tile(TILE_ROWS, TILE_ROW_BYTES, src, row_src, q, min(mr, features - q), k_src, k0, kc,
+                                panels[jp], partial[t], row_dst, 1, jp * nr, min(nr, n_cols - jp * nr), k0 > t * chunk)
 
 
 @njit(cache=True)
@@ -363,9 +389,10 @@ def grad_input_tables(x_shape, w_shape, stride, padding, out_hw):
     return _cached(_tables, ("grad_input", x_shape, w_shape, stride, padding), make, TABLES_KEPT)
 
 
-def phase_weights(w, stride, t_rows, u_cols, dtype):
-    """The input gradient's B for a weight w (O, C, kh, kw): (sh·sw phases, C/NR panels, T·U·O, NR)."""
-    nr = TILE_ROW_BYTES // np.dtype(dtype).itemsize
+def phase_weights(w, stride, t_rows, u_cols, dtype, row_bytes=TILE_ROW_BYTES):
+    """The input gradient's B for a weight w (O, C, kh, kw): (sh·sw phases, C/NR panels, T·U·O, NR),
+    NR = ``row_bytes`` / itemsize (NARROW_ROW_BYTES for the narrow tile)."""
+    nr = row_bytes // np.dtype(dtype).itemsize
     panels = np.empty((stride[0] * stride[1], -(-w.shape[1] // nr), t_rows * u_cols * w.shape[0], nr), dtype=dtype)
     pack_phase_weights(w, stride[0], stride[1], t_rows, u_cols, panels)
     return panels

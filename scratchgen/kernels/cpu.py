@@ -77,9 +77,10 @@ def vector_bytes():
 TILE_ROW_BYTES = 128    # one row of the register tile: two cache lines, 32 float32 or 16 float64
 
 
-def register_tile_shape(registers=None, vector=None):
-    """(MR, row bytes) of the matmul's register tile: MR rows of TILE_ROW_BYTES each, as many rows
-    as the vector registers hold (the CPU's ``vector_registers`` and ``vector_bytes`` by default).
+def register_tile_shape(registers=None, vector=None, row_bytes=TILE_ROW_BYTES):
+    """(MR, row bytes) of the matmul's register tile: MR rows of ``row_bytes`` (TILE_ROW_BYTES) each, as
+    many rows as the vector registers hold (the CPU's ``vector_registers`` and ``vector_bytes`` by
+    default). The convolutions' narrow tile asks for rows of half that width (``conv_tiles``).
 
     The tile keeps MR x NV vectors of running sums (NV = TILE_ROW_BYTES / vector bytes) and, as LLVM
     schedules the loop, MR more for the numbers of A it broadcasts, while the rows of B it loads are
@@ -98,5 +99,5 @@ def register_tile_shape(registers=None, vector=None):
     """
     registers = vector_registers() if registers is None else registers
     vector = vector_bytes() if vector is None else vector
-    per_row = TILE_ROW_BYTES // vector
-    return max(1, (registers - 1) // (per_row + 1)), TILE_ROW_BYTES
+    per_row = max(1, row_bytes // vector)
+    return max(1, (registers - 1) // (per_row + 1)), row_bytes
