@@ -619,6 +619,19 @@ def test_a_1x1_kernels_patch_matrix_is_its_input_with_batch_and_channels_swapped
     np.testing.assert_array_equal(columns, conv._window(x, 0, 0, stride, out_hw).transpose(1, 0, 2, 3).reshape(5, -1))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("stride, x_shape", [((1, 1), (3, 5, 7, 8)), ((2, 3), (3, 5, 7, 8)), ((2, 3), (1, 1, 8, 9))])
+def test_a_1x1_kernels_input_gradient_is_one_long_product_turned_back(dtype, stride, x_shape):
+    # no patches overlap: dx at the visited pixels is w_matᵀ @ g, zero at the others (a stride of 2 or
+    # 3; 8 rows and 9 columns give the same output as 7 and 7, the last row and column unvisited)
+    w = rng_array((4, x_shape[1], 1, 1), dtype, 13)
+    out_hw = conv_numba._out_hw(x_shape, w.shape, stride, (0, 0))
+    g = rng_array((x_shape[0], 4) + out_hw, dtype, 14, "transposed")
+    dx = conv_numba.grad_input(g, w, x_shape, stride, (0, 0))
+    assert dx.shape == x_shape and dx.dtype == dtype
+    assert_close(dx, conv.conv2d_grad_input_reference(g, w, x_shape, stride, (0, 0)), 4)
+
+
 @given(problem=conv_problems(), tiles=st.booleans(), chunks=st.sampled_from([None, (7, 3)]))
 def test_conv2d_tiles_and_separate_paths_match_the_definitions(problem, tiles, chunks):
     # the dispatch runs a product on the register tiles only for full panels of channels and, in the
