@@ -18,7 +18,10 @@ a shared machine hits both; the table gives the median of the rounds and their s
 
 Thread settings, the same budget for both: T threads means ``NUMBA_NUM_THREADS``,
 ``OPENBLAS_NUM_THREADS`` and ``OMP_NUM_THREADS`` = T for scratchgen, and ``torch.set_num_threads(T)``
-with ``OMP_NUM_THREADS`` = T for PyTorch (its defaults otherwise).
+with ``OMP_NUM_THREADS`` = T for PyTorch (its defaults otherwise). Both keep OpenMP's default wait
+policy (libgomp's threads spin a few ms after a parallel loop, then sleep), each library's best: the
+benchmark once set ``OMP_WAIT_POLICY=PASSIVE`` for both, which cost PyTorch's 2-thread steps 10-30%
+(and ours 5-10%; see the NOTE in ``scratchgen/kernels/__init__.py``). The table's last line says which.
 
 The PyTorch networks below are written to match scratchgen's presets layer for layer; each twin
 is checked to have the same number of parameters as the preset's network (the VQ-VAE's also the
@@ -364,7 +367,16 @@ def format_rows(rows):
     lines.append("time ratio = scratchgen's median wall time / PyTorch's (<= 1.0: scratchgen as fast or faster), "
                  "medians of per-round medians, range over rounds, each library in its own process; CPU ratio = "
                  "the same for process CPU time per step (steadier on a busy machine; at 1 thread it is the work)")
+    lines.append(f"thread settings, T threads: {_settings_text()}")
     return lines
+
+
+def _settings_text():
+    """What each library's process is given (the module docstring says why)."""
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    return ("NUMBA_NUM_THREADS, OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS = T for both, and "
+            "torch.set_num_threads(T); " + (f"OMP_WAIT_POLICY={policy} for both (from the environment)" if policy
+                                             else "OpenMP's wait policy each library's own default (libgomp: spin a few ms, then sleep)"))
 
 
 def _main(argv=None):

@@ -42,6 +42,7 @@ def test_the_table_names_each_step_threads_and_the_time_ratio():
     assert "no PyTorch twin (6 vs 5 parameters)" in text
     assert "no PyTorch twin (preset changed: codebook_size)" in text
     assert "memory growth, KiB per step: PyTorch 0.50, scratchgen 0.00" in text
+    assert "thread settings, T threads: " in text and "MKL_NUM_THREADS = T for both" in text   # says which
     rows[-1]["threaded_share"] = 0.25
     assert "ran 25% of its timed parallel kernels' time on 2 threads" in "\n".join(format_rows(rows))
 

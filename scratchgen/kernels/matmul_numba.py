@@ -39,7 +39,7 @@ from .threads import pool_threads, sized_for
 # from a left-to-right sum by rounding only; NaN and inf keep their meaning (no "fast" flag).
 FASTMATH = {"reassoc", "contract"}
 
-ROW_BLOCK = 64          # rows of A (and C) in one parallel task
+ROW_BLOCK = 64          # rows of A (and C) in one parallel task, at most (the dot kernel: exactly)
 COL_BLOCK = 256         # rows of Bᵀ (columns of C) in one task: 256 rows of a K block stay in L2
 K_BLOCK_BYTES = 4096    # inner dimension handled per pass: 8 rows of it (a 4x4 tile) fit in L1
 AXPY_COL_BLOCK = 512    # columns of out in one axpy task: long rows amortise each strip's set-up
