@@ -15,7 +15,9 @@ Two ways to run each product, chosen per product by its shape (``tiles_pay``):
   g's patches, one per phase of the output pixel, with no col2im;
 * for few features or few channels, im2col and col2im as passes of their own over the whole batch
   (``_im2col_columns``, ``_col2im_rows``) around one call of ``matmul_3d``: long, thin products
-  whose panels of 32 channels would be mostly empty on the tiles.
+  whose panels of 32 channels would be mostly empty on the tiles. A 1x1 kernel without padding
+  needs neither pass: its P is x itself with batch and channel axes swapped, and its patches do
+  not overlap, so its input gradient is one product turned back (``_pointwise_grad_input``).
 """
 import numpy as np
 from numba import njit, prange
