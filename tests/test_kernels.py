@@ -177,6 +177,16 @@ def test_the_axpy_kernel_packs_b_from_its_transpose_to_the_same_bits(n, k, m, dt
     assert_close(from_transpose, np.matmul(a, np.swapaxes(w, 1, 2)), k)
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (128, 16, 49), (2, 70, 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_swapping_the_leading_axes_copies_every_run_to_its_place(shape, dtype):
+    x = rng_array(shape, dtype, 31)
+    for source in (x, x.astype(np.float32 if dtype == np.float64 else np.float64), x[:, ::-1]):   # and the fallbacks
+        out = layouts.swapped_leading(source, dtype)
+        assert out.dtype == dtype and out.flags.c_contiguous
+        np.testing.assert_array_equal(out, np.swapaxes(source, 0, 1).astype(dtype))
+
+
 @pytest.mark.parametrize("k", [1, 5, mmn.AXPY_K_BLOCK + 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_strips_never_read_what_out_held(k, dtype):
