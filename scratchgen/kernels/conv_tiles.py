@@ -42,6 +42,10 @@ from .stack import stack_tile
 NARROW_ROWS, NARROW_ROW_BYTES = register_tile_shape(row_bytes=TILE_ROW_BYTES // 2)
 # one offset per row of a tile, of either shape (a stack array)
 ROW_OFFSET_BYTES = max(TILE_ROWS, NARROW_ROWS) * np.dtype(np.uintp).itemsize
+# rows per task of _gathered_rows: whole tiles of each shape, about TILE_ROW_BLOCK (30 rows of 6, 3 or 10)
+WIDE_BLOCK = max(1, TILE_ROW_BLOCK // TILE_ROWS) * TILE_ROWS
+NARROW_BLOCK = max(1, TILE_ROW_BLOCK // NARROW_ROWS) * NARROW_ROWS
+BLOCK_OFFSET_BYTES = max(WIDE_BLOCK, NARROW_BLOCK) * np.dtype(np.intp).itemsize
 # positions per task of the weight gradient, at most: each task sums dw over its own positions, and
 # the tasks' partial sums are added in a fixed order (measured: see _gathered_k_chunks)
 GRAD_WEIGHT_CHUNK = 1024
@@ -146,8 +150,11 @@ def _gathered_rows(src, row_src, row_count, k_src, panels, out, row_dst, col_str
     are written: each is one tile's whole sum, so ``out`` need not be zero).
 
         for each (phase p, block of rows) in parallel:
-            for each tile of MR rows i of the block, each panel of NR columns j:
-                gather_tile(all k)                     the whole k loop in registers
+            one phase (rows in runs of out):  _rows_block: the block's tiles into a buffer, then
+                                              copied to out as runs of consecutive places
+            several phases:
+                for each tile of MR rows i of the block, each panel of NR columns j:
+                    gather_tile(all k)                 the whole k loop in registers, stored into out
 
     Used by the forward pass (one phase: rows are positions (n, y, x), columns output channels)
     and the input gradient (phases of the output pixels, ``grad_input_tables``). Panels NR/2 wide
@@ -163,18 +170,39 @@ def _gathered_rows(src, row_src, row_count, k_src, panels, out, row_dst, col_str
     - the phases of one block of rows follow each other: taken phase after phase, each phase wrote
       every fourth pixel of the whole dx (stride 2) and each cache line of dx came from memory four
       times. The VQ-VAE's 4x4 64->64 input gradient on (128, 64, 14, 14): 12.6-14.6 -> 10.8-10.9 ms
-      (one thread, CPU time, load 2.7; the fused kernel: 11.7-13.1).
+      (one thread, CPU time, load 2.7; the fused kernel: 11.7-13.1);
+    - with one phase (the forward pass, the input gradient with stride 1) the rows of a block are
+      positions that follow each other in the NCHW ``out``, but a tile holds its sums the other way
+      round, NR channels side by side: stored straight from the tile, each column of it went to
+      ``out`` as a scatter instruction (LLVM's choice with AVX-512). ``_rows_block`` stores the
+      tiles' rows into a buffer on the stack with vector stores and copies it to ``out`` a run at a
+      time. Measured (2026-12-07, one thread, CPU time, AMD EPYC Zen 4, load 2.0, one process
+      alternating old and new, medians of 15): forward passes of the DCGAN's 128->64 and 32->64, the
+      VQ-VAE's 4x4 64->64, 3x3 64->64, 64->32 and 16->64 layers 0.985, 0.93, 0.93, 0.885, 0.925 and
+      0.94 of their time, input gradients with stride 1 0.95, 0.91 and 0.94; whole layers (load 2.4,
+      21 rounds) 3x3 64->64 17.1 -> 16.4, 64->32 10.0 -> 9.4, 16->64 6.3 -> 5.8 ms, the 4x4 layers
+      within noise (0.98-1.02). Compiled for a Zen 3 (AVX2: no scatter instructions, the old stores
+      were scalar) on the same core: 0.95-1.04, no change beyond the noise. With several phases the
+      rows of a block are every other pixel, no runs: the buffer was no faster there (0.99-1.04).
     """
     phases, most = row_src.shape
     kk = k_src.shape[0]
     nr = panels.shape[3]
     narrow = nr * panels.itemsize == NARROW_ROW_BYTES          # half-width panels: the narrow tile
     mr = NARROW_ROWS if narrow else TILE_ROWS
-    block = max(1, TILE_ROW_BLOCK // mr) * mr
+    block = NARROW_BLOCK if narrow else WIDE_BLOCK
     blocks = (most + block - 1) // block
     for task in prange(phases * blocks):
         p, i0 = task % phases, (task // phases) * block      # the phases of one block of rows in a row
         i1 = min(i0 + block, row_count[p])
+        if phases == 1:             # rows in runs of out: each block's sums first into a buffer
+            if narrow:
+                _rows_block(NARROW_ROWS, NARROW_ROW_BYTES, NARROW_BLOCK, src, row_src[0], i0, i1, k_src, panels[0],
+                            out, row_dst[0], col_stride, n_cols)
+            else:
+                _rows_block(TILE_ROWS, TILE_ROW_BYTES, WIDE_BLOCK, src, row_src[0], i0, i1, k_src, panels[0],
+                            out, row_dst[0], col_stride, n_cols)
+            continue
         for i in range(i0, i1, mr):
             for jp in range(panels.shape[1]):
                 rows, j, cols = min(mr, i1 - i), jp * nr, min(nr, n_cols - jp * nr)
@@ -184,6 +212,51 @@ def _gathered_rows(src, row_src, row_count, k_src, panels, out, row_dst, col_str
                 else:
                     gather_tile(TILE_ROWS, TILE_ROW_BYTES, src, row_src[p], i, rows, k_src, 0, kk, panels[p, jp],
                                 out, row_dst[p], col_stride, j, cols, False)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _rows_block(mr, row_bytes, block, src, row_src, i0, i1, k_src, panels, out, row_dst, col_stride, n_cols):
+    """``_gathered_rows`` for the rows i0 <= i < i1 of one phase (at most ``block``, a constant as ``mr``
+    and ``row_bytes`` are): the tiles store their sums side by side in a buffer on the stack, and each
+    panel's block of sums then goes to ``out`` column by column, as runs of the rows whose places in
+    ``out`` follow each other (the positions of one image in an NCHW output).
+
+        for each panel jp:
+            for each tile of MR rows i of the block:
+                sums[i: i+MR, :] = gather_tile(all k)               vector stores, one row of NR at a time
+            for each run r..e of rows with row_dst[i0 + t + 1] = row_dst[i0 + t] + 1:
+                for s < NR:
+                    out[row_dst[i0 + r] + (jp·NR + s)·col_stride + (0 .. e - r)] = sums[r: e, s]
+
+    NOTE: written from the tile straight into an NCHW out, each element is a store of its own, a
+    column of the tile col_stride numbers from the next (LLVM makes them scatter instructions with
+    AVX-512); measured in ``_gathered_rows``.
+    """
+    numba.literally(mr)
+    numba.literally(row_bytes)
+    numba.literally(block)
+    sums = stack_tile(block, row_bytes, out)
+    here = stack_tile(1, BLOCK_OFFSET_BYTES, row_dst)       # row r of the block at r·NR in ``sums``
+    nr = sums.shape[1]
+    rows = i1 - i0
+    for r in range(rows):
+        here[0, r] = r * nr
+    for jp in range(panels.shape[0]):
+        for i in range(0, rows, mr):
+            gather_tile(mr, row_bytes, src, row_src[i0:], i, min(mr, rows - i), k_src, 0, k_src.shape[0], panels[jp],
+                        sums.reshape(-1), here[0], 1, 0, nr, False)
+        j = jp * nr
+        r = 0
+        while r < rows:
+            e = r + 1
+            while e < rows and row_dst[i0 + e] == row_dst[i0 + e - 1] + 1:
+                e += 1
+            for s in range(min(nr, n_cols - j)):
+                start = row_dst[i0 + r] + (j + s) * col_stride
+                run = out[start: start + e - r]
+                for t in range(e - r):
+                    run[t] = sums[r + t, s]
+            r = e
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
