@@ -140,7 +140,7 @@ def test_tensor_matmul_promotes_vectors_as_numpy_does_on_both_backends(backend, 
         assert_close(np.asarray(out.data), np.matmul(a, b), a.shape[-1])
 
 
-@pytest.mark.parametrize("kernel", ["dot", "axpy"])
+@pytest.mark.parametrize("kernel", ["dot", "axpy", "kmajor"])
 @given(sizes=matrix_triples(), dtype=FLOAT_DTYPES, layout_pair=st.tuples(*[st.sampled_from(
     ["contiguous", "transposed", "strided"])] * 2), broadcast=st.sampled_from(["none", "a", "b"]),
     seed=st.integers(0, 2**16))
@@ -152,7 +152,7 @@ def test_each_numba_kernel_matches_reference(kernel, sizes, dtype, layout_pair, 
     assert_close(out, mm.matmul_reference(a, b), k)
 
 
-@pytest.mark.parametrize("kernel", ["dot", "axpy"])
+@pytest.mark.parametrize("kernel", ["dot", "axpy", "kmajor"])
 @pytest.mark.parametrize("n, k, m", [(70, 9, 261), (6, 130, 517), (5, 1030, 6), (3, 0, 4), (0, 3, 4)])
 def test_numba_kernels_across_block_edges(kernel, n, k, m):
     # more rows than ROW_BLOCK, more columns than COL_BLOCK and AXPY_COL_BLOCK, an inner
@@ -213,6 +213,75 @@ def test_register_tiles_match_the_reference_on_and_off_the_tile_edges(sizes, dty
     else:
         mmn._matmul_tiles(a, b, out, False, numba.get_num_threads())
     assert_close(out, mm.matmul_reference(a, b), k)
+
+
+@given(sizes=tile_edge_triples(mmn.TILE_ROWS, mmn.TILE_ROW_BYTES // 4), narrow=st.booleans(), dtype=FLOAT_DTYPES,
+       broadcast=st.sampled_from(["none", "a", "b"]), seed=st.integers(0, 2**16))
+def test_the_kmajor_tiles_match_the_reference_on_and_off_the_tile_edges(sizes, narrow, dtype, broadcast, seed):
+    # aᵀ and b read where they lie: n and m on, before and after whole tiles of the wide tile, or m up
+    # to the narrow tile's width (and its rows, NARROW_ROWS); a short last row tile and the last
+    # columns come from zero-padded copies
+    batch, n, k, m = sizes
+    if narrow:
+        n = max(1, n * mmn.NARROW_ROWS // mmn.TILE_ROWS)
+        m = 1 + m % (mmn.NARROW_ROW_BYTES // np.dtype(dtype).itemsize)
+    a = rng_array((1 if broadcast == "a" else batch, n, k), dtype, seed, "transposed")
+    b = rng_array((1 if broadcast == "b" else batch, k, m), dtype, seed + 1)
+    out = np.full((batch, n, m), np.nan, dtype)             # written, never read
+    mmn._matmul_kmajor(np.ascontiguousarray(np.swapaxes(a, 1, 2)), b, out, numba.get_num_threads())
+    assert_close(out, mm.matmul_reference(a, b), k)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_kmajor_tiles_add_up_several_k_blocks_on_any_number_of_threads(dtype):
+    n, k, m = 2 * mmn.TILE_ROW_BLOCK + 5, mmn.K_BLOCK_BYTES // np.dtype(dtype).itemsize + 7, 45
+    a, b = rng_array((2, n, k), dtype, 13, "transposed"), rng_array((1, k, m), dtype, 14)
+    a_t = np.ascontiguousarray(np.swapaxes(a, 1, 2))
+    alone, shared = np.empty((2, n, m), dtype), np.empty((2, n, m), dtype)
+    with mm_threads.sized_for(0):
+        mmn._matmul_kmajor(a_t, b, alone, 1)
+    mmn._matmul_kmajor(a_t, b, shared, 3)                   # rows cut into blocks for 3 threads
+    np.testing.assert_array_equal(alone, shared)
+    assert_close(alone, np.matmul(a, b), k)
+
+
+def test_a_transposed_view_times_rows_takes_the_kmajor_tiles_unless_its_rows_crowd_l1():
+    t = lambda x: np.swapaxes(x, 1, 2)                                   # noqa: E731
+    g, w = np.ones((64, 32, 196), np.float32), np.ones((1, 32, 16), np.float32)
+    assert mmn.kmajor_pays(t(g), w, np.dtype(np.float32))              # a convolution's g[n]ᵀ @ w_mat
+    gt, z = np.ones((1, 64, 6272), np.float32), np.ones((1, 64, 100), np.float32)
+    assert mmn.kmajor_pays(t(gt), z, np.dtype(np.float32))             # a weight gradient gᵀ @ z
+    x = np.ones((1, 1024, 1024), np.float32)        # rows 4096 bytes apart: every k in the same L1 set
+    assert not mmn.kmajor_pays(t(x), x, np.dtype(np.float32))
+    assert not mmn.kmajor_pays(g[:1, :, :20].copy().swapaxes(1, 2), w, np.dtype(np.float32))   # few rows
+    assert not mmn.kmajor_pays(t(g), np.ones((1, 32, 20), np.float32), np.dtype(np.float32))   # 16 < m < 32
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs mprotect (POSIX)")
+def test_the_kmajor_tiles_never_read_past_the_end_of_their_operands():
+    # a short last row tile reads a copy, and so do the last columns: with the operands' last numbers
+    # at the end of a page followed by an unreadable one, a read past them would crash the process
+    result = run_python("""
+        import ctypes, mmap
+        import numpy as np
+        from scratchgen.kernels import matmul_numba as mmn
+        libc = ctypes.CDLL(None, use_errno=True)
+        page = mmap.PAGESIZE
+        def at_page_end(shape):
+            memory = mmap.mmap(-1, 2 * page)
+            start = ctypes.addressof(ctypes.c_char.from_buffer(memory))
+            assert libc.mprotect(ctypes.c_void_p(start + page), page, 0) == 0      # PROT_NONE
+            size = int(np.prod(shape))
+            x = np.frombuffer(memory, np.float32, size, page - 4 * size).reshape(shape)
+            x[...] = np.arange(size, dtype=np.float32).reshape(shape) % 7 - 3
+            return x, memory
+        (a_t, _m1), (b, _m2) = at_page_end((1, 5, 13)), at_page_end((1, 5, 20))   # 13 rows, 20 columns
+        out = np.empty((1, 13, 20), np.float32)
+        mmn._matmul_kmajor(a_t, b, out, 1)
+        assert np.allclose(out, np.swapaxes(a_t, 1, 2) @ b)
+        print("ok")
+    """)
+    assert result.returncode == 0 and "ok" in result.stdout, f"exit code {result.returncode}: {result.stderr[-2000:]}"
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -280,6 +349,11 @@ def test_the_number_of_threads_never_changes_a_result(kernel, sizes, dtype, seed
         with mm_threads.sized_for(0):
             mmn._matmul_tiles(a, b, tiles_alone, False, 1)
         mmn._matmul_tiles(a, b, tiles_shared, False, 3)
+        np.testing.assert_array_equal(tiles_alone, tiles_shared)
+        a_t = np.ascontiguousarray(np.swapaxes(a, 1, 2))      # the k-major tiles too
+        with mm_threads.sized_for(0):
+            mmn._matmul_kmajor(a_t, b, tiles_alone, 1)
+        mmn._matmul_kmajor(a_t, b, tiles_shared, 3)
         np.testing.assert_array_equal(tiles_alone, tiles_shared)
 
 
@@ -755,7 +829,7 @@ def test_kernels_run_as_plain_python_with_jit_disabled():
         from scratchgen.kernels import conv, layouts, matmul_numba as mmn
         rng = np.random.default_rng(0)
         a, b = rng.standard_normal((2, 5, 6)), rng.standard_normal((2, 6, 7))
-        for kernel in ("dot", "axpy", "narrow"):
+        for kernel in ("dot", "axpy", "narrow", "kmajor"):
             assert np.allclose(mmn.matmul_3d(a, b, 2, kernel=kernel), a @ b), kernel
         tiles = np.zeros((2, 5, 7))                              # the register tiles on a heap tile
         mmn._matmul_tiles(a, b, tiles, False, 1)
