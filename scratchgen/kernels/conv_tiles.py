@@ -33,13 +33,11 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .cpu import register_tile_shape
-from .matmul_numba import FASTMATH, TILE_ROW_BLOCK, TILE_ROW_BYTES, TILE_ROWS
+from .matmul_numba import FASTMATH, NARROW_ROW_BYTES, NARROW_ROWS, TILE_ROW_BLOCK, TILE_ROW_BYTES, TILE_ROWS
 from .stack import stack_tile
 
-# the narrow tile: rows half as wide (16 float32, 8 float64), as many more as the registers hold, for
-# products with only half a panel of columns (the input gradient of a layer with 16 input channels)
-NARROW_ROWS, NARROW_ROW_BYTES = register_tile_shape(row_bytes=TILE_ROW_BYTES // 2)
+# the narrow tile (NARROW_ROWS x NARROW_ROW_BYTES, from the matmul) serves products with only half a panel
+# of columns here: the input gradient of a layer with 16 input channels
 # one offset per row of a tile, of either shape (a stack array)
 ROW_OFFSET_BYTES = max(TILE_ROWS, NARROW_ROWS) * np.dtype(np.uintp).itemsize
 # rows per task of _gathered_rows: whole tiles of each shape, about TILE_ROW_BLOCK (30 rows of 6, 3 or 10)
