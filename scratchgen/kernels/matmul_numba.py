@@ -606,49 +606,50 @@ def strided_tile(mr, row_bytes, a, a0, lda, b, b0, ldb, kc, out, o0, ldo, rows, 
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _kmajor_tiles(mr, row_bytes, af, bf, tails, of, z, za, zb, i0, i1, n, kk, m, k_block, edge):
-    """The tiles of out[z, i0:i1, :] (``_matmul_kmajor``): rows of aᵀ[za] and b[zb] read in place, the
-    last columns from ``tails[zb]`` (b's last NR columns, zero-padded) and a short last row tile from
-    ``edge`` (a zeroed (k_block, MR) buffer)."""
+def _kmajor_tiles(mr, row_bytes, af, panels, of, z, za, zb, i0, i1, n, kk, m, k_block, edge):
+    """The tiles of out[z, i0:i1, :] (``_matmul_kmajor``): MR numbers of aᵀ[za] read in place per k
+    (a short last tile of rows from ``edge``, a (k_block, MR) buffer), b[zb] from its packed panels."""
     numba.literally(mr)
     numba.literally(row_bytes)
     nr = row_bytes // of.itemsize
-    full = m // nr * nr                     # columns read from b itself; the rest from the tail panel
+    col_tiles = panels.shape[1]
+    pf = panels.reshape(-1)
+    short = i0 + (i1 - i0) // mr * mr       # the first row of a short last tile (i1 if none)
     for k0 in range(0, kk, k_block):
         kc = min(k_block, kk - k0)
-        for i in range(i0, i1, mr):
-            rows = min(mr, i1 - i)
-            a_src, a0, lda = af, (za * kk + k0) * n + i, n
-            if rows < mr:                   # past n: a copy of the short tile's rows, zero-padded
-                for k in range(kc):
-                    for r in range(mr):
-                        edge[k * mr + r] = af[a0 + k * n + r] if r < rows else 0.0
-                a_src, a0, lda = edge, 0, mr
-            for j in range(0, m, nr):
-                b_src, b0, ldb = bf, (zb * kk + k0) * m + j, m
-                if j >= full:               # the last columns: from the zero-padded tail panel
-                    b_src, b0, ldb = tails, (zb * kk + k0) * nr, nr
-                strided_tile(mr, row_bytes, a_src, a0, lda, b_src, b0, ldb, kc, of, (z * n + i) * m + j, m,
-                             rows, min(nr, m - j), k0 > 0)
+        if short < i1:                      # its rows, zero-padded: the tile reads MR numbers per k
+            for k in range(kc):
+                for r in range(mr):
+                    edge[k * mr + r] = af[(za * kk + k0 + k) * n + short + r] if short + r < i1 else 0.0
+        for jt in range(col_tiles):
+            b0 = ((zb * col_tiles + jt) * kk + k0) * nr
+            for i in range(i0, i1, mr):
+                a_src, a0, lda = af, (za * kk + k0) * n + i, n
+                if i >= short:
+                    a_src, a0, lda = edge, 0, mr
+                strided_tile(mr, row_bytes, a_src, a0, lda, pf, b0, nr, kc, of, (z * n + i) * m + jt * nr, m,
+                             min(mr, i1 - i), min(nr, m - jt * nr), k0 > 0)
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _matmul_kmajor(a_t, b, out, threads):
-    """out[z] = a_t[z]ᵀ @ b[z] on register tiles that read both operands where they lie: a_t (B|1, k, n)
-    is the C-contiguous storage of a transposed view (a weight gradient's gᵀ, a convolution's
-    gradient g[n]ᵀ), b (B|1, k, m) C-contiguous, out (B, n, m) (written, not added to); a batch of 1
+    """out[z] = a_t[z]ᵀ @ b[z] on register tiles that read a where it lies: a_t (B|1, k, n) is the
+    C-contiguous storage of a transposed view (a weight gradient's gᵀ, a convolution's gradient
+    g[n]ᵀ), b (B|1, k, m) C-contiguous, out (B, n, m) (written, not added to); a batch of 1
     broadcast. Outputs at most half a tile row wide run on the narrow tile.
 
-        tails[z] = b[z, :, last NR columns], zero-padded                    once per call
+        panels[z, t] = b[z, :, t·NR : t·NR + NR], zero-padded               once per call (pack_columns)
         for each (batch z, block of rows) in parallel:
             for k0 in range(0, k, k_block):
-                for each MR rows i of the block, each NR columns j:
-                    out[z, i:i+MR, j:j+NR] (+)= aᵀ[z, k0:k1, i:i+MR]ᵀ @ b[z, k0:k1, j:j+NR]   strided_tile
+                for each NR columns j, each MR rows i of the block:
+                    out[z, i:i+MR, j:j+NR] (+)= aᵀ[z, k0:k1, i:i+MR]ᵀ @ panels[z, j][k0:k1]   strided_tile
 
     Optimisations (one thread, CPU time, AMD EPYC Zen 4, fraction of numpy's BLAS):
-    - no packing and no flip: the k-major aᵀ holds, for each k, the MR numbers a tile broadcasts
-      side by side, and b's rows hold its NR columns side by side; ``_matmul_tiles`` copied a into
-      panels first, and a narrow product was flipped (Cᵀ = BᵀAᵀ) and turned back;
+    - a is not packed, and a narrow product is not flipped: the k-major aᵀ holds, for each k, the MR
+      numbers a tile broadcasts side by side. ``_matmul_tiles`` copies a into panels first, and a
+      narrow product was computed as Cᵀ = BᵀAᵀ and turned back;
+    - b is packed all the same: read in place, a row of b every k lies m numbers from the last, and
+      a tile of 3 rows (AVX2) loads 4 vectors of b per 12 multiply-adds;
     - the narrow tile (NARROW_ROWS x NARROW_ROW_BYTES) for outputs of 16 float32 columns: a wide
       tile would leave half its sums unused.
     """
@@ -657,15 +658,12 @@ def _matmul_kmajor(a_t, b, out, threads):
     narrow = m * out.itemsize <= NARROW_ROW_BYTES
     mr = NARROW_ROWS if narrow else TILE_ROWS
     nr = (NARROW_ROW_BYTES if narrow else TILE_ROW_BYTES) // out.itemsize
-    af, bf, of = a_t.reshape(-1), b.reshape(-1), out.reshape(-1)
-    last = m // nr * nr
-    tails = np.zeros((b.shape[0], kk, nr), dtype=out.dtype)
-    if last < m:
-        for zb in range(b.shape[0]):
-            for k in range(kk):
-                for s in range(m - last):
-                    tails[zb, k, s] = b[zb, k, last + s]
-    tf = tails.reshape(-1)
+    col_tiles = (m + nr - 1) // nr
+    panels = np.empty((b.shape[0], col_tiles, kk, nr), dtype=out.dtype)
+    for task in prange(b.shape[0] * col_tiles):
+        zb, t = task // col_tiles, task % col_tiles
+        pack_columns(b[zb], t * nr, False, panels[zb, t])
+    af, of = a_t.reshape(-1), out.reshape(-1)
     k_block = K_BLOCK_BYTES // out.itemsize
     tiles = (n + mr - 1) // mr
     row_blocks = balanced_blocks(tiles, tiles if nb >= 4 * threads else max(1, TILE_ROW_BLOCK // mr), threads)
@@ -674,11 +672,11 @@ def _matmul_kmajor(a_t, b, out, threads):
         za, zb = z if a_t.shape[0] > 1 else 0, z if b.shape[0] > 1 else 0
         # a buffer for a short last tile of rows, only in the task that has it (an allocation per task
         # cost 196x32ᵀ @ 32x16 for 64 images, 448 tasks, a fifth of its time)
-        edge = np.zeros(min(k_block, kk) * mr, dtype=out.dtype) if (i1 - i0) % mr else tf
+        edge = np.zeros(min(k_block, kk) * mr, dtype=out.dtype) if (i1 - i0) % mr else af
         if narrow:
-            _kmajor_tiles(NARROW_ROWS, NARROW_ROW_BYTES, af, bf, tf, of, z, za, zb, i0, i1, n, kk, m, k_block, edge)
+            _kmajor_tiles(NARROW_ROWS, NARROW_ROW_BYTES, af, panels, of, z, za, zb, i0, i1, n, kk, m, k_block, edge)
         else:
-            _kmajor_tiles(TILE_ROWS, TILE_ROW_BYTES, af, bf, tf, of, z, za, zb, i0, i1, n, kk, m, k_block, edge)
+            _kmajor_tiles(TILE_ROWS, TILE_ROW_BYTES, af, panels, of, z, za, zb, i0, i1, n, kk, m, k_block, edge)
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -803,26 +801,17 @@ def transpose_pays(a, b):
     return flip_copies < dot_copies
 
 
-# the sets of an L1 data cache that addresses 4096 bytes apart share (its size over its ways: 32 KB of
-# 8 ways on AMD Zen 3 and 4, 48 KB of 12 on recent Intel cores), and the ways of each set
-L1_SET_SPAN, L1_WAYS = 4096, 8
-
-
 def kmajor_pays(a, b, dtype):
     """Run a product on ``_matmul_kmajor``? When a is a transposed view (aᵀ C-contiguous: a weight
-    gradient's gᵀ, a convolution's g[n]ᵀ), b's rows are C-contiguous, the output is either at most a
-    narrow tile row wide or at least DOT_MAX_M (between the two the flipped narrow product was
-    faster), and the rows of aᵀ that a tile reads, one per k, stay in L1 together: they lie n numbers
-    apart, and when n·itemsize is a multiple of a large power of two they all fall into a few of the
-    cache's sets (1024 x 1024ᵀ @ 1024 x 1024: 0.65 of numpy's BLAS, the packed tiles 0.75)."""
+    gradient's gᵀ, a convolution's g[n]ᵀ) with at least DOT_MAX_M rows, b's rows are C-contiguous, and
+    the output is either at least DOT_MAX_M wide or fills three quarters of the narrow tile's row or
+    more. Between the two (18 or 20 columns: 0.46-0.69 of numpy against 0.61-1.0), and for fewer rows
+    (8x128ᵀ @ 128x400: 0.33-0.40 against 0.76-0.87), the narrow kernels were faster."""
     n, k, m = a.shape[1], a.shape[2], b.shape[2]
     if not (a.dtype == b.dtype == dtype and is_rows(np.swapaxes(a, 1, 2)) and is_rows(b) and not is_rows(a)):
         return False
     narrow = NARROW_ROW_BYTES // dtype.itemsize
-    if n < DOT_MAX_M or not (narrow * 3 // 4 <= m <= narrow or m >= DOT_MAX_M):
-        return False
-    sets = min(L1_SET_SPAN // 64, L1_SET_SPAN // math.gcd(n * dtype.itemsize, L1_SET_SPAN))   # sets the rows use
-    return min(k, K_BLOCK_BYTES // dtype.itemsize) <= L1_WAYS * sets
+    return n >= DOT_MAX_M and (narrow * 3 // 4 <= m <= narrow or m >= DOT_MAX_M)
 
 
 def copies_for_dot(a, b):
