@@ -254,6 +254,8 @@ def test_a_transposed_view_times_rows_takes_the_kmajor_tiles_unless_the_output_i
     assert not mmn.kmajor_pays(gt, z, np.dtype(np.float32))            # not a transposed view
     assert not mmn.kmajor_pays(g[:1, :, :20].copy().swapaxes(1, 2), w, np.dtype(np.float32))   # few rows
     assert not mmn.kmajor_pays(t(g), np.ones((1, 32, 20), np.float32), np.dtype(np.float32))   # 16 < m < 32
+    x = np.ones((1, 64, 32), np.float32)
+    assert not mmn.kmajor_pays(t(x), np.ones((1, 64, 6272), np.float32), np.dtype(np.float32))  # short k, long rows
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs mprotect (POSIX)")

@@ -804,14 +804,25 @@ def transpose_pays(a, b):
 def kmajor_pays(a, b, dtype):
     """Run a product on ``_matmul_kmajor``? When a is a transposed view (aᵀ C-contiguous: a weight
     gradient's gᵀ, a convolution's g[n]ᵀ) with at least DOT_MAX_M rows, b's rows are C-contiguous, and
-    the output is either at least DOT_MAX_M wide or fills three quarters of the narrow tile's row or
-    more. Between the two (18 or 20 columns: 0.46-0.69 of numpy against 0.61-1.0), and for fewer rows
-    (8x128ᵀ @ 128x400: 0.33-0.40 against 0.76-0.87), the narrow kernels were faster."""
+    the output is either
+
+    * narrow, filling three quarters of the narrow tile's row or more (16 float32 columns), or
+    * at least DOT_MAX_M wide, with a long k (TILE_MIN_K, as the packed tiles) or more rows than
+      columns: with a short k, the axpy strips' vector loop along long output rows won
+      (32x64ᵀ @ 64x6272: 0.92 of numpy against 0.78) and lost along short ones (6272x64ᵀ @ 64x100:
+      0.60 against 0.79).
+
+    Between the two (18 or 20 columns: 0.44-0.69 against 0.61-1.0), and for fewer rows (8x128ᵀ @
+    128x400: 0.33-0.40 against 0.76-0.87), the narrow kernels were faster. (One thread, CPU time,
+    AMD EPYC Zen 4 and the same compiled for a Zen 3.)"""
     n, k, m = a.shape[1], a.shape[2], b.shape[2]
-    if not (a.dtype == b.dtype == dtype and is_rows(np.swapaxes(a, 1, 2)) and is_rows(b) and not is_rows(a)):
+    if n < DOT_MAX_M or not (a.dtype == b.dtype == dtype and is_rows(np.swapaxes(a, 1, 2)) and is_rows(b)
+                             and not is_rows(a)):
         return False
+    if m >= DOT_MAX_M:
+        return k >= TILE_MIN_K or m < n
     narrow = NARROW_ROW_BYTES // dtype.itemsize
-    return n >= DOT_MAX_M and (narrow * 3 // 4 <= m <= narrow or m >= DOT_MAX_M)
+    return narrow * 3 // 4 <= m <= narrow
 
 
 def copies_for_dot(a, b):
