@@ -513,8 +513,12 @@ def test_the_transpose_is_taken_only_for_narrow_tall_products_the_dot_kernel_wou
 def test_large_operand_goes_through_the_numba_transpose():
     a, b = rng_array((20, 80), np.float64, 5), rng_array((80, 90), np.float64, 6)   # b: 7200 > 64²
     assert_close(mm.matmul(a, b), a @ b, 80)
-    x = rng_array((2, 70, 65), np.float32, 7)
-    assert np.array_equal(layouts.transposed(x, np.float32), np.swapaxes(x, 1, 2))
+    for shape in ((2, 70, 65), (1, 400, 18), (3, 17, 300), (1, 1, 5000)):   # blocks of 16 output rows and their edge
+        x = rng_array(shape, np.float32, 7)
+        assert np.array_equal(layouts.transposed(x, np.float32), np.swapaxes(x, 1, 2))
+        out = np.full(shape[:1] + shape[:0:-1], np.nan, np.float32)
+        layouts.transpose_rows(x, out, 0, out.shape[1])                     # the calling thread's loop
+        assert np.array_equal(out, np.swapaxes(x, 1, 2))
 
 
 @on_both_backends

@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit, prange
 
 from .cpu import register_tile_shape, vector_registers
-from .layouts import is_rows, rows_of, scalars_of
+from .layouts import is_rows, rows_of, scalars_of, transpose_rows
 from .stack import stack_tile
 from .threads import pool_threads, sized_for
 
@@ -736,19 +736,6 @@ def _matmul_narrow_dot(a, bt, out):
                   0, out.shape[1], 0, out.shape[2])
 
 
-@njit(fastmath=FASTMATH, cache=True)
-def _transpose_into(src, dst):
-    """dst[z, i, j] = src[z, j, i]: a narrow flipped result turned back, one output row at a time
-    (a few numbers per row, so NumPy's general transpose-copy took 4 µs for 400 x 20; 2.4 here).
-    Measured (one thread, CPU time, medians of 200): (64, 16, 196) 87 -> 60 µs, (128, 16, 196)
-    177 -> 119, (1, 16, 6272) 41 -> 29."""
-    for z in range(dst.shape[0]):
-        for i in range(dst.shape[1]):
-            row = dst[z, i]
-            for j in range(dst.shape[2]):
-                row[j] = src[z, j, i]
-
-
 # ---------------------------------------------------------------------------- choice and entry
 def choose_kernel(n, k, m, batch, copies_for_dot=False):
     """Which Numba kernel suits an (n, k) @ (k, m) product (measured: ``python -m scratchgen.bench``).
@@ -862,7 +849,7 @@ def narrow(a, b, out, plan):
     # Cᵀ = Bᵀ Aᵀ: few rows now, and long ones; the narrow result is turned around at the end
     out_t = np.zeros((out.shape[0], out.shape[2], out.shape[1]), dtype=dtype)
     _matmul_narrow(scalars_of(np.swapaxes(b, 1, 2), dtype), rows_of(np.swapaxes(a, 1, 2), dtype), out_t)
-    _transpose_into(out_t, out)
+    transpose_rows(out_t, out, 0, out.shape[1])
     return out
 
 
@@ -903,7 +890,7 @@ def matmul_3d(a, b, out_batch, kernel=None):
         out = np.empty(shape, dtype=dtype)
         # NOTE: NumPy's transposing copy took 87 µs here for 64 x 16 x 196, this loop 60: 196x32ᵀ @ 32x16 for
         # 64 images 38.3 -> 41.1 GFLOP/s (one thread, CPU time, 15 alternating rounds; numpy's BLAS ~106)
-        _transpose_into(flipped, out)
+        transpose_rows(flipped, out, 0, out.shape[1])
         return out
     kernel = kernel or choose_kernel(n, k, m, out_batch, copies_for_dot=copies_for_dot(a, b))
     strips = kernel == "axpy" and k < TILE_MIN_K
