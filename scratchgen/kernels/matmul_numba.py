@@ -602,7 +602,7 @@ def strided_tile(mr, row_bytes, a, a0, lda, b, b0, ldb, kc, out, o0, ldo, rows, 
                 out[po + np.uintp(s)] += acc[r, s]
         else:
             for s in range(cols):
-                out[po + np.uintp(s)] = acc[r, s]
+                out[po + np.uintp(s)] = acc[r, s] + 0.0     # NOTE: "+ 0.0": else LLVM calls memcpy per row
 
 
 @njit(fastmath=FASTMATH, cache=True)
