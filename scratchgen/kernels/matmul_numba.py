@@ -138,7 +138,7 @@ def _dot_tile_4x4(a, bt, c, i, j, k0, k1):
 @njit(fastmath=FASTMATH, cache=True)
 def _dot_edge(a, bt, c, i0, i1, j0, j1, k0, k1):
     """c[i0:i1, j0:j1] += a[i0:i1, k0:k1] @ bt[j0:j1, k0:k1].T one dot product at a time (the
-    ragged border the 4x4 tiles do not cover)."""
+    bottom rows the 4x4 tiles do not cover; the columns right of them take ``_dot_column_4``)."""
     for i in range(i0, i1):
         arow = a[i, k0:k1]
         for j in range(j0, j1):
@@ -147,6 +147,23 @@ def _dot_edge(a, bt, c, i0, i1, j0, j1, k0, k1):
             for k in range(k1 - k0):
                 acc += arow[k] * brow[k]
             c[i, j] = acc
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _dot_column_4(a, bt, c, i, j, k0, k1):
+    """c[i:i+4, j] += a[i:i+4, k0:k1] @ bt[j, k0:k1]: four dot products with one row of bt, for the
+    columns right of the last 4x4 tile. Each step loads 5 numbers for 4 multiply-adds; one dot
+    product at a time (``_dot_edge``) loads 2 for 1. The CVAE's 128x400 @ 400x18 (two edge
+    columns): 70 -> 76 GFLOP/s as a kernel alone (one thread, CPU time, Zen 4)."""
+    a0, a1, a2, a3, b = a[i, k0:k1], a[i + 1, k0:k1], a[i + 2, k0:k1], a[i + 3, k0:k1], bt[j, k0:k1]
+    c0, c1, c2, c3 = c[i, j], c[i + 1, j], c[i + 2, j], c[i + 3, j]
+    for k in range(k1 - k0):
+        y = b[k]
+        c0 += a0[k] * y
+        c1 += a1[k] * y
+        c2 += a2[k] * y
+        c3 += a3[k] * y
+    c[i, j], c[i + 1, j], c[i + 2, j], c[i + 3, j] = c0, c1, c2, c3
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -161,7 +178,8 @@ def dot_block(a, bt, c, i0, i1, j0, j1):
         for i in range(i0, i_end, 4):
             for j in range(j0, j_end, 4):
                 _dot_tile_4x4(a, bt, c, i, j, k0, k1)
-            _dot_edge(a, bt, c, i, i + 4, j_end, j1, k0, k1)
+            for j in range(j_end, j1):
+                _dot_column_4(a, bt, c, i, j, k0, k1)
         _dot_edge(a, bt, c, i_end, i1, j0, j1, k0, k1)
 
 
