@@ -836,17 +836,22 @@ def copies_for_dot(a, b):
 
 
 def narrow_plan(a, b, dtype):
-    """How a product with a narrow output can run on ``_matmul_narrow`` without copying an operand:
+    """How a product with a narrow output can run on ``_matmul_narrow``, copying at most a small b:
     "rows" if b's rows can be read as they lie and the output has few rows (fewer than DOT_MAX_M, and
-    no more than columns) or the inner dimension is that short and the output wide: then all of b
+    no more than columns), or if the inner dimension is that short and the output wide: then all of b
     (k rows) stays in L1 and packing it is pure cost (the input gradient g @ W of the CVAE's 400 -> 8
-    layer, 128x8 @ 8x400: 20.4 µs on the packed strips, 13.7 here, numpy 10.2; one thread, CPU time);
+    layer, 128x8 @ 8x400: 20.4 µs on the packed strips, 13.7 here, numpy 10.2; one thread, CPU time),
+    and so is packing it from bᵀ when it is a transposed view: ``narrow`` copies it to rows first
+    (the decoder's first layer z @ Wᵀ, 128x20 @ 20x400ᵀ: 38.8 µs packed, 30.6 copied, numpy 26.6;
+    128x18 @ 18x400ᵀ 38.5 -> 34.7, numpy 24.4);
     "flip" if it has few columns and aᵀ's rows can (a transposed view, as ``gᵀ`` in a weight gradient
     ``gᵀ @ x``); else None (the dot kernel reads a C-contiguous a
     with a narrow b without copying a, and copying a for the flip took longer than the product)."""
     n, k, m = a.shape[1], a.shape[2], b.shape[2]
-    if (n < DOT_MAX_M and n <= m or k < DOT_MAX_M <= m) and b.dtype == dtype and is_rows(b):
+    if n < DOT_MAX_M and n <= m and b.dtype == dtype and is_rows(b):
         return "rows"
+    if k < DOT_MAX_M <= m:
+        return "rows"       # b has k < 32 rows: a copy of it, if it needs one, is cheap
     if m < DOT_MAX_M and m < n and a.dtype == dtype and is_rows(a.swapaxes(1, 2)):
         return "flip"
     if m < DOT_MAX_M and m < n and a.dtype == dtype and is_rows(a):
