@@ -183,6 +183,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     out = _conv.conv2d_forward(xd, wd, stride, padding, x_copy=keep)
 
     def backward(g):
+        if x.requires_grad and weight.requires_grad:        # both at once: the kernels turn g around once
+            return _conv.conv2d_backward(xd, g, wd, stride, padding, x_copy=keep)
         return (_conv.conv2d_grad_input(g, wd, xd.shape, stride, padding) if x.requires_grad else None,
                 _conv.conv2d_grad_weight(xd, g, wd.shape, stride, padding, x_copy=keep)
                 if weight.requires_grad else None)

@@ -654,6 +654,10 @@ def test_conv2d_mixed_dtypes_give_float64(backend):
         out = conv.conv2d_forward(x, w, 1, 1)
         assert out.dtype == np.float64
         assert_close(out, conv.conv2d_forward_reference(x.astype(np.float64), w, (1, 1), (1, 1)), 27)
+        dx, dw = conv.conv2d_backward(x, out, w, 1, 1)          # both gradients at once: as each alone
+        assert dx.dtype == dw.dtype == np.float64
+        assert_close(dx, conv.conv2d_grad_input_reference(out, w, x.shape, (1, 1), (1, 1)), 36)
+        assert_close(dw, conv.conv2d_grad_weight_reference(x.astype(np.float64), out, w.shape, (1, 1), (1, 1)), 72)
 
 
 @on_both_backends
@@ -666,6 +670,9 @@ def test_conv2d_layer_of_the_dcgan(backend):
         dx, dw = conv.conv2d_grad_input(y, w, x.shape, 2, 1), conv.conv2d_grad_weight(x, y, w.shape, 2, 1)
         assert_close(dx, conv.conv2d_grad_input_reference(y, w, x.shape, 2, 1), 1024)
         assert_close(dw, conv.conv2d_grad_weight_reference(x, y, w.shape, 2, 1), 196)
+        both = conv.conv2d_backward(x, y, w, 2, 1)       # the Numba kernels: g turned around once for both
+        np.testing.assert_array_equal(both[0], dx)
+        np.testing.assert_array_equal(both[1], dw)
 
 
 @given(case=conv2d_cases(max_n=3, max_c=4, max_hw=9, max_k=4), dtype=FLOAT_DTYPES)
@@ -737,6 +744,11 @@ def test_conv2d_tiles_and_separate_paths_match_the_definitions(problem, tiles, c
         out = conv_numba.forward(x, w, stride, padding, tiles=tiles)
         dx = conv_numba.grad_input(g, w, x.shape, stride, padding, tiles=tiles)
         dw = conv_numba.grad_weight(x, g, w.shape, stride, padding, tiles=tiles)
+        # both gradients at once, g turned around in one pass for the two (conv_tiles.turned_gradient):
+        # the same numbers, bit for bit
+        both = conv_numba.backward(x, g, w, stride, padding, tiles=tiles)
+    np.testing.assert_array_equal(both[0], dx)
+    np.testing.assert_array_equal(both[1], dw)
     assert_close(out, conv.conv2d_forward_reference(x, w, stride, padding), w[0].size)
     assert_close(dx, conv.conv2d_grad_input_reference(g, w, x.shape, stride, padding), w.shape[0] * 16)
     assert_close(dw, conv.conv2d_grad_weight_reference(x, g, w.shape, stride, padding), g[:, 0].size)
@@ -758,6 +770,10 @@ def test_conv2d_tiles_with_several_panels_of_channels_and_a_ragged_last_one(dtyp
                  conv.conv2d_grad_input_reference(g, w, x.shape, stride, (1, 1)), w.shape[0] * 16)
     assert_close(conv_numba.grad_weight(x, g, w.shape, stride, (1, 1), tiles=True),
                  conv.conv2d_grad_weight_reference(x, g, w.shape, stride, (1, 1)), g[:, 0].size)
+    # g turned around once for both gradients: its panels of channels end in a ragged one, zero-filled
+    dx, dw = conv_numba.backward(x, g[:, :, ::-1], w, stride, (1, 1), tiles=True)       # g not contiguous
+    assert_close(dx, conv.conv2d_grad_input_reference(g[:, :, ::-1], w, x.shape, stride, (1, 1)), w.shape[0] * 16)
+    assert_close(dw, conv.conv2d_grad_weight_reference(x, g[:, :, ::-1], w.shape, stride, (1, 1)), g[:, 0].size)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

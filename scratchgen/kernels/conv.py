@@ -203,3 +203,18 @@ def conv2d_grad_weight(x, grad_out, w_shape, stride=1, padding=0, x_copy=None):
         return conv_numba.grad_weight(x, grad_out, w_shape, stride, padding,
                                       x_copy=_kept(x_copy, x, w_shape, stride, padding))
     return implementation(GRAD_WEIGHT)(x, grad_out, w_shape, stride, padding)
+
+
+def conv2d_backward(x, grad_out, w, stride=1, padding=0, x_copy=None):
+    """Both gradients of conv2d, (dx, dw), as ``conv2d_grad_input`` and ``conv2d_grad_weight`` give them
+    (``x_copy`` as there): for a layer that needs both, the Numba kernels then turn g around once for
+    the two (``conv_numba.backward``)."""
+    x, grad_out, w = np.asarray(x), np.asarray(grad_out), np.asarray(w)
+    if (implementation(GRAD_INPUT) is not conv_numba.grad_input or implementation(GRAD_WEIGHT) is not conv_numba.grad_weight
+            or not x.dtype == grad_out.dtype == w.dtype or x.dtype not in (np.float32, np.float64)):
+        return (conv2d_grad_input(grad_out, w, x.shape, stride, padding),
+                conv2d_grad_weight(x, grad_out, w.shape, stride, padding, x_copy=x_copy))
+    stride, padding, out_hw = _output_size("conv2d_backward", x.shape, w.shape, stride, padding)
+    _check_grad_out("conv2d_backward", grad_out, x.shape, w.shape, out_hw)
+    x_copy = None if x_copy is None else _kept(x_copy, x, w.shape, stride, padding)
+    return conv_numba.backward(x, grad_out, w, stride, padding, x_copy=x_copy)

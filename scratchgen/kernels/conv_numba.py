@@ -288,7 +288,7 @@ def _forward_numba(x, w, stride, padding, out_hw, dtype, tiles=None, x_copy=None
     return out.reshape((n, o) + tuple(out_hw))
 
 
-def _grad_weight_numba(x, grad_out, w_shape, stride, padding, out_hw, dtype, tiles=None, x_copy=None):
+def _grad_weight_numba(x, grad_out, w_shape, stride, padding, out_hw, dtype, tiles=None, x_copy=None, g_panels=None):
     o, c, kh, kw = w_shape
     n, positions, features = x.shape[0], out_hw[0] * out_hw[1], c * kh * kw
     if tiles_pay("grad_weight", w_shape, dtype, tiles):
@@ -300,8 +300,10 @@ def _grad_weight_numba(x, grad_out, w_shape, stride, padding, out_hw, dtype, til
         partial = np.empty((chunks, features * o), dtype=dtype)
         with sized_for(grad_out.size * features, ("conv_grad_weight_tiles", x.shape, w_shape, stride, padding)):
             xh = _image(x_copy, x, padding, dtype)
-            conv_tiles._gathered_k_chunks(xh.reshape(-1), rows, ks, conv_tiles.channel_panels(g, dtype), chunk,
-                                          conv_tiles.GRAD_WEIGHT_K_BLOCK, partial, row_dst, o)
+            if g_panels is None:
+                g_panels = conv_tiles.channel_panels(g, dtype)
+            conv_tiles._gathered_k_chunks(xh.reshape(-1), rows, ks, g_panels, chunk, conv_tiles.GRAD_WEIGHT_K_BLOCK,
+                                          partial, row_dst, o)
         dw_t = partial[0] if partial.shape[0] == 1 else partial.sum(axis=0)
         return np.ascontiguousarray(np.transpose(dw_t.reshape(kh, kw, c, o), (3, 2, 0, 1)))
     # few features: one product with all N·L positions as its inner axis, gᵀ (O, N·L) @ P
@@ -310,7 +312,7 @@ def _grad_weight_numba(x, grad_out, w_shape, stride, padding, out_hw, dtype, til
     return np.ascontiguousarray(np.transpose(dw.reshape(o, kh, kw, c), (0, 3, 1, 2)))
 
 
-def _grad_input_numba(grad_out, w, x_shape, stride, padding, out_hw, dtype, tiles=None):
+def _grad_input_numba(grad_out, w, x_shape, stride, padding, out_hw, dtype, tiles=None, g_pad=None):
     n, o = grad_out.shape[:2]
     kh, kw = w.shape[2:]
     positions = out_hw[0] * out_hw[1]
@@ -328,7 +330,8 @@ def _grad_input_numba(grad_out, w, x_shape, stride, padding, out_hw, dtype, tile
         panels = conv_tiles.phase_weights(w, stride, t_rows, u_cols, dtype, _panel_bytes(w.shape[1], dtype))
         dx = np.empty(n * c * h * wd, dtype=dtype)           # every pixel written once, by its phase
         with sized_for(grad_out.size * w[0].size, ("conv_grad_input_tiles", x_shape, w.shape, stride, padding)):
-            g_pad = conv_tiles.padded_nhwc(grad_out, t_rows - 1, u_cols - 1, hg, wg, dtype)
+            if g_pad is None:
+                g_pad = conv_tiles.padded_nhwc(grad_out, t_rows - 1, u_cols - 1, hg, wg, dtype)
             conv_tiles._gathered_rows(g_pad.reshape(-1), rows, counts, ks, panels, dx, row_dst, h * wd, c)
         return dx.reshape(x_shape)
     # few features: dP (N, L, Q) = g[n]ᵀ @ w_mat on the matmul kernels (g[n]ᵀ read as a view, no copy),
@@ -367,3 +370,28 @@ def grad_weight(x, grad_out, w_shape, stride, padding, tiles=None, x_copy=None):
         return np.zeros(w_shape, dtype=x.dtype)
     out_hw = _out_hw(x.shape, w_shape, stride, padding)
     return _grad_weight_numba(x, grad_out, w_shape, stride, padding, out_hw, x.dtype, tiles, x_copy)
+
+
+def backward(x, grad_out, w, stride, padding, tiles=None, x_copy=None):
+    """(dx, dw): ``grad_input`` and ``grad_weight`` of one layer together. Where both run on the tiles,
+    each reads g turned around, the input gradient as padded channels-last images and the weight
+    gradient as panels of NR channels; ``conv_tiles.turned_gradient`` makes both in one pass over g.
+
+    Measured (2026-12-07, one thread, CPU time, AMD EPYC Zen 4, load 2.3-2.8; whole layers, forward +
+    backward as ``F.conv2d`` runs them, one process alternating this and the two gradients called
+    apart, 21 rounds, medians, two runs): DCGAN 32->64 0.988 and 0.979 of their time, VQ-VAE 4x4
+    64->64 0.976 and 1.001, 3x3 64->64 0.976 and 0.976, 64->32 0.995 and 0.990, 16->64 0.965 and
+    0.992; compiled for a Zen 3 (AVX2) 0.947, 1.001, 0.983, 0.981, 0.982. The same numbers, bit for bit.
+    """
+    out_hw = _out_hw(x.shape, w.shape, stride, padding)
+    dtype, (kh, kw) = x.dtype, w.shape[2:]
+    pointwise = (kh, kw) == (1, 1) and tuple(padding) == (0, 0) and not tiles
+    if (x.size == 0 or grad_out.size == 0 or w.size == 0 or pointwise
+            or not tiles_pay("grad_input", w.shape, dtype, tiles) or not tiles_pay("grad_weight", w.shape, dtype, tiles)):
+        return (grad_input(grad_out, w, x.shape, stride, padding, tiles),
+                grad_weight(x, grad_out, w.shape, stride, padding, tiles, x_copy))
+    _, _, _, _, (t_rows, u_cols, hg, wg) = conv_tiles.grad_input_tables(x.shape, w.shape, stride, padding, out_hw)
+    with sized_for(grad_out.size, ("conv_turned_gradient", grad_out.shape, hg, wg)):
+        g_pad, g_panels = conv_tiles.turned_gradient(grad_out, t_rows - 1, u_cols - 1, hg, wg, dtype)
+    return (_grad_input_numba(grad_out, w, x.shape, stride, padding, out_hw, dtype, tiles, g_pad=g_pad),
+            _grad_weight_numba(x, grad_out, w.shape, stride, padding, out_hw, dtype, tiles, x_copy, g_panels=g_panels))

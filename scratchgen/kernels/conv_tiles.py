@@ -492,13 +492,19 @@ def padded_nhwc(x, top, left, height, width, dtype, scratch=True):
     n, c, h, w = x.shape
     shape = (n, height, width, c)
     if scratch:
-        xh = _cached(_scratch.__dict__.setdefault("nhwc", {}), (shape, np.dtype(dtype), top, left),
-                     lambda: np.zeros(shape, dtype=dtype), SCRATCH_SHAPES)
+        xh = _scratch_buffer(shape, dtype, top, left)
     else:
         xh = np.empty(shape, dtype=dtype)
         xh[:, :top], xh[:, top + h:], xh[:, top: top + h, :left], xh[:, top: top + h, left + w:] = 0, 0, 0, 0
     xh[:, top: top + h, left: left + w, :] = np.transpose(x, (0, 2, 3, 1))
     return xh
+
+
+def _scratch_buffer(shape, dtype, top, left):
+    """This thread's buffer (N, height, width, C) for images placed at rows top.. and columns left..,
+    zero where no image is written (made zero once, when first asked for)."""
+    return _cached(_scratch.__dict__.setdefault("nhwc", {}), (shape, np.dtype(dtype), top, left),
+                   lambda: np.zeros(shape, dtype=dtype), SCRATCH_SHAPES)
 
 
 def channel_panels(g, dtype):
@@ -511,3 +517,50 @@ def channel_panels(g, dtype):
         block = g[:, jp * nr: (jp + 1) * nr]
         panels[jp, :, :, :block.shape[1]] = np.swapaxes(block, 1, 2)
     return panels.reshape(panels.shape[0], n * positions, nr)
+
+
+@njit(parallel=True, cache=True)
+def _turned_twice(g, top, left, g_pad, panels):
+    """g (N, O, Ho, Wo) into both layouts the backward pass reads, in one pass over g:
+    g_pad[n, top + y, left + x, o] = g[n, o, y, x] (the input gradient's A, ``grad_input_tables``) and
+    panels[o // NR, (n, y, x), o % NR] = the same number (the weight gradient's B, ``channel_panels``),
+    zero past the last channel.
+
+        for each image n in parallel:
+            for each position (y, x):
+                g_pad[n, top + y, left + x, :] = g[n, :, y, x]             O numbers Ho·Wo apart, from L1
+                for each panel jp:
+                    panels[jp, (n, y, x), :] = g_pad[n, top + y, left + x, jp·NR: jp·NR + NR]
+
+    Optimisations:
+    - g is read once for both copies, where NumPy's strided copies (``padded_nhwc``, ``channel_panels``)
+      read it twice; one image of g (O·Ho·Wo numbers, 12.5 KB for 64 x 7 x 7) stays in L1 while its
+      numbers are gathered one channel apart. Measured (2026-12-07, one thread, CPU time, load 2.9,
+      medians of 15): the VQ-VAE's g of (128, 64, 7, 7), 0.39-0.95 ms against 0.71-1.13 for the two
+      NumPy copies; see ``conv_numba.backward`` for whole layers.
+    """
+    n, o, h, w = g.shape
+    nr = panels.shape[2]
+    for b in prange(n):
+        for y in range(h):
+            for x in range(w):
+                row = g_pad[b, top + y, left + x]
+                position = (b * h + y) * w + x
+                for c in range(o):
+                    row[c] = g[b, c, y, x]
+                for jp in range(panels.shape[0]):
+                    panel_row = panels[jp, position]
+                    for s in range(nr):
+                        panel_row[s] = row[jp * nr + s] if jp * nr + s < o else 0.0
+
+
+def turned_gradient(g, top, left, height, width, dtype):
+    """(g_pad, panels): g (N, O, Ho, Wo) as ``padded_nhwc(g, top, left, height, width, dtype)`` makes it
+    (in this thread's scratch buffer: valid until the next call for the same shape) and as
+    ``channel_panels`` makes it, both from one pass over g (``_turned_twice``)."""
+    n, o, h, w = g.shape
+    nr = TILE_ROW_BYTES // np.dtype(dtype).itemsize
+    g_pad = _scratch_buffer((n, height, width, o), dtype, top, left)
+    panels = np.empty((-(-o // nr), n * h * w, nr), dtype=dtype)
+    _turned_twice(np.ascontiguousarray(g, dtype=dtype), top, left, g_pad, panels)
+    return g_pad, panels
