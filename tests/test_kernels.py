@@ -286,6 +286,17 @@ def test_the_kmajor_tiles_never_read_past_the_end_of_their_operands():
     assert result.returncode == 0 and "ok" in result.stdout, f"exit code {result.returncode}: {result.stderr[-2000:]}"
 
 
+@pytest.mark.parametrize("tile, cols", [("_dot_tile_4x4", 4), ("_dot_tile_4x2", 2), ("_dot_column_4", 1)])
+def test_each_dot_tile_adds_its_block_of_dot_products(tile, cols):
+    # all three, whichever this CPU's dot_block uses (4x2 where 16 vector registers cannot hold 4x4)
+    a, bt = rng_array((7, 37), np.float32, 15), rng_array((5, 37), np.float32, 16)
+    c = rng_array((7, 5), np.float32, 17)
+    expected = c.copy()
+    expected[2:6, 1:1 + cols] += a[2:6, 3:30] @ bt[1:1 + cols, 3:30].T
+    getattr(mmn, tile)(a, bt, c, 2, 1, 3, 30)
+    assert_close(c, expected, 27)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_register_tiles_add_up_several_k_blocks_and_column_blocks(dtype):
     # k over two K blocks of either dtype (K_BLOCK_BYTES: 1024 float32, 512 float64), m over two
