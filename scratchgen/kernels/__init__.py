@@ -10,7 +10,7 @@ live apart (as minitorch keeps ``tensor_ops`` apart from ``fast_ops``):
   re-exporting the function here would hide the module of the same name)
 * :mod:`.matmul_numba` — the cache-blocked Numba matmul kernels and how one is chosen
 * :mod:`.conv`         — ``conv2d_forward``, ``conv2d_grad_input``, ``conv2d_grad_weight`` (NCHW):
-  definitions, argument checks, NumPy references
+  definitions, argument checks, NumPy references; ``conv2d_backward`` (both gradients of a layer at once)
 * :mod:`.conv_numba`   — conv2d lowered onto register tiles or onto im2col / col2im and the matmul kernels
 * :mod:`.conv_tiles`   — register tiles that read a convolution's patches straight from the image
 * :mod:`.layouts`      — operands in the dtype and memory layout a kernel reads
