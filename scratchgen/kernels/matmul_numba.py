@@ -178,7 +178,7 @@ def _dot_tile_4x2(a, bt, c, i, j, k0, k1):
 @njit(fastmath=FASTMATH, cache=True)
 def _dot_column_4(a, bt, c, i, j, k0, k1):
     """c[i:i+4, j] += a[i:i+4, k0:k1] @ bt[j, k0:k1]: four dot products with one row of bt, for the
-    columns right of the last 4x4 tile. Each step loads 5 numbers for 4 multiply-adds; one dot
+    columns right of the last 4x4 (or 4x2) tile. Each step loads 5 numbers for 4 multiply-adds; one dot
     product at a time (``_dot_edge``) loads 2 for 1. The CVAE's 128x400 @ 400x18 (two edge
     columns): 70 -> 76 GFLOP/s as a kernel alone (one thread, CPU time, Zen 4)."""
     a0, a1, a2, a3, b = a[i, k0:k1], a[i + 1, k0:k1], a[i + 2, k0:k1], a[i + 3, k0:k1], bt[j, k0:k1]
@@ -692,14 +692,19 @@ def _matmul_kmajor(a_t, b, out, threads):
                 for each NR columns j, each MR rows i of the block:
                     out[z, i:i+MR, j:j+NR] (+)= aᵀ[z, k0:k1, i:i+MR]ᵀ @ panels[z, j][k0:k1]   strided_tile
 
-    Optimisations (one thread, CPU time, AMD EPYC Zen 4, fraction of numpy's BLAS):
+    Optimisations (one thread, CPU time, AMD EPYC Zen 4 and the same compiled for a Zen 3, load
+    2.3-2.9, medians of 9 alternating rounds, fraction of numpy's BLAS):
     - a is not packed, and a narrow product is not flipped: the k-major aᵀ holds, for each k, the MR
       numbers a tile broadcasts side by side. ``_matmul_tiles`` copies a into panels first, and a
-      narrow product was computed as Cᵀ = BᵀAᵀ and turned back;
+      narrow product was computed as Cᵀ = BᵀAᵀ and turned back. Zen 4 / Zen 3 build, before ->
+      after: 196x32ᵀ @ 32x16 for 64 images 0.40 -> 0.54 / 0.29 -> 0.39, 6272x64ᵀ @ 64x100 0.55 ->
+      0.83 / 0.51 -> 0.76, 784x128ᵀ @ 128x400 0.86 -> 0.91 / 0.86 -> 0.88;
     - b is packed all the same: read in place, a row of b every k lies m numbers from the last, and
-      a tile of 3 rows (AVX2) loads 4 vectors of b per 12 multiply-adds;
+      a tile of 3 rows (AVX2) loads 4 vectors of b per 12 multiply-adds: Zen 3 build, 784x128ᵀ @
+      128x400 0.60 in place, 0.88 packed;
     - the narrow tile (NARROW_ROWS x NARROW_ROW_BYTES) for outputs of 16 float32 columns: a wide
-      tile would leave half its sums unused.
+      tile leaves half its sums unused (on 196x32ᵀ @ 32x16 for 64 images, with the tiles of
+      ``conv_tiles`` reading a through offsets: 60 GFLOP/s narrow, 38 wide).
     """
     nb, n, m = out.shape
     kk = a_t.shape[1]
@@ -826,7 +831,8 @@ def transpose_pays(a, b):
     operands for free (x @ Wᵀ into the VAE's 20 latent units) it kept them: 0.89 against 0.85. And
     where both operands are C-contiguous (g @ W, the gradient of the VAE's latent code) the dot
     kernel copies only the small W: 22 -> 44 GFLOP/s for (128 x 400) @ (400 x 20) (Zen 4, load 2.8),
-    the flip copied all of g (turning g around inside the packing instead: 38).
+    the flip copied all of g (turning g around inside the packing instead: 38). (A transposed-view a
+    with at least DOT_MAX_M rows and 12-16 float32 columns now takes ``_matmul_kmajor`` first.)
     """
     m, n, k = b.shape[2], a.shape[1], a.shape[2]
     if not m < DOT_MAX_M <= n:
