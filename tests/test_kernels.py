@@ -353,7 +353,7 @@ def test_the_number_of_threads_never_changes_a_result(kernel, sizes, dtype, seed
     assert numba.get_num_threads() == threads
     shared = np.zeros_like(alone)                     # the kernel itself, on every thread
     if kernel == "dot":
-        mmn._matmul_dot(layouts.rows_of(a, dtype), layouts.rows_of(np.swapaxes(b, 1, 2), dtype), shared)
+        mmn._matmul_dot(layouts.rows_of(a, dtype), layouts.rows_of(np.swapaxes(b, 1, 2), dtype), shared, 3)   # rows cut for 3 threads
     else:
         mmn._matmul_axpy(a, b, shared, False, 3)      # its rows cut into blocks for 3 threads
     np.testing.assert_array_equal(alone, shared)
