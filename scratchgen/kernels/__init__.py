@@ -13,7 +13,9 @@ live apart (as minitorch keeps ``tensor_ops`` apart from ``fast_ops``):
   definitions, argument checks, NumPy references; ``conv2d_backward`` (both gradients of a layer at once)
 * :mod:`.conv_numba`   — conv2d lowered onto register tiles or onto im2col / col2im and the matmul kernels
 * :mod:`.conv_tiles`   — register tiles that read a convolution's patches straight from the image
-* :mod:`.layouts`      — operands in the dtype and memory layout a kernel reads
+* :mod:`.layouts`      — operands in the dtype and memory layout a kernel reads, and the transposing copy
+* :mod:`.threads`      — how many threads a call wakes: by its work, and by timing its own calls
+* :mod:`.stack`        — ``stack_tile``: a register tile's sums in an array on the stack
 * :mod:`.adam`         — ``adam_update``: Adam's step as a NumPy reference and one fused Numba pass
 * :mod:`.batch_norm`   — batch normalisation's forward and backward arithmetic: reference and fused passes
 * :mod:`.activations`  — the leaky ReLU and its gradient: reference and one Numba pass each
