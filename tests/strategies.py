@@ -42,9 +42,12 @@ def arrays(shape, elements=None, dtype=np.float64):
 
 def with_layout(array, layout):
     """The same values as ``array`` in another memory layout: 'contiguous', 'transposed' (a
-    transposed view of a copy) or 'strided' (every second element of a larger buffer)."""
+    transposed view of a copy: all axes reversed), 'swapped' (the last two axes swapped, as
+    autograd's ``aᵀ`` of a batch of matrices) or 'strided' (every second element of a larger buffer)."""
     if layout == "transposed" and array.ndim >= 2:
         return np.ascontiguousarray(array.T).T
+    if layout == "swapped" and array.ndim >= 2:
+        return np.ascontiguousarray(np.swapaxes(array, -1, -2)).swapaxes(-1, -2)
     if layout == "strided" and array.ndim >= 1:
         buffer = np.zeros(array.shape[:-1] + (2 * array.shape[-1],), dtype=array.dtype)
         buffer[..., ::2] = array
@@ -52,7 +55,7 @@ def with_layout(array, layout):
     return np.array(array)
 
 
-layouts = st.sampled_from(["contiguous", "transposed", "strided"])
+layouts = st.sampled_from(["contiguous", "transposed", "swapped", "strided"])
 
 
 @st.composite

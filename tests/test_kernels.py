@@ -169,10 +169,12 @@ def test_the_axpy_kernel_packs_b_from_its_transpose_to_the_same_bits(n, k, m, dt
     # x @ Wᵀ hands the axpy kernels (strips and register tiles) W itself: each block of b is turned
     # around while it is packed, so the sums, and their order, are those of packing b from its rows
     kernel = getattr(mmn, packed)
-    a, w = rng_array((2, n, k), dtype, 5, "transposed"), rng_array((1, m, k), dtype, 6)
+    a, w = rng_array((2, n, k), dtype, 5, "swapped"), rng_array((1, m, k), dtype, 6)
+    a_in, a_transposed = layouts.rows_or_transposed(a, dtype)
+    assert a_transposed != layouts.is_rows(a)        # a's rows copied out of aᵀ, block by block
     from_rows, from_transpose = np.zeros((2, n, m), dtype), np.zeros((2, n, m), dtype)
-    kernel(a, np.ascontiguousarray(np.swapaxes(w, 1, 2)), from_rows, False, 2)
-    kernel(a, w, from_transpose, True, 2)
+    kernel(a_in, np.ascontiguousarray(np.swapaxes(w, 1, 2)), from_rows, True, False, 2)
+    kernel(a_in, w, from_transpose, True, True, 2)
     np.testing.assert_array_equal(from_rows, from_transpose)
     assert_close(from_transpose, np.matmul(a, np.swapaxes(w, 1, 2)), k)
 
@@ -193,9 +195,11 @@ def test_the_strips_never_read_what_out_held(k, dtype):
     # matmul_3d hands the strips an np.empty output: the first K block must set every element
     # (the 4-row strips and the rows left over), later blocks add to it
     n, m = 4 * 3 + 2, mmn.AXPY_COL_BLOCK + 7
-    a, b = rng_array((2, n, k), dtype, 21, "transposed"), rng_array((2, k, m), dtype, 22)
+    a, b = rng_array((2, n, k), dtype, 21, "swapped"), rng_array((2, k, m), dtype, 22)
     out = np.full((2, n, m), np.nan, dtype)
-    mmn._matmul_axpy(a, b, out, False, 2)
+    a_in, a_transposed = layouts.rows_or_transposed(a, dtype)
+    assert a_transposed != layouts.is_rows(a)        # and the rows copied out of aᵀ start the sums too
+    mmn._matmul_axpy(a_in, b, out, a_transposed, False, 2)
     assert_close(out, np.matmul(a, b), k)
 
 
@@ -208,10 +212,12 @@ def test_register_tiles_match_the_reference_on_and_off_the_tile_edges(sizes, dty
     a = rng_array((batch, n, k), dtype, seed, a_layout)
     b = rng_array((batch, k, m), dtype, seed + 1)
     out = np.zeros((batch, n, m), dtype)
+    a_in, a_transposed = layouts.rows_or_transposed(a, dtype)       # a's rows, or aᵀ's
     if b_as_transpose:
-        mmn._matmul_tiles(a, np.ascontiguousarray(np.swapaxes(b, 1, 2)), out, True, numba.get_num_threads())
+        b_t = np.ascontiguousarray(np.swapaxes(b, 1, 2))
+        mmn._matmul_tiles(a_in, b_t, out, a_transposed, True, numba.get_num_threads())
     else:
-        mmn._matmul_tiles(a, b, out, False, numba.get_num_threads())
+        mmn._matmul_tiles(a_in, b, out, a_transposed, False, numba.get_num_threads())
     assert_close(out, mm.matmul_reference(a, b), k)
 
 
@@ -304,7 +310,7 @@ def test_register_tiles_add_up_several_k_blocks_and_column_blocks(dtype):
     n, k, m = 2 * mmn.TILE_ROW_BLOCK + 5, mmn.K_BLOCK_BYTES // 4 + 7, mmn.AXPY_COL_BLOCK + 9
     a, b = rng_array((1, n, k), dtype, 11, "transposed"), rng_array((1, k, m), dtype, 12)
     out = np.zeros((1, n, m), dtype)
-    mmn._matmul_tiles(a, b, out, False, numba.get_num_threads())
+    mmn._matmul_tiles(np.ascontiguousarray(np.swapaxes(a, 1, 2)), b, out, True, False, numba.get_num_threads())
     assert_close(out, np.matmul(a, b), k)
     assert mmn.TILE_MIN_K <= k       # and matmul_3d sends this product to the tiles as well
     assert_close(mmn.matmul_3d(a, b, 1, kernel="axpy"), np.matmul(a, b), k)
@@ -355,13 +361,13 @@ def test_the_number_of_threads_never_changes_a_result(kernel, sizes, dtype, seed
     if kernel == "dot":
         mmn._matmul_dot(layouts.rows_of(a, dtype), layouts.rows_of(np.swapaxes(b, 1, 2), dtype), shared, 3)   # rows cut for 3 threads
     else:
-        mmn._matmul_axpy(a, b, shared, False, 3)      # its rows cut into blocks for 3 threads
+        mmn._matmul_axpy(a, b, shared, False, False, 3)      # its rows cut into blocks for 3 threads
     np.testing.assert_array_equal(alone, shared)
     if kernel == "axpy":                              # the register tiles, on one thread and on all
         tiles_alone, tiles_shared = np.zeros_like(alone), np.zeros_like(alone)
         with mm_threads.sized_for(0):
-            mmn._matmul_tiles(a, b, tiles_alone, False, 1)
-        mmn._matmul_tiles(a, b, tiles_shared, False, 3)
+            mmn._matmul_tiles(a, b, tiles_alone, False, False, 1)
+        mmn._matmul_tiles(a, b, tiles_shared, False, False, 3)
         np.testing.assert_array_equal(tiles_alone, tiles_shared)
         a_t = np.ascontiguousarray(np.swapaxes(a, 1, 2))      # the k-major tiles too
         with mm_threads.sized_for(0):
@@ -867,7 +873,7 @@ def test_kernels_run_as_plain_python_with_jit_disabled():
         for kernel in ("dot", "axpy", "narrow", "kmajor"):
             assert np.allclose(mmn.matmul_3d(a, b, 2, kernel=kernel), a @ b), kernel
         tiles = np.zeros((2, 5, 7))                              # the register tiles on a heap tile
-        mmn._matmul_tiles(a, b, tiles, False, 1)
+        mmn._matmul_tiles(a, b, tiles, False, False, 1)
         assert np.allclose(tiles, a @ b)
         at = np.swapaxes(rng.standard_normal((2, 6, 5)), 1, 2)
         for x, y in ((a, b[:, :, :2].copy()), (at, b[:, :, :2]), (a[:, :2], b)):   # dot, flip, rows

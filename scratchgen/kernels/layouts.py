@@ -7,6 +7,7 @@ bring arrays into that form, copying only when they must:
 * ``contiguous``    C-contiguous and writable (one copy if needed);
 * ``rows_of``       rows of a (B, r, c) array, contiguous; a transposed view is copied by
                     ``transposed`` (``transpose_rows``), faster than NumPy's transpose-copy;
+* ``rows_or_transposed`` rows of x or of xᵀ as they lie, and which of the two (a flag for the kernel);
 * ``scalars_of``    any strides at all, for a left operand read one number at a time;
 * ``is_rows``       already C-contiguous and writable;
 * ``swapped_leading`` a (A, B, L) array as a C-contiguous (B, A, L) copy: the batch and channel
@@ -143,6 +144,22 @@ def rows_of(x, dtype):
     if xt.flags.c_contiguous:
         return transposed(xt, dtype)
     return contiguous(x, dtype)
+
+
+def rows_or_transposed(x, dtype):
+    """(B, r, c) ``x`` for a kernel that reads it either way round: ``(x, False)`` if its rows are
+    C-contiguous, ``(xᵀ, True)`` if it is a transposed view (xᵀ, (B, c, r), is then C-contiguous), else
+    a C-contiguous copy and False.
+
+    NOTE: Numba compiles a kernel once for every layout of its arguments ('C', 'F' for a transposed
+    2-D view, 'A' for a transposed batch); for the packed products each took 3-4 s. With a flag the
+    kernel sees one layout, and the transposed view is still read where it lies."""
+    if x.dtype == dtype and is_rows(x):
+        return x, False
+    xt = x.swapaxes(-1, -2)
+    if x.dtype == dtype and is_rows(xt):
+        return xt, True
+    return contiguous(x, dtype), False
 
 
 def scalars_of(x, dtype):

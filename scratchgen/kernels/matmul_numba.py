@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit, prange
 
 from .cpu import register_tile_shape, vector_registers
-from .layouts import is_rows, rows_of, scalars_of, transpose_rows
+from .layouts import is_rows, rows_of, rows_or_transposed, scalars_of, transpose_rows
 from .stack import stack_tile
 from .threads import pool_threads, sized_for
 
@@ -372,17 +372,20 @@ def _copy_transposed(src, r0, c0, rows, cols, dst):
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _matmul_axpy(a, b, out, b_transposed, threads):
+def _matmul_axpy(a, b, out, a_transposed, b_transposed, threads):
     """out[z] = a[z] @ b[z] in the axpy order on 4-row strips (for an inner dimension below
-    TILE_MIN_K: ``_matmul_tiles`` above it), for a (B|1, n, k) of any strides, C-contiguous
-    b (B|1, k, m) and out (B, n, m) (its values on entry are not read); a batch size of 1 in ``a`` or ``b`` is broadcast. With
-    ``b_transposed`` the array passed as ``b`` holds bᵀ instead, C-contiguous (B|1, m, k): a
-    layer's x @ Wᵀ hands over W as it lies, and the packing below turns each block around.
+    TILE_MIN_K: ``_matmul_tiles`` above it), for C-contiguous a (B|1, n, k), b (B|1, k, m) and out
+    (B, n, m) (its values on entry are not read); a batch size of 1 in ``a`` or ``b`` is broadcast.
+    With ``b_transposed`` the array passed as ``b`` holds bᵀ instead, C-contiguous (B|1, m, k): a
+    layer's x @ Wᵀ hands over W as it lies, and the packing below turns each block around. With
+    ``a_transposed`` the array passed as ``a`` holds aᵀ (B|1, k, n), as a weight gradient's gᵀ @ x
+    does: each task copies its rows of a out of it, block by block.
     ``threads``: the number of threads that run the call (the rows are cut for them).
 
         for each (batch, row block, column block) in parallel:
             for k0 in range(0, k, AXPY_K_BLOCK):
                 panel = b[k0:k1, cols]                      (packed; from bᵀ: _copy_transposed)
+                (from aᵀ: the block's rows of a, a[rows, k0:k1], copied out by _copy_transposed)
                 for i in row block, 4 at a time:
                     strip = out[i:i+4, cols]                (copied into a buffer; 0 in the first block)
                     strip += a[i:i+4, k0:k1] @ panel        (axpy_strip_4x4)
@@ -414,10 +417,14 @@ def _matmul_axpy(a, b, out, b_transposed, threads):
       (77);
     - each 4-row strip streams past the panel, which stays in L2, with its 4 rows in L1;
       tasks write disjoint blocks of ``out``, their rows cut for ``threads`` threads as in
-      ``_matmul_tiles``.
+      ``_matmul_tiles``;
+    - one Numba type for every layout of a: C-contiguous a or aᵀ, told apart by a flag at run time.
+      Each layout of an argument compiles a kernel once more (3-4 s for each of this kernel and
+      ``_matmul_tiles``; a transposed 2-D view and a transposed batch are two layouts, 'F' and 'A'), and
+      the copy of a's rows costs 1/width of the multiply-adds that read them.
     """
     nb, n, m = out.shape
-    kk = a.shape[2]
+    kk = a.shape[1] if a_transposed else a.shape[2]
     pad = PAD_BYTES // out.itemsize
     strips, col_blocks = (n + 3) // 4, (m + AXPY_COL_BLOCK - 1) // AXPY_COL_BLOCK
     row_blocks = balanced_blocks(strips, ROW_BLOCK // 4, threads)
@@ -427,6 +434,7 @@ def _matmul_axpy(a, b, out, b_transposed, threads):
         width = j1 - j0
         panel = np.empty((AXPY_K_BLOCK, width + pad), dtype=out.dtype)
         strip = np.empty((4, width + pad), dtype=out.dtype)
+        rows = np.empty((i1 - i0 if a_transposed else 0, min(AXPY_K_BLOCK, kk)), dtype=out.dtype)
         i_end = i0 + (i1 - i0) // 4 * 4
         for k0 in range(0, kk, AXPY_K_BLOCK):
             kc = min(AXPY_K_BLOCK, kk - k0)
@@ -434,18 +442,22 @@ def _matmul_axpy(a, b, out, b_transposed, threads):
                 _copy_transposed(b_z, k0, j0, kc, width, panel)      # pack b's block from bᵀ
             else:
                 _copy(b_z, k0, j0, kc, width, panel, 0, 0)           # pack b's block
+            a_k, i_a, k_a = a_z, 0, k0                               # a[i, k0 + k] is a_k[i - i_a, k_a + k]
+            if a_transposed:
+                _copy_transposed(a_z, i0, k0, i1 - i0, kc, rows)     # a[i0:i1, k0:k0+kc] from aᵀ
+                a_k, i_a, k_a = rows, i0, 0
             for i in range(i0, i_end, 4):
                 if k0 == 0:                                          # the first K block starts the sums
                     strip[:, :width] = 0.0
                 else:
                     _copy(out_z, i, j0, 4, width, strip, 0, 0)       # 4 rows of out, in
-                axpy_strip_4x4(a_z, i, k0, kc, width, panel, strip)
+                axpy_strip_4x4(a_k, i - i_a, k_a, kc, width, panel, strip)
                 _copy(strip, 0, 0, 4, width, out_z, j0, i)           # and out again
             for i in range(i_end, i1):
                 row = out_z[i, j0:j1]
                 if k0 == 0:
                     row[:] = 0.0
-                axpy_row(a_z, i, k0, kc, width, panel, row)
+                axpy_row(a_k, i - i_a, k_a, kc, width, panel, row)
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -500,10 +512,22 @@ def register_tile(a_panel, b_panel, k0, kc, out, i, j):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def pack_rows(a, i0, i1, k0, kc, panels):
+def pack_rows(a, a_transposed, i0, i1, k0, kc, panels):
     """panels[t, k, r] = a[i0 + t·MR + r, k0 + k] for k < kc, zero past row i1: rows i0..i1 of a,
-    MR at a time, k-major, as ``register_tile`` reads them. ``a`` may have any strides."""
+    MR at a time, k-major, as ``register_tile`` reads them. With ``a_transposed``, ``a`` holds aᵀ,
+    whose rows already hold the MR numbers of a panel's row side by side."""
     mr = panels.shape[2]
+    if a_transposed:
+        for t in range(panels.shape[0]):
+            r0 = i0 + t * mr
+            rows = min(mr, i1 - r0)
+            for k in range(kc):
+                src, dst = a[k0 + k, r0:r0 + rows], panels[t, k]
+                for r in range(rows):
+                    dst[r] = src[r]
+                for r in range(rows, mr):
+                    dst[r] = 0.0
+        return
     for t in range(panels.shape[0]):
         for r in range(mr):
             i = i0 + t * mr + r
@@ -544,10 +568,11 @@ def pack_columns(b, j, b_transposed, panel):
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _matmul_tiles(a, b, out, b_transposed, threads):
+def _matmul_tiles(a, b, out, a_transposed, b_transposed, threads):
     """out[z] = a[z] @ b[z] in the axpy order on register tiles, for an inner dimension of at least
-    TILE_MIN_K; the arguments are those of ``_matmul_axpy`` (a of any strides, b or, with
-    ``b_transposed``, bᵀ C-contiguous, out zero on entry, a batch of 1 broadcast).
+    TILE_MIN_K; the arguments are those of ``_matmul_axpy`` (a or, with ``a_transposed``, aᵀ
+    C-contiguous, b or, with ``b_transposed``, bᵀ C-contiguous, out zero on entry, a batch of 1
+    broadcast).
 
         for each (batch, NR columns of b) in parallel:           once per call
             panels[z, t] = b[z, :, t·NR : t·NR + NR]              (K, NR)   pack_columns
@@ -591,7 +616,7 @@ def _matmul_tiles(a, b, out, b_transposed, threads):
       decides only who computes a block, never the order of a sum.
     """
     nb, n, m = out.shape
-    kk = a.shape[2]
+    kk = a.shape[1] if a_transposed else a.shape[2]
     mr = TILE_ROWS
     nr = TILE_ROW_BYTES // out.itemsize
     tiles = (m + nr - 1) // nr
@@ -608,7 +633,7 @@ def _matmul_tiles(a, b, out, b_transposed, threads):
         rows = np.empty(((i1 - i0 + mr - 1) // mr, min(k_block, kk), mr), dtype=out.dtype)
         for k0 in range(0, kk, k_block):
             kc = min(k_block, kk - k0)
-            pack_rows(a_z, i0, i1, k0, kc, rows)
+            pack_rows(a_z, a_transposed, i0, i1, k0, kc, rows)
             for jt in range(j0 // nr, (j1 + nr - 1) // nr):
                 for it in range(rows.shape[0]):
                     register_tile(rows[it], p_z[jt], k0, kc, out_z, i0 + it * mr, jt * nr)
@@ -971,10 +996,11 @@ def matmul_3d(a, b, out_batch, kernel=None):
             packed = _matmul_axpy if strips else _matmul_tiles              # strips or register tiles
             b_t = b.swapaxes(-1, -2)
             threads = pool_threads()                        # as sized_for set it: the tasks are cut for it
+            a_in, a_transposed = rows_or_transposed(a, dtype)     # gᵀ @ x: read a from gᵀ itself
             if b.dtype == dtype and is_rows(b_t) and not is_rows(b):     # x @ Wᵀ: pack from W itself
-                packed(scalars_of(a, dtype), b_t, out, True, threads)
+                packed(a_in, b_t, out, a_transposed, True, threads)
             else:
-                packed(scalars_of(a, dtype), rows_of(b, dtype), out, False, threads)
+                packed(a_in, rows_of(b, dtype), out, a_transposed, False, threads)
     return out
 
 
