@@ -8,7 +8,6 @@ bring arrays into that form, copying only when they must:
 * ``rows_of``       rows of a (B, r, c) array, contiguous; a transposed view is copied by
                     ``transposed`` (``transpose_rows``), faster than NumPy's transpose-copy;
 * ``rows_or_transposed`` rows of x or of xᵀ as they lie, and which of the two (a flag for the kernel);
-* ``scalars_of``    any strides at all, for a left operand read one number at a time;
 * ``is_rows``       already C-contiguous and writable;
 * ``swapped_leading`` a (A, B, L) array as a C-contiguous (B, A, L) copy: the batch and channel
                     axes of an image batch swapped, as a convolution's long products want them.
@@ -160,12 +159,3 @@ def rows_or_transposed(x, dtype):
     if x.dtype == dtype and is_rows(xt):
         return xt, True
     return contiguous(x, dtype), False
-
-
-def scalars_of(x, dtype):
-    """``x`` as a kernel's left operand when it is only read one number at a time: any strides
-    will do, so a transposed view such as ``gᵀ`` in ``gᵀ @ x`` is passed as it is instead of
-    being copied. Only the dtype and writability are fixed."""
-    if x.dtype == dtype and x.flags.writeable:
-        return x
-    return contiguous(x, dtype)

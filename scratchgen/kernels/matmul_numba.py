@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit, prange
 
 from .cpu import register_tile_shape, vector_registers
-from .layouts import is_rows, rows_of, rows_or_transposed, scalars_of, transpose_rows
+from .layouts import is_rows, rows_of, rows_or_transposed, transpose_rows
 from .stack import stack_tile
 from .threads import pool_threads, sized_for
 
@@ -768,8 +768,8 @@ def _matmul_kmajor(a_t, b, out, threads):
 
 @njit(fastmath=FASTMATH, cache=True)
 def _few_rows(a, b, out):
-    """out += a @ b for an output of few rows: a (r, k) of any strides, b (k, w) and out (r, w)
-    C-contiguous. The axpy kernel's strips, on the rows of b and of out as they lie:
+    """out += a @ b for an output of few rows: a (r, k), b (k, w) and out (r, w) C-contiguous. The
+    axpy kernel's strips, on the rows of b and of out as they lie:
 
         for k0 in range(0, k, AXPY_K_BLOCK):
             for i in range(0, r, 4):
@@ -789,13 +789,14 @@ def _few_rows(a, b, out):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _matmul_narrow(a, b, out):
-    """out[z] = a[z] @ b[z] for an output of few rows, on the calling thread: a (B|1, r, k) of any
-    strides, b (B|1, k, w) and out (B, r, w) C-contiguous, out zero on entry; a batch size of 1 in
-    ``a`` or ``b`` is broadcast. An output of few *columns* comes here transposed (``matmul_3d``):
-    Cᵀ = BᵀAᵀ has few rows, and long ones.
+def _matmul_narrow(a, a_transposed, b, out):
+    """out[z] = a[z] @ b[z] for an output of few rows, on the calling thread: a (B|1, r, k) or, with
+    ``a_transposed``, aᵀ (B|1, k, r), b (B|1, k, w) and out (B, r, w), all C-contiguous, out zero on
+    entry; a batch size of 1 in ``a`` or ``b`` is broadcast. An output of few *columns* comes here
+    transposed (``matmul_3d``): Cᵀ = BᵀAᵀ has few rows, and long ones.
 
         for z in range(B):
+            (from aᵀ: a[z]'s few rows copied out of it first)
             _few_rows(a[z], b[z], out[z])
 
     Optimisations (one thread, CPU time, fraction of numpy's BLAS; AMD EPYC Zen 4, load 2.3):
@@ -807,10 +808,23 @@ def _matmul_narrow(a, b, out):
       kernel alone; unpacked 1.0);
     - the long side is the vector loop: with few columns, the flipped product reads aᵀ (a weight
       gradient's gᵀ @ x) by rows as it lies. Kernels alone: 400x128ᵀ @ 128x20 0.72 -> 0.87 (the
-      flipped packed axpy kernel -> this one), 8x128ᵀ @ 128x400 0.58 -> 0.82 (dot kernel -> this).
+      flipped packed axpy kernel -> this one), 8x128ᵀ @ 128x400 0.58 -> 0.82 (dot kernel -> this);
+    - aᵀ in one Numba type with a (a flag): a's few rows copied here cost 0.2-0.3 µs; NumPy's copy
+      (8x128ᵀ @ 128x400: 13.0 -> 14.1 µs) and strided reads in a kernel compiled per layout
+      (about 1 s of compiling for each) cost more.
     """
+    r = out.shape[1]
+    kk = a.shape[1] if a_transposed else a.shape[2]
+    rows = np.empty((r if a_transposed else 0, kk), dtype=out.dtype)
     for z in range(out.shape[0]):
-        _few_rows(a[z if a.shape[0] > 1 else 0], b[z if b.shape[0] > 1 else 0], out[z])
+        a_z = a[z if a.shape[0] > 1 else 0]
+        if a_transposed:
+            for k in range(kk):
+                src = a_z[k]
+                for i in range(r):
+                    rows[i, k] = src[i]
+            a_z = rows
+        _few_rows(a_z, b[z if b.shape[0] > 1 else 0], out[z])
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -937,11 +951,11 @@ def narrow(a, b, out, plan):
         _matmul_narrow_dot(rows_of(a, dtype), np.ascontiguousarray(b.swapaxes(1, 2), dtype), out)
         return out
     if plan == "rows":
-        _matmul_narrow(scalars_of(a, dtype), rows_of(b, dtype), out)
+        _matmul_narrow(*rows_or_transposed(a, dtype), rows_of(b, dtype), out)
         return out
     # Cᵀ = Bᵀ Aᵀ: few rows now, and long ones; the narrow result is turned around at the end
     out_t = np.zeros((out.shape[0], out.shape[2], out.shape[1]), dtype=dtype)
-    _matmul_narrow(scalars_of(b.swapaxes(1, 2), dtype), rows_of(a.swapaxes(1, 2), dtype), out_t)
+    _matmul_narrow(*rows_or_transposed(b.swapaxes(1, 2), dtype), rows_of(a.swapaxes(1, 2), dtype), out_t)
     transpose_rows(out_t, out, 0, out.shape[1])
     return out
 
