@@ -240,7 +240,7 @@ def batch_norm_forward_numba(x, gamma, beta, eps, mean=None, var=None):
                 _channel_statistics(x3, mean, var)
         inv_std = 1 / np.sqrt(var + eps)
         out = np.empty_like(x3)
-        _normalise(x3, mean, gamma * inv_std, beta, out)
+        _normalise(x3, mean, gamma * inv_std, np.ascontiguousarray(beta), out)   # one Numba type: C layout
     return out.reshape(x.shape), mean, var, inv_std
 
 

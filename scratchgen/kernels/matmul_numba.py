@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit, prange
 
 from .cpu import register_tile_shape, vector_registers
-from .layouts import is_rows, rows_of, rows_or_transposed, transpose_rows
+from .layouts import contiguous, is_rows, rows_of, rows_or_transposed, transpose_rows
 from .stack import stack_tile
 from .threads import pool_threads, sized_for
 
@@ -948,7 +948,7 @@ def narrow(a, b, out, plan):
     copying the operand read by rows if its layout does not suit (only when a caller forces it)."""
     dtype = out.dtype
     if plan == "dot":
-        _matmul_narrow_dot(rows_of(a, dtype), np.ascontiguousarray(b.swapaxes(1, 2), dtype), out)
+        _matmul_narrow_dot(rows_of(a, dtype), contiguous(b.swapaxes(1, 2), dtype), out)
         return out
     if plan == "rows":
         _matmul_narrow(*rows_or_transposed(a, dtype), rows_of(b, dtype), out)
