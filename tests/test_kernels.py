@@ -749,6 +749,23 @@ def test_a_1x1_kernels_input_gradient_is_one_long_product_turned_back(dtype, str
     assert_close(dx, conv.conv2d_grad_input_reference(g, w, x_shape, stride, (0, 0)), 4)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("stride, x_shape, channels", [((1, 1), (3, 5, 7, 8), 4), ((2, 3), (1, 1, 8, 9), 33),
+                                                        ((1, 1), (2, 40, 1, 1), 7)])
+def test_a_1x1_kernels_two_gradients_read_one_channels_first_copy_of_g(dtype, stride, x_shape, channels):
+    # both gradients of a 1x1 layer at once (g turned channels-first once, for the two products): the
+    # numbers of the two gradients called apart, bit for bit, and the definitions'; g not contiguous
+    w = rng_array((channels, x_shape[1], 1, 1), dtype, 15)
+    x = rng_array(x_shape, dtype, 16, "transposed")
+    g = rng_array((x_shape[0], channels) + conv_numba._out_hw(x_shape, w.shape, stride, (0, 0)), dtype, 17, "transposed")
+    assert not conv_numba.tiles_pay("grad_weight", w.shape, dtype)
+    dx, dw = conv_numba.backward(x, g, w, stride, (0, 0))
+    np.testing.assert_array_equal(dx, conv_numba.grad_input(g, w, x_shape, stride, (0, 0)))
+    np.testing.assert_array_equal(dw, conv_numba.grad_weight(x, g, w.shape, stride, (0, 0)))
+    assert_close(dx, conv.conv2d_grad_input_reference(g, w, x_shape, stride, (0, 0)), channels)
+    assert_close(dw, conv.conv2d_grad_weight_reference(x, g, w.shape, stride, (0, 0)), g[:, 0].size)
+
+
 @given(problem=conv_problems(), tiles=st.booleans(), chunks=st.sampled_from([None, (7, 3)]))
 def test_conv2d_tiles_and_separate_paths_match_the_definitions(problem, tiles, chunks):
     # the dispatch runs a product on the register tiles only for full panels of channels and, in the
