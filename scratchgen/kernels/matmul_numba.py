@@ -276,7 +276,8 @@ def axpy_strip_4x4(a, i, k0, kc, width, panel, strip):
       stored takes 4, so a vector step does 16 FMAs for 8 loads and 4 stores, and the 16 numbers
       from a stay in registers for the whole j loop;
     - rows are sliced before the loops (indexing ``c[i, j]`` inside compiled to scalar code);
-    - ``a`` is only read one number at a time, so it may be a strided view (e.g. a transpose).
+    - ``a`` is only read one number at a time: any strides would do, but the callers hand it
+      C-contiguous rows (from aᵀ they copy them out first), so that it compiles for one layout.
     """
     c0, c1, c2, c3 = strip[0, :width], strip[1, :width], strip[2, :width], strip[3, :width]
     a0, a1, a2, a3 = a[i], a[i + 1], a[i + 2], a[i + 3]
@@ -421,7 +422,9 @@ def _matmul_axpy(a, b, out, a_transposed, b_transposed, threads):
     - one Numba type for every layout of a: C-contiguous a or aᵀ, told apart by a flag at run time.
       Each layout of an argument compiles a kernel once more (3-4 s for each of this kernel and
       ``_matmul_tiles``; a transposed 2-D view and a transposed batch are two layouts, 'F' and 'A'), and
-      the copy of a's rows costs 1/width of the multiply-adds that read them.
+      the copy of a's rows costs 1/width of the multiply-adds that read them. Measured against the
+      strided reads it replaced (one thread, CPU time, medians of 41 calls, two runs, load 0.6-0.7,
+      µs): 32x64ᵀ @ 64x6272 469 and 380 -> 359 and 355, 64x16ᵀ @ 16x6272 279 and 211 -> 196 and 202.
     """
     nb, n, m = out.shape
     kk = a.shape[1] if a_transposed else a.shape[2]
@@ -966,7 +969,8 @@ def matmul_3d(a, b, out_batch, kernel=None):
     Any layout and float dtype is accepted. ``kernel`` ("dot", "axpy" or "narrow") overrides the
     choice by shape. No operand is copied when its layout already suits the kernel: the dot kernel
     reads rows of A and of Bᵀ, so ``x @ wᵀ`` with a contiguous ``w`` is free; the axpy kernel reads
-    rows of B and single numbers of A, so ``gᵀ @ x`` is free too; it runs on register tiles
+    rows of B and single numbers of A, and takes ``gᵀ @ x`` from g itself (``a_transposed``, copying
+    each task's rows of a block by block); it runs on register tiles
     (``_matmul_tiles``) for an inner dimension of at least TILE_MIN_K, on 4-row strips
     (``_matmul_axpy``) below it. A product too small to pay for
     waking the thread pool runs on the calling thread alone (``threads.sized_for``); a product with
