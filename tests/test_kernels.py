@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from types import SimpleNamespace
 from unittest.mock import patch
 
@@ -418,6 +419,21 @@ def test_only_work_that_pays_for_the_wake_ups_wakes_the_pool():
         with mm_threads.sized_for(1):
             raise RuntimeError("boom")
     assert numba.get_num_threads() == all_threads      # restored after an error
+
+
+def test_a_calibration_that_met_a_busy_core_is_repeated_later_and_a_good_one_is_kept(monkeypatch):
+    # every wake-up slower than SLOW_WAKE means another program held the core: measured again after
+    # RECALIBRATE seconds, not believed for the rest of the process (it would keep threads off for good)
+    long_ago = time.monotonic() - 2 * mm_threads.RECALIBRATE
+    monkeypatch.setattr(mm_threads, "_calibration", {"wake": 8e-3, "madd": 1e-10, "at": long_ago})
+    mm_threads.threads_for(10**8)
+    assert mm_threads._calibration["at"] > long_ago           # measured again
+    fresh = {"wake": 8e-3, "madd": 1e-10, "at": time.monotonic()}
+    monkeypatch.setattr(mm_threads, "_calibration", dict(fresh))
+    assert mm_threads.threads_for(10**8) == 1 and mm_threads._calibration == fresh   # not yet
+    good = {"wake": 2e-6, "madd": 1e-10, "at": long_ago}
+    monkeypatch.setattr(mm_threads, "_calibration", dict(good))
+    assert mm_threads.threads_for(10**8) == numba.get_num_threads() and mm_threads._calibration == good
 
 
 def run_calls(choice, seconds_on, calls):

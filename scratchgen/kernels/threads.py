@@ -10,8 +10,8 @@ because most of its products are small.
 Two rules decide, one after the other; neither holds a number tuned to one machine.
 
 1. **Can threads pay at all?** Measured once per process (``calibrate``, well under a
-   millisecond): the time to wake the pool and join it again, and the time of one multiply-add
-   on one thread. A call of ``work`` multiply-adds may use T threads only if the time they would
+   millisecond; again later if another program held the cores at that moment): the fastest time to
+   wake the pool and join it again, and the time of one multiply-add on one thread. A call of ``work`` multiply-adds may use T threads only if the time they would
    save, ``work · t_madd · (1 - 1/T)``, is at least ``WAKEUPS_SAVED`` wake-ups — a margin for how
    much a wake-up varies on a busy machine (``threads_for``).
 2. **Do they pay, here and now?** That first rule assumes the other cores are free. When another
@@ -42,7 +42,9 @@ SAMPLES = 5             # a choice is judged by the median wall time of its last
 RETRY_EVERY = 32        # calls between two tries of the other choice, at first (see ThreadChoice)
 RETRY_MAX = 1024        # ... and at most, once a choice keeps winning
 MAX_KEYS = 4096         # call sites x shapes remembered (a long evaluation with many shapes)
-_calibration = {}       # {"wake": seconds per wake-up, "madd": seconds per multiply-add}
+SLOW_WAKE = 1e-3        # seconds: a wake-up this slow is another program's time slice, not the pool's cost
+RECALIBRATE = 30.0      # seconds after which a calibration that found only slow wake-ups is repeated
+_calibration = {}       # {"wake": seconds per wake-up, "madd": seconds per multiply-add, "at": when}
 
 
 @njit(parallel=True, cache=True)
@@ -80,8 +82,19 @@ def pool_threads():
 
 
 def calibrate(repeats=15):
-    """Measure (once) the pool's wake-up time and one multiply-add's time on one thread."""
-    if not _calibration:
+    """Measure (once) the pool's wake-up time and one multiply-add's time on one thread; again after
+    RECALIBRATE seconds if every wake-up was slower than SLOW_WAKE.
+
+    NOTE: rule 1 asks what threads cost when the other cores are free (rule 2 sees whether they
+    are), so the wake-up is the fastest of the samples. With another program running on the second
+    core, every wake-up of a 2-core pool waited for that program's time slice: 4-12 ms each, 8 ms
+    the median (2026-12-07, AMD EPYC, a test suite on the other core), against 2 µs on a free core.
+    Calibrated at such a moment, a process never used its second thread again (the median put the
+    break-even at 330 million multiply-adds, the fastest sample still at 160-240 million), however
+    free the machine became; so such a calibration is repeated (at most every RECALIBRATE seconds:
+    15 slow samples take ~0.1 s)."""
+    stale = _calibration and _calibration["wake"] > SLOW_WAKE and time.monotonic() - _calibration["at"] > RECALIBRATE
+    if not _calibration or stale:
         threads = pool_threads()
         out = np.zeros(threads)
         a, b = np.ones((32, 64), np.float32), np.ones((64, 64), np.float32)
@@ -96,16 +109,15 @@ def calibrate(repeats=15):
             t = time.perf_counter()
             _madds(a, b, c)
             madd.append((time.perf_counter() - t) / a.size / b.shape[1])
-        # the median wake-up is what a call typically pays; the fastest multiply-add is the
-        # machine's own speed (a slower one was interrupted)
-        _calibration.update(wake=float(np.median(wake)), madd=float(min(madd)))
+        # the fastest of each is the machine's own speed: a slower one waited or was interrupted
+        _calibration.update(wake=float(min(wake)), madd=float(min(madd)), at=time.monotonic())
     return dict(_calibration)
 
 
 def threads_for(work):
     """Threads worth waking for ``work`` multiply-adds (or element copies), if the other cores are
     free: 1 or all of them (rule 1)."""
-    cost = _calibration or calibrate()
+    cost = _calibration if _calibration and _calibration["wake"] <= SLOW_WAKE else calibrate()
     if work * cost["madd"] < WAKEUPS_SAVED * cost["wake"]:
         return 1            # not even infinitely many threads would save enough (asked first: cheap)
     threads = pool_threads()
