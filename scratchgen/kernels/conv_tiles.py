@@ -104,12 +104,14 @@ def gather_tile(mr, row_bytes, src, row_src, i, rows, k_src, k0, kc, panel, out,
       of them as the registers hold (``cpu.register_tile_shape``: 10 x 16 float32 on Zen 4, 5 x 16
       on AVX2), the same number of running sums. On the wide tile half of every panel was zeros.
     - NOTE: why 6 x 32 and not another shape: with NV vectors a row, the tile's speed on Zen 4 follows
-      NV / (NV + 1), as if each broadcast took a multiply-add's issue slot (a model that fits). Measured (2026-12-07, one
-      thread, CPU time, load 1.0-1.4, forward passes on a copy of the tile with a channels-last output,
-      the VQ-VAE's 3x3 and 4x4 64->64 layers, GFLOP/s): 12 x 16 75-83, 6 x 32 91-111, 3 x 64 97-112,
-      6 x 64 with 512-bit vectors 97-113. Rows of one vector (24 x 8) let LLVM fold each broadcast into
-      its multiply-add (``{1to8}``): 93 on A packed beforehand, but gathering A its 24 row offsets spill
-      from the 16 general registers (61-66), and packing A in the kernel costs as much (59-70; §A.9).
+      NV / (NV + 1), as if each broadcast took a multiply-add's issue slot (a model that fits these
+      numbers). Measured (2026-12-07, one thread, CPU time, load 1.0-1.4, forward passes on a copy of
+      the tile with a channels-last output, the VQ-VAE's 3x3 and 4x4 64->64 layers, GFLOP/s): 12 x 16
+      75-83, 6 x 32 91-111, 3 x 64 97-112, 6 x 64 with 512-bit vectors 97-113. Rows of one vector let
+      LLVM fold each broadcast into its multiply-add (``{1to8}``), which did not pay: 24 x 8 61-66 (its
+      24 row offsets spill from the 16 general registers), 59-70 packing A in the kernel; a 16 x 8
+      weight-gradient tile, whose rows are consecutive channels (constant offsets), 63-89 against 89-105
+      for 6 x 32 (appendix A, §A.9).
     Measured (one thread, CPU time, AMD EPYC Zen 4, load 2.5, GFLOP/s, three runs, fused kernel ->
     this tile): forward passes of the VQ-VAE's 3x3 64->64 layer 78-79 -> 90-92 and 4x4 64->64 layer
     72-76 -> 85-90; the tile alone on operands in L1, 98-105 (the packed ``register_tile``: 112).
