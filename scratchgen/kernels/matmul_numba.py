@@ -834,10 +834,15 @@ def _matmul_narrow(a, a_transposed, b, out):
 def _matmul_narrow_dot(a, bt, out):
     """out[z] = a[z] @ bt[z]ᵀ for an output of few columns whose a is C-contiguous (a layer's
     g @ W), on the calling thread: the dot kernel's tiles (``dot_block``) without its pool.
-    a (B|1, n, k) and bt (B|1, m, k) C-contiguous, out (B, n, m) zero on entry."""
-    for z in range(out.shape[0]):
-        dot_block(a[z if a.shape[0] > 1 else 0], bt[z if bt.shape[0] > 1 else 0], out[z],
-                  0, out.shape[1], 0, out.shape[2])
+    a (B|1, n, k) and bt (B|1, m, k) C-contiguous, out (B, n, m) zero on entry; in the dot kernel's
+    blocks of ROW_BLOCK x COL_BLOCK. NOTE: passing the constants 0 as the first row and column would
+    compile ``dot_block`` once more: a constant from one kernel to another is typed as a literal."""
+    nb, n, m = out.shape
+    for z in range(nb):
+        a_z, bt_z = a[z if a.shape[0] > 1 else 0], bt[z if bt.shape[0] > 1 else 0]
+        for i0 in range(0, n, ROW_BLOCK):
+            for j0 in range(0, m, COL_BLOCK):
+                dot_block(a_z, bt_z, out[z], i0, min(i0 + ROW_BLOCK, n), j0, min(j0 + COL_BLOCK, m))
 
 
 # ---------------------------------------------------------------------------- choice and entry
