@@ -47,6 +47,13 @@ STEPS = [
 ]
 TITLES = {"vae": "VAE pytorch-examples, batch 128", "dcgan": "DCGAN D + G step, batch 64",
           "vqvae": "VQ-VAE mnist, batch 128"}
+# untimed steps before the clock starts, for both libraries: compiling is done, and each of
+# scratchgen's timed call sites has run 3 times on one thread and 3 on all (threads.ThreadChoice),
+# as in every later step of a training run. NOTE: with 3, the first timed steps still tried the
+# slower choice, and a choice made on a disturbed sample stayed for the rest of a 20-step process:
+# 8 processes of the VAE step on two threads, medians 5.3-9.8 ms, two above 7.5 (kernel time on two
+# threads 39-92%); with 10, 5.35-5.74 ms and one at 7.6 (94-99%) (2026-12-07, idle machine)
+WARMUP = 10
 
 
 # ---------------------------------------------------------------------------- the steps
@@ -216,13 +223,15 @@ def _peak_rss_mb():
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024   # bytes on macOS, KiB on Linux
 
 
-def measure_step(library, name, threads, steps=20, warmup=3, memory_steps=0):
+def measure_step(library, name, threads, steps=20, warmup=None, memory_steps=0):
     """Time ``steps`` training steps of ``name`` with ``library`` in *this* process.
 
     Returns ``{"ms": [per-step wall ms], "cpu_ms": [...], "peak_rss_mb", "params",
     "growth_kb_per_step"}``; growth is measured only if ``memory_steps`` > 0, as the change in
-    resident memory over that many further steps divided by their number.
+    resident memory over that many further steps divided by their number. ``warmup`` untimed
+    steps come first (WARMUP if None).
     """
+    warmup = WARMUP if warmup is None else warmup
     _, model, preset, batch_size = next(s for s in STEPS if s[0] == name)
     differs = []
     if library == "torch":
@@ -270,13 +279,14 @@ def thread_env(threads):
     return env
 
 
-def run_in_process(library, name, threads, steps=20, warmup=3, memory_steps=0, python=None):
+def run_in_process(library, name, threads, steps=20, warmup=None, memory_steps=0, python=None):
     """``measure_step`` in a fresh process (``python``: the interpreter, e.g. one with PyTorch)."""
     # PyTorch's process runs this file as a script, so it never imports scratchgen (nor Numba)
     # (-P: without its folder on sys.path, where scratchgen/random.py would hide the standard one)
     where = ["-P", os.path.abspath(__file__)] if library == "torch" else ["-m", "scratchgen.bench_steps"]
     cmd = [python or sys.executable, *where, "--worker", library, name, "--threads", str(threads),
-           "--steps", str(steps), "--warmup", str(warmup), "--memory-steps", str(memory_steps)]
+           "--steps", str(steps), "--warmup", str(WARMUP if warmup is None else warmup),
+           "--memory-steps", str(memory_steps)]
     env = thread_env(threads)
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
     if done.returncode != 0:
@@ -294,7 +304,7 @@ def torch_python():
 
 
 # ---------------------------------------------------------------------------- the comparison
-def bench_steps(rounds=2, threads=(1, 2), names=None, steps=20, warmup=3, memory_steps=0, torch=True):
+def bench_steps(rounds=2, threads=(1, 2), names=None, steps=20, warmup=None, memory_steps=0, torch=True):
     """Rows ``{"name", "threads", "scratchgen": [...], "torch": [...] or None, ...}``.
 
     For each step and thread count, ``rounds`` rounds alternate the libraries, each round a
@@ -385,7 +395,7 @@ def _main(argv=None):
     parser.add_argument("--worker", nargs=2, metavar=("LIBRARY", "STEP"), required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=WARMUP)
     parser.add_argument("--memory-steps", type=int, default=0)
     args = parser.parse_args(argv)
     library, name = args.worker
