@@ -11,9 +11,10 @@ Two rules decide, one after the other; neither holds a number tuned to one machi
 
 1. **Can threads pay at all?** Measured once per process (``calibrate``, well under a
    millisecond; again later if another program held the cores at that moment): the fastest time to
-   wake the pool and join it again, and the time of one multiply-add on one thread. A call of ``work`` multiply-adds may use T threads only if the time they would
-   save, ``work · t_madd · (1 - 1/T)``, is at least ``WAKEUPS_SAVED`` wake-ups — a margin for how
-   much a wake-up varies on a busy machine (``threads_for``).
+   wake the pool and join it again, and the time of one multiply-add on one thread. A call of
+   ``work`` multiply-adds may use T threads only if the time they would save,
+   ``work · t_madd · (1 - 1/T)``, is at least ``WAKEUPS_SAVED`` wake-ups — a margin for how much a
+   wake-up varies on a busy machine (``threads_for``).
 2. **Do they pay, here and now?** That first rule assumes the other cores are free. When another
    program keeps one busy, our second thread waits for its turn on that core, and the call waits
    for it: measured on a 2-core machine with one core taken by a training run, the VAE's
@@ -93,8 +94,8 @@ def calibrate(repeats=15):
     break-even at 330 million multiply-adds, the fastest sample still at 160-240 million), however
     free the machine became; so such a calibration is repeated (at most every RECALIBRATE seconds:
     15 slow samples take ~0.1 s)."""
-    stale = _calibration and _calibration["wake"] > SLOW_WAKE and time.monotonic() - _calibration["at"] > RECALIBRATE
-    if not _calibration or stale:
+    slow = _calibration and _calibration["wake"] > SLOW_WAKE
+    if not _calibration or (slow and time.monotonic() - _calibration["at"] > RECALIBRATE):
         threads = pool_threads()
         out = np.zeros(threads)
         a, b = np.ones((32, 64), np.float32), np.ones((64, 64), np.float32)
