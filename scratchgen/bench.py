@@ -272,7 +272,8 @@ def main(argv=None):
             say(f"  gc {'on' if gc_on else 'off'}: {build:.1f} / {back:.1f}")
     if "steps" in sections:
         from .bench_steps import WARMUP, bench_steps, format_rows
-        say("", f"training steps ({args.steps} per process after {WARMUP} untimed, {args.rounds} alternating rounds)",
+        say("", f"training steps ({args.steps} per process after {WARMUP} untimed, "
+                f"{args.rounds} alternating rounds)",
             *format_rows(bench_steps(args.rounds, threads, steps=args.steps, torch=python is not None)),
             _load())
     if "epoch" in sections:
