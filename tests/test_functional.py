@@ -323,6 +323,41 @@ def test_conv_transpose2d_matches_the_scatter_definition_and_passes_gradcheck(ca
                padding=case["padding"], output_padding=case["output_padding"])
 
 
+@pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_a_conv_bias_added_in_place_gives_the_separate_additions_values_and_gradients(op, dtype, backend):
+    # the bias goes into the kernel's output and its gradient into the op's own backward rule; the
+    # result must be the general y + b.reshape(1, -1, 1, 1), values and all three gradients
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 4, 6, 5)).astype(dtype)
+    w = rng.standard_normal((4, 5, 3, 3) if op == "conv_transpose2d" else (5, 4, 3, 3)).astype(dtype)
+    b = rng.standard_normal(5).astype(dtype)
+    results = []
+    with use_backend(backend):
+        for fused in (True, False):
+            xt, wt, bt = (Tensor(a, requires_grad=True) for a in (x, w, b))
+            y = getattr(F, op)(xt, wt, bt if fused else None, stride=2, padding=1)
+            if not fused:
+                y = y + bt.reshape(1, -1, 1, 1)
+            g = rng.standard_normal(y.shape).astype(dtype) if fused else g
+            y.backward(g)
+            results.append((y.data, xt.grad, wt.grad, bt.grad))
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    for fused, general in zip(*results):
+        assert fused.dtype == general.dtype == dtype
+        np.testing.assert_allclose(fused, general, **tol)
+
+
+def test_a_conv_bias_of_another_dtype_keeps_numpys_promotion():
+    x, w = np.ones((1, 2, 4, 4), np.float32), np.ones((3, 2, 3, 3), np.float32)
+    b = Tensor(np.ones(3), requires_grad=True)                  # float64
+    y = F.conv2d(Tensor(x), Tensor(w), b, padding=1)
+    assert y.dtype == np.float64 and y.data[0, 0, 1, 1] == 19.0
+    y.sum().backward()
+    assert b.grad.dtype == np.float64 and np.array_equal(b.grad, [16.0, 16.0, 16.0])
+
+
 # Corner cases named outright, so they are covered whatever the random cases above happen to be.
 CONV2D_CORNERS = [  # x shape, weight shape, stride, padding
     ((1, 1, 1, 1), (1, 1, 1, 1), (1, 1), (0, 0)),

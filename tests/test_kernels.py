@@ -1156,6 +1156,26 @@ def test_the_number_of_threads_never_changes_a_batch_norm(shape):
         np.testing.assert_array_equal(alone, shared)
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (128, 64, 49), (2, 3, 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bias_kernels_match_the_references(shape, dtype):
+    rng = np.random.default_rng(9)
+    y, b = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape[1]).astype(dtype)
+    g = rng.standard_normal((shape[0], 2 * shape[1], shape[2])).astype(dtype)[:, ::2]   # not contiguous
+    from scratchgen.kernels import bias as bias_kernels
+    fused, reference = y.copy(), y.copy()
+    bias_kernels.add_bias_numba(fused, b)
+    bias_kernels.add_bias_reference(reference, b)
+    np.testing.assert_array_equal(fused, reference)              # one addition per element: same bits
+    sums = bias_kernels.bias_gradient_numba(g)
+    assert sums.dtype == dtype and sums.shape == (shape[1],)
+    exact = g.astype(np.float64).sum(axis=(0, 2))
+    np.testing.assert_allclose(sums, exact, rtol=1e-6 if dtype == np.float32 else 1e-12, atol=1e-6)
+    # NumPy sums in float32 there: up to 6,272 numbers of size ~1 per channel, errors of ~1e-5
+    np.testing.assert_allclose(bias_kernels.bias_gradient_reference(g), exact,
+                               rtol=1e-5 if dtype == np.float32 else 1e-12, atol=2e-4 if dtype == np.float32 else 1e-12)
+
+
 @given(shape=st.lists(st.integers(1, 7), min_size=1, max_size=4), dtype=FLOAT_DTYPES,
        layout_pair=st.tuples(layouts_, layouts_), alpha=st.sampled_from([0.0, 0.01, 0.2, -0.5, 3.0]),
        seed=st.integers(0, 2**16))

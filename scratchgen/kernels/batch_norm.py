@@ -72,6 +72,18 @@ def batch_norm_backward_reference(g, x, mean, inv_std, gamma, training):
 
 
 # ---------------------------------------------------------------------------- Numba kernels
+@njit(fastmath=FASTMATH, cache=True)
+def channel_sum(x, c):
+    """Σ_{n, l} x[n, c, l] of an (N, C, L) array, in float64, image by image: a run of L numbers at
+    a time, a vector loop (``_channel_statistics``, and a convolution's bias gradient in ``bias``)."""
+    s = 0.0
+    for n in range(x.shape[0]):
+        row = x[n, c]
+        for j in range(x.shape[2]):
+            s += row[j]
+    return s
+
+
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _channel_statistics(x, mean, var):
     """mean[c], var[c] of x (N, C, L) over its M = N·L values per channel, in two passes.
@@ -94,12 +106,7 @@ def _channel_statistics(x, mean, var):
     """
     n, c, l = x.shape
     for ch in prange(c):
-        s = 0.0
-        for i in range(n):
-            row = x[i, ch]
-            for j in range(l):
-                s += row[j]
-        m = s / (n * l)
+        m = channel_sum(x, ch) / (n * l)
         q = 0.0
         for i in range(n):
             row = x[i, ch]
