@@ -122,6 +122,9 @@ def gather_tile(mr, row_bytes, src, row_src, i, rows, k_src, k0, kc, panel, out,
     0.67-0.74 (within the noise), with 12 (the sums spill) 0.85. Compiled for a Zen 3 (AVX2, 5 x 16
     float32, load 2.2) on the same core: 2.95 -> 1.89 and 4.05 -> 2.26 ms.
     """
+    # NOTE: the tile's shape must be a constant (a literal); every other argument must not be: a
+    # constant passed from one kernel to another is typed as a literal too and compiles this function
+    # once more (10 signatures where 4 do), so the callers write np.intp(0) and np.bool_(False)
     numba.literally(mr)
     numba.literally(row_bytes)
     acc = stack_tile(mr, row_bytes, out)
@@ -222,11 +225,11 @@ def _gathered_rows(src, row_src, row_count, k_src, panels, out, row_dst, col_str
             for jp in range(panels.shape[1]):
                 rows, j, cols = min(mr, i1 - i), jp * nr, min(nr, n_cols - jp * nr)
                 if narrow:
-                    gather_tile(NARROW_ROWS, NARROW_ROW_BYTES, src, row_src[p], i, rows, k_src, 0, kk, panels[p, jp],
-                                out, row_dst[p], col_stride, j, cols, False)
+                    gather_tile(NARROW_ROWS, NARROW_ROW_BYTES, src, row_src[p], i, rows, k_src, np.intp(0), kk,
+                                panels[p, jp], out, row_dst[p], col_stride, j, cols, np.bool_(False))
                 else:
-                    gather_tile(TILE_ROWS, TILE_ROW_BYTES, src, row_src[p], i, rows, k_src, 0, kk, panels[p, jp],
-                                out, row_dst[p], col_stride, j, cols, False)
+                    gather_tile(TILE_ROWS, TILE_ROW_BYTES, src, row_src[p], i, rows, k_src, np.intp(0), kk,
+                                panels[p, jp], out, row_dst[p], col_stride, j, cols, np.bool_(False))
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -258,8 +261,8 @@ def _rows_block(mr, row_bytes, block, src, row_src, i0, i1, k_src, panels, out, 
         here[0, r] = r * nr
     for jp in range(panels.shape[0]):
         for i in range(0, rows, mr):
-            gather_tile(mr, row_bytes, src, row_src[i0:], i, min(mr, rows - i), k_src, 0, k_src.shape[0], panels[jp],
-                        sums.reshape(-1), here[0], 1, 0, nr, False)
+            gather_tile(mr, row_bytes, src, row_src[i0:], i, min(mr, rows - i), k_src, np.intp(0), k_src.shape[0],
+                        panels[jp], sums.reshape(-1), here[0], np.intp(1), np.intp(0), nr, np.bool_(False))
         j = jp * nr
         r = 0
         while r < rows:
@@ -311,7 +314,8 @@ def _gathered_k_chunks(src, row_src, k_src, panels, chunk, k_block, partial, row
             for jp in range(panels.shape[0]):
                 for q in range(0, features, mr):
                     gather_tile(TILE_ROWS, TILE_ROW_BYTES, src, row_src, q, min(mr, features - q), k_src, k0, kc,
-                                panels[jp], partial[t], row_dst, 1, jp * nr, min(nr, n_cols - jp * nr), k0 > t * chunk)
+                                panels[jp], partial[t], row_dst, np.intp(1), jp * nr, min(nr, n_cols - jp * nr),
+                                k0 > t * chunk)
 
 
 @njit(cache=True)
