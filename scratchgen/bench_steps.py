@@ -223,15 +223,14 @@ def _peak_rss_mb():
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024   # bytes on macOS, KiB on Linux
 
 
-def measure_step(library, name, threads, steps=20, warmup=None, memory_steps=0):
+def measure_step(library, name, threads, steps=20, warmup=WARMUP, memory_steps=0):
     """Time ``steps`` training steps of ``name`` with ``library`` in *this* process.
 
     Returns ``{"ms": [per-step wall ms], "cpu_ms": [...], "peak_rss_mb", "params",
     "growth_kb_per_step"}``; growth is measured only if ``memory_steps`` > 0, as the change in
     resident memory over that many further steps divided by their number. ``warmup`` untimed
-    steps come first (WARMUP if None).
+    steps come first.
     """
-    warmup = WARMUP if warmup is None else warmup
     _, model, preset, batch_size = next(s for s in STEPS if s[0] == name)
     differs = []
     if library == "torch":
@@ -279,14 +278,13 @@ def thread_env(threads):
     return env
 
 
-def run_in_process(library, name, threads, steps=20, warmup=None, memory_steps=0, python=None):
+def run_in_process(library, name, threads, steps=20, warmup=WARMUP, memory_steps=0, python=None):
     """``measure_step`` in a fresh process (``python``: the interpreter, e.g. one with PyTorch)."""
     # PyTorch's process runs this file as a script, so it never imports scratchgen (nor Numba)
     # (-P: without its folder on sys.path, where scratchgen/random.py would hide the standard one)
     where = ["-P", os.path.abspath(__file__)] if library == "torch" else ["-m", "scratchgen.bench_steps"]
     cmd = [python or sys.executable, *where, "--worker", library, name, "--threads", str(threads),
-           "--steps", str(steps), "--warmup", str(WARMUP if warmup is None else warmup),
-           "--memory-steps", str(memory_steps)]
+           "--steps", str(steps), "--warmup", str(warmup), "--memory-steps", str(memory_steps)]
     env = thread_env(threads)
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
     if done.returncode != 0:
@@ -304,7 +302,7 @@ def torch_python():
 
 
 # ---------------------------------------------------------------------------- the comparison
-def bench_steps(rounds=2, threads=(1, 2), names=None, steps=20, warmup=None, memory_steps=0, torch=True):
+def bench_steps(rounds=2, threads=(1, 2), names=None, steps=20, warmup=WARMUP, memory_steps=0, torch=True):
     """Rows ``{"name", "threads", "scratchgen": [...], "torch": [...] or None, ...}``.
 
     For each step and thread count, ``rounds`` rounds alternate the libraries, each round a

@@ -32,6 +32,7 @@ import numpy as np
 from numba import njit, prange
 
 from .backend import implementation
+from .layouts import one_float_dtype
 from .threads import sized_for
 
 # NOTE: "reassoc" lets LLVM split each channel's sum over several SIMD lanes (the loops vectorise);
@@ -226,15 +227,9 @@ def _as_ncl(x):
     return np.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1)
 
 
-def _fits(*arrays):
-    """The kernels take arrays of one float dtype (mixed dtypes follow NumPy's promotion rules in
-    the reference instead)."""
-    return arrays[0].dtype in (np.float32, np.float64) and all(a.dtype == arrays[0].dtype for a in arrays)
-
-
 def batch_norm_forward_numba(x, gamma, beta, eps, mean=None, var=None):
     """``batch_norm_forward`` with the fused passes: statistics (two reads of x), then y (one)."""
-    if not _fits(x, gamma, beta, *(() if mean is None else (mean, var))):
+    if not one_float_dtype(x, gamma, beta, *(() if mean is None else (mean, var))):
         return batch_norm_forward_reference(x, gamma, beta, eps, mean, var)
     x3 = _as_ncl(x)
     dtype = x.dtype
@@ -253,7 +248,7 @@ def batch_norm_forward_numba(x, gamma, beta, eps, mean=None, var=None):
 
 def batch_norm_backward_numba(g, x, mean, inv_std, gamma, training):
     """``batch_norm_backward`` with the fused passes: the two sums (one read of g and x), then dx."""
-    if not _fits(g, x, mean, inv_std, gamma):
+    if not one_float_dtype(g, x, mean, inv_std, gamma):
         return batch_norm_backward_reference(g, x, mean, inv_std, gamma, training)
     g3, x3 = _as_ncl(g), _as_ncl(x)
     c, count, dtype = x.shape[1], x.size // x.shape[1], x.dtype

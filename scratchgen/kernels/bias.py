@@ -18,6 +18,7 @@ from numba import njit, prange
 
 from .backend import implementation
 from .batch_norm import channel_sum
+from .layouts import is_rows, one_float_dtype
 from .threads import sized_for
 
 
@@ -64,14 +65,9 @@ def _channel_sums(g, sums):
         sums[c] = channel_sum(g, c)
 
 
-def _fits(*arrays):
-    """float32 or float64 arrays of one dtype (others follow NumPy's rules in the reference)."""
-    return arrays[0].dtype in (np.float32, np.float64) and all(a.dtype == arrays[0].dtype for a in arrays)
-
-
 def add_bias_numba(out, b):
     """``add_bias`` as one parallel pass (``_add_per_channel``) for a C-contiguous ``out``."""
-    if not (_fits(out, b) and out.flags.c_contiguous and out.flags.writeable):
+    if not (one_float_dtype(out, b) and is_rows(out)):
         return add_bias_reference(out, b)
     with sized_for(out.size, ("add_bias", out.shape)):
         _add_per_channel(out, np.ascontiguousarray(b))
@@ -79,7 +75,7 @@ def add_bias_numba(out, b):
 
 def bias_gradient_numba(g):
     """``bias_gradient`` as one parallel pass (``_channel_sums``), rounded to g's dtype at the end."""
-    if not _fits(g):
+    if not one_float_dtype(g):
         return bias_gradient_reference(g)
     sums = np.empty(g.shape[1])
     with sized_for(g.size, ("bias_gradient", g.shape)):

@@ -9,6 +9,7 @@ bring arrays into that form, copying only when they must:
                     ``transposed`` (``transpose_rows``), faster than NumPy's transpose-copy;
 * ``rows_or_transposed`` rows of x or of xᵀ as they lie, and which of the two (a flag for the kernel);
 * ``is_rows``       already C-contiguous and writable;
+* ``one_float_dtype`` float32 or float64 throughout (the element-wise kernels' condition);
 * ``swapped_leading`` a (A, B, L) array as a C-contiguous (B, A, L) copy: the batch and channel
                     axes of an image batch swapped, as a convolution's long products want them.
 """
@@ -29,6 +30,12 @@ def result_dtype(*arrays, op="matmul"):
                             f"{', '.join(str(y.shape) for y in arrays)}); convert with "
                             f".astype(np.float32)")
     return np.result_type(*arrays)
+
+
+def one_float_dtype(*arrays):
+    """True if every array is float32, or every one float64: what the element-wise Numba kernels take
+    (mixed dtypes go to their NumPy references, which follow NumPy's promotion rules)."""
+    return arrays[0].dtype in (np.float32, np.float64) and all(a.dtype == arrays[0].dtype for a in arrays)
 
 
 def is_rows(x):
