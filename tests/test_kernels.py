@@ -81,6 +81,7 @@ def test_every_kernel_has_one_table_entry_per_backend_and_numpy_means_the_refere
               "leaky_relu_backward": (activations.BACKWARD, activations.leaky_relu_backward_reference),
               "relu_forward": (activations.RELU_FORWARD, activations.relu_forward_reference),
               "relu_backward": (activations.RELU_BACKWARD, activations.relu_backward_reference),
+              "softplus_forward": (activations.SOFTPLUS, activations.softplus_forward_reference),
               "matmul": (mm.IMPLEMENTATIONS, mm.matmul_reference),
               "conv2d_forward": (conv.FORWARD, conv.conv2d_forward_reference),
               "conv2d_grad_input": (conv.GRAD_INPUT, conv.conv2d_grad_input_reference),
@@ -976,8 +977,9 @@ def test_adam_kernel_gives_numpys_bits_also_as_plain_python():
 
 
 # ---------------------------------------------------------------------- elementwise: sigmoid
-# Tensor.sigmoid (and F.softplus, whose derivative it computes) is NumPy, not a Numba kernel: its
-# cost is np.exp, which NumPy vectorises and Numba (without Intel's SVML) calls once per element.
+# Tensor.sigmoid is NumPy, not a Numba kernel: its cost is np.exp, which NumPy vectorises and Numba
+# (without Intel's SVML) calls once per element. F.softplus takes e^-|x| from NumPy too, and its log1p
+# and σ from one Numba pass (kernels/activations.py).
 
 def extreme_logits(dtype):
     """Every regime: 0 and ±0, tiny, moderate, where exp(-|a|) is subnormal or 0, ±1e4, ±max, ±inf."""
@@ -1194,6 +1196,35 @@ def test_relu_and_leaky_relu_kernels_give_the_references_bits(shape, dtype, layo
     for got, want in pairs:
         assert got.dtype == want.dtype == dtype and got.shape == want.shape
         np.testing.assert_array_equal(got, want)
+
+
+def test_the_softplus_kernel_is_within_an_ulp_of_log1p_and_gives_sigmoids_bits():
+    from scratchgen.kernels import activations as act
+    x = extreme_logits(np.float32)
+    x = np.concatenate([x, [np.nan]]).astype(np.float32)
+    with np.errstate(over="ignore"):
+        (out, sig), (want_out, want_sig) = act.softplus_forward_numba(x), act.softplus_forward_reference(x)
+    assert out.dtype == sig.dtype == np.float32
+    np.testing.assert_array_equal(sig, want_sig)            # NaN where x is NaN, in both
+    finite = np.isfinite(want_out)
+    np.testing.assert_array_equal(out[~finite], want_out[~finite])
+    with np.errstate(over="ignore"):                        # the spacing above the largest float is inf
+        ulps = np.abs(out[finite] - want_out[finite]) / np.spacing(np.abs(want_out[finite]))
+    assert ulps.max() <= 1, ulps.max()
+    assert out[x == -np.inf] == 0 and np.isnan(out[-1])
+    x64 = x.astype(np.float64)                              # float64 takes the reference itself
+    for got, want in zip(act.softplus_forward_numba(x64), act.softplus_forward_reference(x64)):
+        np.testing.assert_array_equal(got, want)
+
+
+@given(shape=st.lists(st.integers(1, 7), min_size=1, max_size=4), layout=layouts_, seed=st.integers(0, 2**16))
+def test_the_softplus_kernel_takes_any_layout(shape, layout, seed):
+    from scratchgen.kernels import activations as act
+    x = with_layout((5 * np.random.default_rng(seed).standard_normal(shape)).astype(np.float32), layout)
+    (out, sig), (want_out, want_sig) = act.softplus_forward_numba(x), act.softplus_forward_reference(x)
+    assert out.shape == sig.shape == x.shape
+    np.testing.assert_array_equal(sig, want_sig)
+    np.testing.assert_allclose(out, want_out, rtol=2 ** -22, atol=0)
 
 
 def test_leaky_relu_kernels_keep_numpys_dtype_rules_and_infinities():

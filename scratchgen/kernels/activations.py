@@ -1,15 +1,17 @@
-"""The ReLU and the leaky ReLU (Maas, Hannun & Ng, 2013) with their gradients: NumPy references and
-one Numba pass each.
+"""The ReLU, the leaky ReLU (Maas, Hannun & Ng, 2013) and softplus with their gradients: NumPy
+references and one Numba pass each.
 
     leaky ReLU   y = x where x > 0, α x elsewhere         dx = g where x > 0, α g elsewhere
     ReLU         y = max(x, 0)                            dx = g where x > 0, 0 · g elsewhere
+    softplus     y = log(1 + e^x)                         dx = g σ(x)
 
 :func:`scratchgen.functional.leaky_relu` calls ``leaky_relu_forward(x, α)`` and, in its backward
 rule, ``leaky_relu_backward(g, x, α)``, through the tables ``FORWARD`` and ``BACKWARD``
 (:mod:`scratchgen.kernels.backend`); ``Tensor.relu`` calls ``relu_forward`` and ``relu_backward``
 (tables ``RELU_FORWARD``, ``RELU_BACKWARD``). Both implementations give the same bits: x·1 is x,
 each output is one product rounded once, and the ReLU keeps NumPy's ``maximum``: NaN stays NaN,
-and 0 · g is −0 for a negative g (NaN for an infinite one).
+and 0 · g is −0 for a negative g (NaN for an infinite one). :func:`scratchgen.functional.softplus` calls
+``softplus_forward(x)``, which returns σ(x) beside y for the backward rule (table ``SOFTPLUS``).
 """
 import numpy as np
 from numba import njit, prange
@@ -130,6 +132,79 @@ def relu_forward(x):
 def relu_backward(g, x):
     """The ReLU's gradient for the upstream gradient ``g`` (x's shape), on the backend in use."""
     return implementation(RELU_BACKWARD)(g, x)
+
+
+# ---------------------------------------------------------------------------- softplus
+def softplus_forward_reference(x):
+    """(log(1 + e^x), σ(x)) elementwise, both from one e = e^-|x| (never e^x, which overflows):
+
+        log(1 + e^x) = max(x, 0) + log1p(e)         σ(x) = 1 / (1 + e) if x >= 0 else e / (1 + e)
+
+    σ(x) is computed as ``Tensor.sigmoid`` computes it, bit for bit (its numerator, 1 or e, is
+    ``max(e, x >= 0)`` since e <= 1)."""
+    e = np.exp(-np.abs(x))
+    return np.maximum(x, 0) + np.log1p(e), np.maximum(e, x >= 0) / (1 + e)
+
+
+# log1p(e) = 2 atanh(s) = 2 (s + s³/3 + s⁵/5 + ...) with s = e / (2 + e) <= 1/3: each term is at most
+# 1/9 of the one before, so seven terms leave a relative error below (1/9)^7 / 15 = 1.4e-8, a quarter
+# of float32's rounding step. The sum is computed in float64 (Python's floats), rounded once at the end.
+ATANH_TERMS = tuple(1 / (2 * k + 1) for k in range(7))      # 1, 1/3, 1/5, ..., 1/13
+TINY = 2.0 ** -24       # below this, log1p(e) = e - e²/2 + ... rounds to e in float32
+
+
+@njit(parallel=True, cache=True)
+def _softplus_and_sigmoid(x, e, out, sig):
+    """out[i] = log(1 + e^x[i]) and sig[i] = σ(x[i]) from e[i] = e^-|x[i]| (float32, flat arrays):
+
+        for i in parallel:
+            s = e[i] / (2 + e[i])                                   in float64
+            out[i] = max(x[i], 0) + (e[i] if e[i] < TINY else 2 s (1 + s²/3 + ... + s¹²/13))
+            sig[i] = (1 if x[i] >= 0 else e[i]) / (1 + e[i])        in float32, as NumPy rounds it
+
+    Optimisations:
+    - ``np.log1p`` (in the reference) calls the C library once per element on CPUs without AVX-512:
+      NumPy has vector code for ``exp`` and ``log`` but, there, not for ``log1p``. The series above is
+      additions and multiplications only, which LLVM vectorises; ``e`` comes from NumPy's vector
+      ``exp``. Measured (one thread, CPU time, AMD EPYC Zen 3 with AVX2, the VAE's 128 x 784 logits):
+      the reference 970 µs, ``np.exp`` 190 µs + this pass 80 µs (float32 arithmetic: 70 µs, but up
+      to 3.6 ulps from the exact value where float64 gives 2.5, all of it e's own rounding);
+    - σ comes out of the same pass, so the backward rule is one product, g · σ;
+    - no fastmath: σ's bits are NumPy's, and the series is summed in the order written.
+    """
+    one = np.float32(1)
+    for i in prange(x.size):
+        a, ei = x[i], e[i]
+        s = ei / (2.0 + ei)
+        s2 = s * s
+        p = 0.0
+        for c in ATANH_TERMS[::-1]:
+            p = p * s2 + c
+        out[i] = max(a, 0.0) + (ei if ei < TINY else 2.0 * s * p)
+        sig[i] = (one if a >= 0 else ei) / (one + ei)
+
+
+def softplus_forward_numba(x):
+    """``softplus_forward`` with the log1p and σ in one Numba pass (``_softplus_and_sigmoid``) for
+    float32; float64 (the dtype of gradient checks: small arrays, every bit wanted) takes the reference."""
+    if x.dtype != np.float32:
+        return softplus_forward_reference(x)
+    x = np.ascontiguousarray(x)
+    e = np.abs(x)
+    np.exp(np.negative(e, out=e), out=e)
+    out, sig = np.empty_like(x), np.empty_like(x)
+    with sized_for(SOFTPLUS_WORK * x.size, ("softplus", x.shape)):
+        _softplus_and_sigmoid(x.reshape(-1), e.reshape(-1), out.reshape(-1), sig.reshape(-1))
+    return out, sig
+
+
+SOFTPLUS_WORK = 8       # an element costs about as much as 8 multiply-adds (threads.sized_for)
+SOFTPLUS = {"numpy": softplus_forward_reference, "numba": softplus_forward_numba}
+
+
+def softplus_forward(x):
+    """(log(1 + e^x), σ(x)) of a float array, on the backend in use."""
+    return implementation(SOFTPLUS)(x)
 
 
 FORWARD = {"numpy": leaky_relu_forward_reference, "numba": leaky_relu_forward_numba}
