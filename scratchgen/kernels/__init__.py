@@ -18,7 +18,7 @@ live apart (as minitorch keeps ``tensor_ops`` apart from ``fast_ops``):
 * :mod:`.stack`        — ``stack_tile``: a register tile's sums in an array on the stack
 * :mod:`.adam`         — ``adam_update``: Adam's step as a NumPy reference and one fused Numba pass
 * :mod:`.batch_norm`   — batch normalisation's forward and backward arithmetic: reference and fused passes
-* :mod:`.activations`  — the leaky ReLU and its gradient: reference and one Numba pass each
+* :mod:`.activations`  — the ReLU, the leaky ReLU and softplus with their gradients: reference and one Numba pass each
 * :mod:`.bias`         — a convolution's bias added in place, and its gradient: reference and one Numba pass each
 * :mod:`.compile_time` — how long Numba spent compiling in this process
 * :mod:`.heap`         — freed memory kept for the next step (fewer page faults), set at import
