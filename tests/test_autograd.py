@@ -11,7 +11,7 @@ from hypothesis import given, strategies as st
 import scratchgen as sg
 from scratchgen import Tensor, no_grad
 from scratchgen.finite_differences import gradcheck
-from scratchgen.autograd import is_grad_enabled, unbroadcast
+from scratchgen.autograd import is_grad_enabled, owned, unbroadcast
 from strategies import (away_from, away_from_zero, bounded_floats, broadcastable_pairs,
                         distinct_arrays, laid_out_arrays, positive_floats, shapes, with_layout)
 
@@ -332,6 +332,39 @@ def test_composite_expression():
 
 
 # ---------------------------------------------------------------------- engine rules
+def test_a_leaf_keeps_a_gradient_nothing_else_holds_and_copies_any_other():
+    x = np.ones(3)
+    assert owned(x) is x                                    # only the caller's name holds it
+    alias = x
+    assert owned(x) is not x and alias is x                 # a second name: copied
+    view = np.ones((1, 3, 2)).reshape(3, 2)
+    assert owned(view) is view                              # the only view of an array nothing else holds
+    whole = np.ones(4)
+    part = whole[1:]
+    assert owned(part) is not part and owned(part).base is None         # a view of an array a name holds: copied
+    t = np.ones((3, 2)).T
+    assert owned(t) is not t and owned(t).flags.c_contiguous            # not C-contiguous: copied
+    held = [np.ones(3)]
+    assert owned(held[0]) is not held[0]                    # a container holds it: copied
+
+
+def test_a_leaf_gradient_never_shares_memory_with_another_array():
+    a, b = Tensor(np.ones(3), requires_grad=True), Tensor(np.ones(3), requires_grad=True)
+    ((a + b) * 2.0).sum().backward()                        # add hands one array to both leaves
+    assert not np.shares_memory(a.grad, b.grad)
+    np.testing.assert_array_equal(a.grad, [2, 2, 2])
+    np.testing.assert_array_equal(b.grad, [2, 2, 2])
+    upstream = np.arange(6.0)
+    c = Tensor(np.ones(6), requires_grad=True)
+    (c + 0.0).backward(upstream)                            # the caller's own array
+    assert not np.shares_memory(c.grad, upstream)
+    d = Tensor(np.ones((2, 3)), requires_grad=True)
+    d.reshape(6).backward(upstream)                         # a view of it
+    assert not np.shares_memory(d.grad, upstream)
+    c.grad += 1                                             # and .grad is the leaf's to change
+    np.testing.assert_array_equal(upstream, np.arange(6.0))
+
+
 def test_gradients_accumulate_across_backward_calls_on_graphs_sharing_leaves():
     a, b = leaf(random(3)), leaf(random(3, seed=1))
     (a * b).sum().backward()
