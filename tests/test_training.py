@@ -84,6 +84,8 @@ def test_ctrl_c_mid_epoch_saves_and_the_resume_command_continues_exactly(referen
         return real_step(self, batch)
 
     monkeypatch.setattr(VAE, "train_step", step_then_ctrl_c)
+    # the handler the process had: Python's default, or SIG_IGN when a shell started pytest in the background
+    before = signal.getsignal(signal.SIGINT)
     rc, text, _ = train(capsys, out, "--epochs", "4", "--binarize", "dynamic")
     assert rc == cli.EXIT_INTERRUPTED
     expected = f"scratchgen train vae --out {shlex.quote(str(out))} --resume"
@@ -91,7 +93,7 @@ def test_ctrl_c_mid_epoch_saves_and_the_resume_command_continues_exactly(referen
     assert expected in text.splitlines()[-1]
     _, meta = load_checkpoint(out / "checkpoints" / "latest.npz")
     assert (meta["step"], meta["epoch"], meta["batch"]) == (30, 1, 9)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler put back
+    assert signal.getsignal(signal.SIGINT) is before  # handler put back
 
     monkeypatch.setattr(VAE, "train_step", real_step)
     rc = cli.main(shlex.split(expected)[1:])  # exactly what the message told the user to run
