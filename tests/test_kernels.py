@@ -408,6 +408,30 @@ def test_row_blocks_share_equal_work_among_the_threads(units, most, threads):
         assert max(shares) - min(shares) <= blocks // threads
 
 
+@pytest.mark.parametrize("n, tiles, threads", [(128, 13, 2), (1024, 32, 2), (64, 196, 2), (70, 1, 3), (5, 2, 4), (300, 7, 3)])
+def test_the_tiles_tasks_cover_the_output_once_and_a_threads_share_holds_whole_column_blocks(n, tiles, threads):
+    # _matmul_tiles' tasks as tile_block cuts them: every (row, column tile) of out in exactly one task,
+    # and when the column blocks are a multiple of the threads, the contiguous share of tasks Numba gives
+    # each thread (balanced_blocks) reads only its own column tiles of b
+    mr = mmn.TILE_ROWS
+    col_blocks = mmn.balanced_blocks(tiles, max(1, mmn.AXPY_COL_BLOCK // 32), threads)
+    split_columns = col_blocks % threads == 0
+    row_blocks = mmn.balanced_blocks(-(-n // mr), max(1, mmn.TILE_ROW_BLOCK // mr), 1 if split_columns else threads)
+    tasks = col_blocks * row_blocks
+    covered = np.zeros((n, tiles), int)
+    owner = np.full(tiles, -1)
+    for task in range(tasks):
+        z, i0, i1, t0, t1 = mmn.tile_block(task, n, tiles, mr, row_blocks, col_blocks)
+        assert z == 0
+        covered[i0:i1, t0:t1] += 1
+        thread = task * threads // tasks                     # the thread whose contiguous share holds it
+        if split_columns:
+            assert all(owner[t] in (-1, thread) for t in range(t0, t1))
+            owner[t0:t1] = thread
+    assert (covered == 1).all()
+    assert split_columns == (tiles >= threads)
+
+
 def test_only_work_that_pays_for_the_wake_ups_wakes_the_pool():
     cost = mm_threads.calibrate()
     assert 0 < cost["madd"] < 1e-8 and 0 < cost["wake"] < 1.0
