@@ -23,7 +23,7 @@ from scratchgen import Tensor
 from scratchgen.kernels import conv, conv_numba, conv_tiles, layouts, matmul as mm, matmul_numba as mmn
 from scratchgen.kernels import threads as mm_threads
 from scratchgen.kernels.backend import BACKENDS, get_backend, set_backend, use_backend
-from scratchgen.kernels.cpu import register_tile_shape
+from scratchgen.kernels.cpu import L1_DATA_BYTES_UNKNOWN, l1_data_bytes, register_tile_shape
 from scratchgen.kernels.stack import heap_tile, stack_tile
 from strategies import layouts as layouts_
 from strategies import (FLOAT_DTYPES, batch_norm_problems, conv2d_cases, conv2d_grad_input_shapes,
@@ -346,6 +346,19 @@ def test_the_register_tile_takes_as_many_rows_as_the_vector_registers_hold():
         per_row = row_bytes // vector
         assert rows * (per_row + 1) <= registers - 1 < (rows + 1) * (per_row + 1)
     assert (mmn.TILE_ROWS, mmn.TILE_ROW_BYTES) == register_tile_shape()
+
+
+def test_the_l1_data_cache_size_is_read_from_linux_or_assumed(tmp_path):
+    # as /sys/devices/system/cpu/cpu0/cache describes a core: instruction and data caches per level
+    for index, (level, kind, size) in enumerate([("1", "Instruction", "32K"), ("1", "Data", "48K"),
+                                                 ("2", "Unified", "2048K")]):
+        (tmp_path / f"index{index}").mkdir()
+        for name, text in (("level", level), ("type", kind), ("size", size)):
+            (tmp_path / f"index{index}" / name).write_text(text + "\n")
+    assert l1_data_bytes(str(tmp_path)) == 48 * 1024
+    assert l1_data_bytes(str(tmp_path / "nowhere")) == L1_DATA_BYTES_UNKNOWN
+    # the weight gradient's passes: as many positions as L1 holds rows of g's panel, at most 512
+    assert conv_tiles.GRAD_WEIGHT_K_BLOCK == min(512, l1_data_bytes() // mmn.TILE_ROW_BYTES)
 
 
 @pytest.mark.parametrize("kernel", ["dot", "axpy"])

@@ -33,6 +33,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .cpu import l1_data_bytes
 from .matmul_numba import FASTMATH, NARROW_ROW_BYTES, NARROW_ROWS, TILE_ROW_BLOCK, TILE_ROW_BYTES, TILE_ROWS
 from .stack import stack_tile
 
@@ -47,7 +48,9 @@ BLOCK_OFFSET_BYTES = max(WIDE_BLOCK, NARROW_BLOCK) * np.dtype(np.intp).itemsize
 # positions per task of the weight gradient, at most: each task sums dw over its own positions, and
 # the tasks' partial sums are added in a fixed order (measured: see _gathered_k_chunks)
 GRAD_WEIGHT_CHUNK = 1024
-GRAD_WEIGHT_K_BLOCK = 512               # positions per pass of a tile in the weight gradient
+# positions per pass of a tile in the weight gradient: as many as the L1 data cache holds rows of g's
+# panel, and at most 512 (see _gathered_k_chunks)
+GRAD_WEIGHT_K_BLOCK = min(512, l1_data_bytes() // TILE_ROW_BYTES)
 CHUNKS_MULTIPLE = 4                     # chunks come in multiples of 4: 1, 2 or 4 threads share them evenly
 CHUNKS_BYTES = 32 * 2**20               # the chunks' partial sums of dw take at most this much memory (or 4 of them)
 
@@ -300,6 +303,17 @@ def _gathered_k_chunks(src, row_src, k_src, panels, chunk, k_block, partial, row
       a chunk is cut into passes of equal length (784 positions: 2 x 392, not 512 + 272).
       Measured (one thread, CPU time, load 2.5-2.7, GFLOP/s over three layers): passes of 128, 256 and
       512 positions within noise of each other (68-87), 1024 slower (55-62 on the 14x14 layers).
+    - k_block (GRAD_WEIGHT_K_BLOCK) = as many positions as the L1 data cache holds rows of g's panel
+      (``cpu.l1_data_bytes`` / TILE_ROW_BYTES: 256 with 32 KB), at most 512: every tile of a pass reads
+      the whole panel, which then comes from L1, not L2. Measured (2026-12-07, one thread, CPU time,
+      AMD EPYC Zen 3, AVX2, load ~1, the kernel alone, medians of 25, GFLOP/s, passes of 392 -> 196
+      positions): the DCGAN's convT 128->64 49 -> 67, the VQ-VAE's 4x4 64->64 47 -> 65, 3x3 64->64
+      61 -> 70, 64->32 62 -> 73, 16->64 72 -> 71 (passes of 112: 64-79, within a few percent of 196);
+      whole layers (forward + both gradients, one process alternating, medians of 15) DCGAN convT
+      128->64 38.6 -> 34.7 ms, VQ-VAE 4x4 64->64 42.8 -> 39.1, convT 64->64 42.3 -> 37.0, 3x3 64->64
+      19.7 -> 18.9, 64->32 10.4 -> 10.2 ms, the rest within noise. On Zen 4 (32 KB L1 too) passes of
+      112, 196 and 392 positions were within noise of each other (above); with a 48 KB L1 (Intel's
+      Ice Lake and later) a chunk of 784 positions runs in 3 passes of 262 (not measured).
     """
     chunks, features = partial.shape[0], row_src.shape[0]
     positions = k_src.shape[0]
