@@ -820,6 +820,54 @@ def test_a_1x1_kernels_two_gradients_read_one_channels_first_copy_of_g(dtype, st
     assert_close(dw, conv.conv2d_grad_weight_reference(x, g, w.shape, stride, (0, 0)), g[:, 0].size)
 
 
+@given(n=st.integers(1, 3), hw=st.sampled_from([(1, 1), (2, 3), (7, 7)]), channels=st.sampled_from([
+    (1, 1), (5, 7), (16, 8), (64, 16), (32, 64), (16, 64), (70, 33), (64, 40)]), dtype=FLOAT_DTYPES,
+    layout=st.sampled_from(["contiguous", "transposed", "strided"]), tiles=st.sampled_from([None, True, False]),
+    chunks=st.sampled_from([None, (7, 3)]))
+def test_a_1x1_kernel_with_stride_1_on_tiles_that_read_x_and_g_in_place(n, hw, channels, dtype, layout, tiles, chunks):
+    # a 1x1 kernel, stride 1, no padding: the tiles read x and g as NCHW arrays where they lie
+    # (conv_numba.in_place); the rule (pointwise_tiles_pay) or ``tiles`` chooses per product between them and
+    # the matmul kernels; narrow panels for 16 float32 columns; any layout of x and g; the numbers of the
+    # two gradients at once are those of each alone, bit for bit, and kept_copy's copy is read where needed
+    c, o = channels
+    x = rng_array((n, c) + hw, dtype, 21, layout)
+    w = rng_array((o, c, 1, 1), dtype, 22)
+    g = rng_array((n, o) + hw, dtype, 23, layout)
+    chunk, k_block = chunks or (conv_tiles.GRAD_WEIGHT_CHUNK, conv_tiles.GRAD_WEIGHT_K_BLOCK)
+    with patch.object(conv_tiles, "GRAD_WEIGHT_CHUNK", chunk), patch.object(conv_tiles, "GRAD_WEIGHT_K_BLOCK", k_block):
+        keep = conv.kept_copy(x, w.shape, 1, 0) if tiles is None else None
+        out = conv_numba.forward(x, w, (1, 1), (0, 0), tiles=tiles, x_copy=keep)
+        dx = conv_numba.grad_input(g, w, x.shape, (1, 1), (0, 0), tiles=tiles)
+        dw = conv_numba.grad_weight(x, g, w.shape, (1, 1), (0, 0), tiles=tiles, x_copy=keep)
+        both = conv_numba.backward(x, g, w, (1, 1), (0, 0), tiles=tiles, x_copy=keep)
+    np.testing.assert_array_equal(both[0], dx)
+    np.testing.assert_array_equal(both[1], dw)
+    assert out.dtype == dx.dtype == dw.dtype == dtype
+    assert_close(out, conv.conv2d_forward_reference(x, w, (1, 1), (0, 0)), c)
+    assert_close(dx, conv.conv2d_grad_input_reference(g, w, x.shape, (1, 1), (0, 0)), o)
+    assert_close(dw, conv.conv2d_grad_weight_reference(x, g, w.shape, (1, 1), (0, 0)), g[:, 0].size)
+
+
+def test_the_1x1_layers_read_in_place_for_a_long_enough_k_and_half_a_panel_of_columns():
+    nr = mmn.TILE_ROW_BYTES // 4
+    assert conv_numba.in_place((16, 64, 1, 1), (1, 1), (0, 0))
+    assert not conv_numba.in_place((16, 64, 1, 1), (2, 2), (0, 0)) and not conv_numba.in_place((16, 64, 1, 1), (1, 1), (1, 1))
+    assert not conv_numba.in_place((16, 64, 3, 3), (1, 1), (0, 0))
+    assert conv_numba.pointwise_tiles_pay("forward", (nr // 2, conv_numba.POINTWISE_MIN_K, 1, 1), np.float32)
+    assert not conv_numba.pointwise_tiles_pay("forward", (64, conv_numba.POINTWISE_MIN_K // 2, 1, 1), np.float32)
+    assert not conv_numba.pointwise_tiles_pay("forward", (nr // 2 - 1, 64, 1, 1), np.float32)
+    assert conv_numba.pointwise_tiles_pay("grad_input", (64, nr // 2, 1, 1), np.float32)
+    assert not conv_numba.pointwise_tiles_pay("grad_input", (16, 64, 1, 1), np.float32)
+    assert conv_numba.pointwise_tiles_pay("grad_weight", (nr // 2, nr, 1, 1), np.float32)
+    assert not conv_numba.pointwise_tiles_pay("grad_weight", (64, nr // 2, 1, 1), np.float32)
+    assert conv_numba.pointwise_tiles_pay("grad_weight", (1, 1, 1, 1), np.float32, tiles=True)
+    # both the forward pass and the weight gradient in place: no copy of x kept for the weight gradient
+    x = np.ones((2, 64, 3, 3), np.float32)
+    assert conv_numba.kept_copy(x, (16, 64, 1, 1), (1, 1), (0, 0)) is None
+    assert conv_numba.kept_copy(x, (64, 64, 1, 1), (1, 1), (0, 0)) is None
+    assert conv_numba.kept_copy(x[:, :32], (64, 32, 1, 1), (1, 1), (0, 0)).shape == (32, 2 * 9)   # Pᵀ: the forward's
+
+
 @given(problem=conv_problems(), tiles=st.booleans(), chunks=st.sampled_from([None, (7, 3)]))
 def test_conv2d_tiles_and_separate_paths_match_the_definitions(problem, tiles, chunks):
     # the dispatch runs a product on the register tiles only for full panels of channels and, in the

@@ -8,11 +8,13 @@ matrix product with the "patch matrix" P (N·Ho·Wo, kH·kW·C), one row per rec
     grad_weight  dw     = Σ_n g[n] @ P[n]
     grad_input   dP[n]  = g[n]ᵀ @ w_mat, then *col2im* adds each patch row back into dx
 
-Two ways to run each product, chosen per product by its shape (``tiles_pay``):
+Three ways to run each product, chosen per product by its shape (``tiles_pay``, ``pointwise_tiles_pay``):
 
 * on register tiles that read P straight from the padded channels-last image, P never copied
   (:mod:`scratchgen.kernels.conv_tiles`); the input gradient there runs as stride-1 products of
   g's patches, one per phase of the output pixel, with no col2im;
+* for a 1x1 kernel with stride 1 and no padding, on the same tiles reading x (or g) where it lies, NCHW:
+  its P is x's images, (C, H·W) each (``in_place``, ``pointwise_tiles_pay``);
 * for few features or few channels, im2col and col2im as passes of their own over the whole batch
   (``_im2col_columns``, ``_col2im_rows``) around one call of ``matmul_3d``: long, thin products
   whose panels of 32 channels would be mostly empty on the tiles. A 1x1 kernel without padding
@@ -140,10 +142,15 @@ def kept_copy(x, w_shape, stride, padding):
     forward pass had already turned around. Keeping Pᵀ too (2026-12-07, load 0.8-1.0, medians of 15
     calls): im2col took 0.13 of the 1.9 ms of the VQ-VAE's 1x1 32 -> 64 layer, 0.22 of the 1.5 ms of
     its 1x1 64 -> 16, 0.33 of the 5.9 ms of its 4x4 1 -> 64, once per layer now instead of twice.
-    The price: Pᵀ (kh·kw times the input's size) stays alive until the backward pass."""
+    The price: Pᵀ (kh·kw times the input's size) stays alive until the backward pass. A 1x1 kernel with
+    stride 1 and no padding (``in_place``) keeps Pᵀ only for a product on the matmul kernels: the tiles
+    read x itself."""
     if x.size == 0 or 0 in w_shape:
         return None
-    if tiles_pay("forward", w_shape, x.dtype) or tiles_pay("grad_weight", w_shape, x.dtype):
+    if in_place(w_shape, stride, padding):      # the tiles read x itself; the matmul kernels its Pᵀ
+        if pointwise_tiles_pay("forward", w_shape, x.dtype) and pointwise_tiles_pay("grad_weight", w_shape, x.dtype):
+            return None
+    elif tiles_pay("forward", w_shape, x.dtype) or tiles_pay("grad_weight", w_shape, x.dtype):
         (_, _, h, w), (ph, pw) = x.shape, padding
         return conv_tiles.padded_nhwc(x, ph, pw, h + 2 * ph, w + 2 * pw, x.dtype, scratch=False)
     kh, kw = w_shape[2:]
@@ -286,11 +293,61 @@ def tiles_pay(product, w_shape, dtype, tiles=None):
     return o >= nr and c * kh * kw > nr
 
 
+# a 1x1 product reads its operand in place on the tiles from this inner dimension on (see pointwise_tiles_pay)
+POINTWISE_MIN_K = TILE_MIN_K // 2
+
+
+def in_place(w_shape, stride, padding):
+    """A 1x1 kernel with stride 1 and no padding: the patch matrix P is x itself, each image's (C, H·W)
+    read channels-first (and the input gradient's patches are g's), so the register tiles can read the
+    NCHW arrays where they lie (``conv_tiles.pointwise_tables``)."""
+    return tuple(w_shape[2:]) == (1, 1) and tuple(stride) == (1, 1) and tuple(padding) == (0, 0)
+
+
+def pointwise_tiles_pay(product, w_shape, dtype, tiles=None):
+    """For an ``in_place`` layer: run ``product`` on the register tiles reading x or g in place (NCHW),
+    rather than on the matmul kernels around turned copies? ``tiles`` True/False overrides the rule.
+
+        forward      k = C, columns O          C >= POINTWISE_MIN_K and O >= NR/2
+        grad_input   k = O, columns C          O >= POINTWISE_MIN_K and C >= NR/2
+        grad_weight  rows C, columns O         C >= NR and O >= NR/2
+
+    Panels of NR/2 columns run on the narrow tile. A tile's fixed cost (zeroing its sums, storing them)
+    is paid once per output element, so the forward pass and the input gradient want a long enough k:
+    half the matmul's TILE_MIN_K, as nothing is packed here. Measured (2026-12-07, one thread, CPU time,
+    AMD EPYC Zen 3, AVX2, medians of 31, ms, matmul kernels and their copies -> tiles in place), on
+    (128, C, 7, 7): forward 32 -> 64 (k 32) 0.64 -> 0.66, 64 -> 16 (k 64, narrow) 0.41 -> 0.28, 16 -> 64
+    (k 16) 0.42 -> 0.53; input gradient 32 -> 64 (k 64) 0.64 -> 0.51, 64 -> 16 (k 16) 0.41 -> 0.53,
+    16 -> 64 (k 64, narrow) 0.39 -> 0.28; weight gradient 32 -> 64 0.70 -> 0.54, 64 -> 16 0.48 -> 0.41,
+    16 -> 64 (16 rows) 0.34 -> 0.38. Whole layers (forward + both gradients, one process alternating the
+    old dispatch and this, 41 rounds, medians, two runs): 32 -> 64 2.06 -> 2.02 and 1.93 -> 1.87 ms (only
+    its gradients read in place), 64 -> 16 1.57 -> 1.42 and 1.46 -> 1.37 ms (all three products, and no
+    copy of x kept: ``kept_copy``). Not measured on AVX-512.
+    """
+    if tiles is not None:
+        return tiles
+    o, c = w_shape[:2]
+    nr = TILE_ROW_BYTES // np.dtype(dtype).itemsize
+    if product == "forward":
+        return c >= POINTWISE_MIN_K and o >= nr // 2
+    if product == "grad_input":
+        return o >= POINTWISE_MIN_K and c >= nr // 2
+    return c >= nr and o >= nr // 2
+
+
 def _forward_numba(x, w, stride, padding, out_hw, dtype, tiles=None, x_copy=None):
     n, o = x.shape[0], w.shape[0]
     kh, kw = w.shape[2:]
     positions, features = out_hw[0] * out_hw[1], w[0].size
-    if tiles_pay("forward", w.shape, dtype, tiles):
+    if in_place(w.shape, stride, padding) and pointwise_tiles_pay("forward", w.shape, dtype, tiles):
+        # out[n, o, l] = Σ_c x[n, c, l] · w[o, c] on register tiles that read x where it lies
+        row_src, counts, k_src, row_dst = conv_tiles.pointwise_tables(n, x.shape[1], positions, o)
+        panels = conv_tiles.weight_panels(w, dtype, _panel_bytes(o, dtype))
+        out = np.empty(n * o * positions, dtype=dtype)       # every element written once
+        with sized_for(out.size * features, ("conv_forward_pointwise", x.shape, w.shape)):
+            conv_tiles._gathered_rows(np.ascontiguousarray(x, dtype=dtype).reshape(-1), row_src, counts, k_src, panels,
+                                      out, row_dst, positions, o)
+    elif tiles_pay("forward", w.shape, dtype, tiles):
         # out[n, o, l] = Σ_q P[(n, l), q] · w_mat[o, q] on register tiles that read P from the image
         row_src, counts, k_src, row_dst = conv_tiles.forward_tables(x.shape, w.shape, stride, padding, out_hw)
         out = np.empty(n * o * positions, dtype=dtype)       # every element written once
@@ -308,15 +365,20 @@ def _grad_weight_numba(x, grad_out, w_shape, stride, padding, out_hw, dtype, til
                        g_first=None):
     o, c, kh, kw = w_shape
     n, positions, features = x.shape[0], out_hw[0] * out_hw[1], c * kh * kw
-    if tiles_pay("grad_weight", w_shape, dtype, tiles):
-        # dwᵀ[q, o] = Σ_(n, l) P[(n, l), q] · g[n, o, l] on register tiles that read P from the image,
-        # in chunks of positions whose sums are added in a fixed order
+    pointwise = in_place(w_shape, stride, padding) and pointwise_tiles_pay("grad_weight", w_shape, dtype, tiles)
+    if pointwise or tiles_pay("grad_weight", w_shape, dtype, tiles):
+        # dwᵀ[q, o] = Σ_(n, l) P[(n, l), q] · g[n, o, l] on register tiles that read P from the image
+        # (channels-last, or x itself for a 1x1 kernel: pointwise), in chunks of positions whose sums are
+        # added in a fixed order
         g = np.asarray(grad_out, dtype=dtype).reshape(n, o, positions)
-        rows, ks, row_dst = conv_tiles.grad_weight_tables(x.shape, w_shape, stride, padding, out_hw)
+        if pointwise:
+            rows, ks, row_dst = conv_tiles.pointwise_grad_weight_tables(n, c, positions, o)
+        else:
+            rows, ks, row_dst = conv_tiles.grad_weight_tables(x.shape, w_shape, stride, padding, out_hw)
         chunks, chunk = conv_tiles.weight_gradient_chunks(ks.size, features * o * np.dtype(dtype).itemsize)
         partial = np.empty((chunks, features * o), dtype=dtype)
         with sized_for(grad_out.size * features, ("conv_grad_weight_tiles", x.shape, w_shape, stride, padding)):
-            xh = _image(x_copy, x, padding, dtype)
+            xh = np.ascontiguousarray(x, dtype=dtype) if pointwise else _image(x_copy, x, padding, dtype)
             if g_panels is None:
                 g_panels = conv_tiles.channel_panels(g, dtype)
             conv_tiles._gathered_k_chunks(xh.reshape(-1), rows, ks, g_panels, chunk, conv_tiles.GRAD_WEIGHT_K_BLOCK,
@@ -334,6 +396,16 @@ def _grad_input_numba(grad_out, w, x_shape, stride, padding, out_hw, dtype, tile
     n, o = grad_out.shape[:2]
     kh, kw = w.shape[2:]
     positions = out_hw[0] * out_hw[1]
+    if in_place(w.shape, stride, padding) and pointwise_tiles_pay("grad_input", w.shape, dtype, tiles):
+        # dx[n, c, l] = Σ_o g[n, o, l] · w[o, c] on register tiles that read g where it lies
+        c = x_shape[1]
+        row_src, counts, k_src, row_dst = conv_tiles.pointwise_tables(n, o, positions, c)
+        panels = conv_tiles.phase_weights(w, (1, 1), 1, 1, dtype, _panel_bytes(c, dtype))
+        dx = np.empty(n * c * positions, dtype=dtype)        # every element written once
+        with sized_for(grad_out.size * c, ("conv_grad_input_pointwise", x_shape, w.shape)):
+            conv_tiles._gathered_rows(np.ascontiguousarray(grad_out, dtype=dtype).reshape(-1), row_src, counts, k_src,
+                                      panels, dx, row_dst, positions, c)
+        return dx.reshape(x_shape)
     if (kh, kw) == (1, 1) and tuple(padding) == (0, 0) and not tiles:
         # a 1x1 kernel: every visited pixel is a patch of its own, so no patches overlap and col2im is
         # a transpose: dxᵀ (C, N·L) = w_matᵀ @ g as (O, N·L), one long product, then turned back
@@ -413,6 +485,15 @@ def backward(x, grad_out, w, stride, padding, tiles=None, x_copy=None):
     if x.size == 0 or grad_out.size == 0 or w.size == 0:
         return (grad_input(grad_out, w, x.shape, stride, padding, tiles),
                 grad_weight(x, grad_out, w.shape, stride, padding, tiles, x_copy))
+    if in_place(w.shape, stride, padding):
+        # a 1x1 kernel, stride 1: each product reads g in place on the tiles or channels-first, (O, N·L), on
+        # the matmul kernels; if both do the latter it is turned once for the two
+        both_turned = not (pointwise_tiles_pay("grad_input", w.shape, dtype, tiles)
+                           or pointwise_tiles_pay("grad_weight", w.shape, dtype, tiles))
+        g_first = _channels_first(grad_out, dtype) if both_turned else None
+        return (_grad_input_numba(grad_out, w, x.shape, stride, padding, out_hw, dtype, tiles, g_first=g_first),
+                _grad_weight_numba(x, grad_out, w.shape, stride, padding, out_hw, dtype, tiles, x_copy,
+                                   g_first=g_first))
     if pointwise and not tiles_pay("grad_weight", w.shape, dtype, tiles):
         # a 1x1 kernel: both products read g channels-first, (O, N·L), so it is turned once for the two
         g_first = _channels_first(grad_out, dtype)

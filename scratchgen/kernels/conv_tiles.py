@@ -433,9 +433,36 @@ def forward_tables(x_shape, w_shape, stride, padding, out_hw):
     return _cached(_tables, ("forward", x_shape, w_shape, stride, padding), make, TABLES_KEPT)
 
 
-def weight_panels(w, dtype):
-    """The forward pass's B for a weight w (O, C, kh, kw): (1, O/NR panels, kh·kw·C, NR)."""
-    nr = TILE_ROW_BYTES // np.dtype(dtype).itemsize
+def pointwise_tables(n, c, positions, o):
+    """(row_src (1, N·L), row_count, k_src (C,), row_dst (1, N·L)) for out[n, o, l] = Σ_c src[n, c, l] · B[c, o]
+    with src (N, C, L) an NCHW array read where it lies, and out (N, O, L): a 1x1 convolution with stride 1
+    and no padding (its forward pass, or its input gradient with g as src), no channels-last copy.
+
+        row_src[(n, l)] = n·C·L + l        k_src[c] = c·L        row_dst[(n, l)] = n·O·L + l"""
+    def make():
+        rows = np.arange(n)[:, None] * c * positions + np.arange(positions)[None, :]
+        dst = np.arange(n)[:, None] * o * positions + np.arange(positions)[None, :]
+        return (rows.reshape(1, -1).astype(np.uintp), np.array([n * positions], np.intp),
+                (np.arange(c) * positions).astype(np.uintp), dst.reshape(1, -1).astype(np.intp))
+    return _cached(_tables, ("pointwise", n, c, positions, o), make, TABLES_KEPT)
+
+
+def pointwise_grad_weight_tables(n, c, positions, o):
+    """(row_src (C,), k_src (N·L,), row_dst (C,)) for dwᵀ[c, o] = Σ_(n, l) x[n, c, l] · g[n, o, l] with x
+    (N, C, L) read where it lies: the weight gradient of a 1x1 convolution with stride 1 and no padding.
+
+        row_src[c] = c·L        k_src[(n, l)] = n·C·L + l        row_dst[c] = c·O"""
+    def make():
+        ks = np.arange(n)[:, None] * c * positions + np.arange(positions)[None, :]
+        return ((np.arange(c) * positions).astype(np.uintp), ks.reshape(-1).astype(np.uintp),
+                (np.arange(c) * o).astype(np.intp))
+    return _cached(_tables, ("pointwise_grad_weight", n, c, positions, o), make, TABLES_KEPT)
+
+
+def weight_panels(w, dtype, row_bytes=TILE_ROW_BYTES):
+    """The forward pass's B for a weight w (O, C, kh, kw): (1, O/NR panels, kh·kw·C, NR), NR = ``row_bytes`` /
+    itemsize (NARROW_ROW_BYTES for the narrow tile)."""
+    nr = row_bytes // np.dtype(dtype).itemsize
     panels = np.empty((1, -(-w.shape[0] // nr), w[0].size, nr), dtype=dtype)
     pack_weights(w, panels)
     return panels
