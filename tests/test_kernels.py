@@ -848,6 +848,23 @@ def test_a_1x1_kernel_with_stride_1_on_tiles_that_read_x_and_g_in_place(n, hw, c
     assert_close(dw, conv.conv2d_grad_weight_reference(x, g, w.shape, (1, 1), (0, 0)), g[:, 0].size)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_tiles_panels_start_on_a_cache_line(dtype):
+    # conv_tiles.aligned_empty: the packed panels' rows are whole cache lines, however malloc places them
+    for zero in (False, True):
+        for shape in ((3, 5, 7), (1, 1), (2, 0, 4)):
+            a = conv_tiles.aligned_empty(shape, dtype, zero)
+            assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+            assert a.__array_interface__["data"][0] % conv_tiles.LINE_BYTES == 0 or a.size == 0
+            assert not zero or not a.any()
+    w = rng_array((40, 3, 3, 3), dtype, 24)
+    g = rng_array((2, 40, 5, 5), dtype, 25)
+    for panels in (conv_tiles.weight_panels(w, dtype), conv_tiles.phase_weights(w, (2, 2), 2, 2, dtype),
+                   conv_tiles.channel_panels(g.reshape(2, 40, 25), dtype),
+                   conv_tiles.turned_gradient(g, 1, 1, 7, 7, dtype)[1]):
+        assert panels.__array_interface__["data"][0] % conv_tiles.LINE_BYTES == 0
+
+
 def test_the_1x1_layers_read_in_place_for_a_long_enough_k_and_half_a_panel_of_columns():
     nr = mmn.TILE_ROW_BYTES // 4
     assert conv_numba.in_place((16, 64, 1, 1), (1, 1), (0, 0))
