@@ -865,6 +865,22 @@ def test_the_tiles_panels_start_on_a_cache_line(dtype):
         assert panels.__array_interface__["data"][0] % conv_tiles.LINE_BYTES == 0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("out_channels", [5, 16])
+def test_a_1x1_weight_gradient_with_half_a_panel_of_channels_runs_on_the_narrow_tile(dtype, out_channels):
+    # g's panels NR/2 wide (16 float32, 8 float64 at most): _gathered_k_chunks' narrow tile, chunks of 7
+    # positions in passes of 3 and whole ones
+    nr = mmn.TILE_ROW_BYTES // np.dtype(dtype).itemsize
+    o = min(out_channels, nr // 2)
+    x = rng_array((3, 2 * nr + 1, 4, 5), dtype, 26, "transposed")
+    g = rng_array((3, o, 4, 5), dtype, 27)
+    assert conv_numba._panel_bytes(o, dtype) == conv_tiles.NARROW_ROW_BYTES
+    for chunk, k_block in ((7, 3), (conv_tiles.GRAD_WEIGHT_CHUNK, conv_tiles.GRAD_WEIGHT_K_BLOCK)):
+        with patch.object(conv_tiles, "GRAD_WEIGHT_CHUNK", chunk), patch.object(conv_tiles, "GRAD_WEIGHT_K_BLOCK", k_block):
+            dw = conv_numba.grad_weight(x, g, (o, x.shape[1], 1, 1), (1, 1), (0, 0), tiles=True)
+        assert_close(dw, conv.conv2d_grad_weight_reference(x, g, (o, x.shape[1], 1, 1), (1, 1), (0, 0)), 60)
+
+
 def test_the_1x1_layers_read_in_place_for_a_long_enough_k_and_half_a_panel_of_columns():
     nr = mmn.TILE_ROW_BYTES // 4
     assert conv_numba.in_place((16, 64, 1, 1), (1, 1), (0, 0))

@@ -380,7 +380,7 @@ def _grad_weight_numba(x, grad_out, w_shape, stride, padding, out_hw, dtype, til
         with sized_for(grad_out.size * features, ("conv_grad_weight_tiles", x.shape, w_shape, stride, padding)):
             xh = np.ascontiguousarray(x, dtype=dtype) if pointwise else _image(x_copy, x, padding, dtype)
             if g_panels is None:
-                g_panels = conv_tiles.channel_panels(g, dtype)
+                g_panels = conv_tiles.channel_panels(g, dtype, _panel_bytes(o, dtype) if pointwise else TILE_ROW_BYTES)
             conv_tiles._gathered_k_chunks(xh.reshape(-1), rows, ks, g_panels, chunk, conv_tiles.GRAD_WEIGHT_K_BLOCK,
                                           partial, row_dst, o)
         dw_t = partial[0] if partial.shape[0] == 1 else partial.sum(axis=0)

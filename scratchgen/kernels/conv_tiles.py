@@ -315,11 +315,17 @@ def _gathered_k_chunks(src, row_src, k_src, panels, chunk, k_block, partial, row
       19.7 -> 18.9, 64->32 10.4 -> 10.2 ms, the rest within noise. On Zen 4 (32 KB L1 too) passes of
       112, 196 and 392 positions were within noise of each other (above); with a 48 KB L1 (Intel's
       Ice Lake and later) a chunk of 784 positions runs in 3 passes of 262 (not measured).
+    - panels NR/2 wide (a 1x1 layer's weight gradient with 16 float32 output channels, conv_numba's
+      ``pointwise_tiles_pay``) run on the narrow tile, as in ``_gathered_rows``: on the wide one half of
+      each panel was zeros. Measured (2026-12-07, one thread, CPU time, AMD EPYC Zen 3, AVX2, medians of
+      41): the VQ-VAE's 1x1 64->16 on (128, 64, 7, 7) 0.435 -> 0.297 ms (32->16: 0.285 -> 0.208); whole
+      layer (one process alternating, 41 rounds, two runs) 1.31 -> 1.17 and 1.29 -> 1.15 ms.
     """
     chunks, features = partial.shape[0], row_src.shape[0]
     positions = k_src.shape[0]
     nr = panels.shape[2]
-    mr = TILE_ROWS
+    narrow = nr * panels.itemsize == NARROW_ROW_BYTES          # half-width panels: the narrow tile
+    mr = NARROW_ROWS if narrow else TILE_ROWS
     for t in prange(chunks):
         k_end = min((t + 1) * chunk, positions)
         passes = (k_end - t * chunk + k_block - 1) // k_block
@@ -328,9 +334,13 @@ def _gathered_k_chunks(src, row_src, k_src, panels, chunk, k_block, partial, row
             kc = min(step, k_end - k0)
             for jp in range(panels.shape[0]):
                 for q in range(0, features, mr):
-                    gather_tile(TILE_ROWS, TILE_ROW_BYTES, src, row_src, q, min(mr, features - q), k_src, k0, kc,
-                                panels[jp], partial[t], row_dst, np.intp(1), jp * nr, min(nr, n_cols - jp * nr),
-                                k0 > t * chunk)
+                    rows, j, cols = min(mr, features - q), jp * nr, min(nr, n_cols - jp * nr)
+                    if narrow:
+                        gather_tile(NARROW_ROWS, NARROW_ROW_BYTES, src, row_src, q, rows, k_src, k0, kc, panels[jp],
+                                    partial[t], row_dst, np.intp(1), j, cols, k0 > t * chunk)
+                    else:
+                        gather_tile(TILE_ROWS, TILE_ROW_BYTES, src, row_src, q, rows, k_src, k0, kc, panels[jp],
+                                    partial[t], row_dst, np.intp(1), j, cols, k0 > t * chunk)
 
 
 @njit(cache=True)
@@ -587,11 +597,12 @@ def _scratch_buffer(shape, dtype, top, left):
                    lambda: np.zeros(shape, dtype=dtype), SCRATCH_SHAPES)
 
 
-def channel_panels(g, dtype):
+def channel_panels(g, dtype, row_bytes=TILE_ROW_BYTES):
     """g (N, O, L) -> (O/NR panels, N·L, NR): NR channels of every position, one position per row,
-    zero past the last channel (the weight gradient's B)."""
+    zero past the last channel (the weight gradient's B); NR = ``row_bytes`` / itemsize (NARROW_ROW_BYTES
+    for the narrow tile)."""
     n, o, positions = g.shape
-    nr = TILE_ROW_BYTES // np.dtype(dtype).itemsize
+    nr = row_bytes // np.dtype(dtype).itemsize
     panels = aligned_empty((-(-o // nr), n, positions, nr), dtype, zero=o % nr != 0)
     for jp in range(panels.shape[0]):
         block = g[:, jp * nr: (jp + 1) * nr]
