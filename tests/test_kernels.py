@@ -821,7 +821,7 @@ def test_a_1x1_kernels_two_gradients_read_one_channels_first_copy_of_g(dtype, st
 
 
 @given(n=st.integers(1, 3), hw=st.sampled_from([(1, 1), (2, 3), (7, 7)]), channels=st.sampled_from([
-    (1, 1), (5, 7), (16, 8), (64, 16), (32, 64), (16, 64), (70, 33), (64, 40)]), dtype=FLOAT_DTYPES,
+    (1, 1), (5, 7), (16, 8), (8, 16), (64, 16), (32, 64), (16, 64), (70, 33), (64, 40), (33, 70)]), dtype=FLOAT_DTYPES,
     layout=st.sampled_from(["contiguous", "transposed", "strided"]), tiles=st.sampled_from([None, True, False]),
     chunks=st.sampled_from([None, (7, 3)]))
 def test_a_1x1_kernel_with_stride_1_on_tiles_that_read_x_and_g_in_place(n, hw, channels, dtype, layout, tiles, chunks):
@@ -893,7 +893,9 @@ def test_the_1x1_layers_read_in_place_for_a_long_enough_k_and_half_a_panel_of_co
     assert conv_numba.pointwise_tiles_pay("grad_input", (64, nr // 2, 1, 1), np.float32)
     assert not conv_numba.pointwise_tiles_pay("grad_input", (16, 64, 1, 1), np.float32)
     assert conv_numba.pointwise_tiles_pay("grad_weight", (nr // 2, nr, 1, 1), np.float32)
-    assert not conv_numba.pointwise_tiles_pay("grad_weight", (64, nr // 2, 1, 1), np.float32)
+    assert conv_numba.pointwise_tiles_pay("grad_weight", (nr, nr // 2, 1, 1), np.float32)      # x's panels turned
+    assert not conv_numba.pointwise_tiles_pay("grad_weight", (64, nr // 2 - 1, 1, 1), np.float32)
+    assert not conv_numba.pointwise_tiles_pay("grad_weight", (nr - 1, nr - 1, 1, 1), np.float32)
     assert conv_numba.pointwise_tiles_pay("grad_weight", (1, 1, 1, 1), np.float32, tiles=True)
     # both the forward pass and the weight gradient in place: no copy of x kept for the weight gradient
     x = np.ones((2, 64, 3, 3), np.float32)

@@ -310,7 +310,8 @@ def pointwise_tiles_pay(product, w_shape, dtype, tiles=None):
 
         forward      k = C, columns O          C >= POINTWISE_MIN_K and O >= NR/2
         grad_input   k = O, columns C          O >= POINTWISE_MIN_K and C >= NR/2
-        grad_weight  rows C, columns O         C >= NR and O >= NR/2
+        grad_weight  rows and columns: the larger and the smaller of C and O,
+                     larger >= NR and smaller >= NR/2 (``_pointwise_grad_weight``)
 
     Panels of NR/2 columns run on the narrow tile. A tile's fixed cost (zeroing its sums, storing them)
     is paid once per output element, so the forward pass and the input gradient want a long enough k:
@@ -319,8 +320,8 @@ def pointwise_tiles_pay(product, w_shape, dtype, tiles=None):
     (128, C, 7, 7): forward 32 -> 64 (k 32) 0.64 -> 0.66, 64 -> 16 (k 64, narrow) 0.41 -> 0.28, 16 -> 64
     (k 16) 0.42 -> 0.53; input gradient 32 -> 64 (k 64) 0.64 -> 0.51, 64 -> 16 (k 16) 0.41 -> 0.53,
     16 -> 64 (k 64, narrow) 0.39 -> 0.28; weight gradient 32 -> 64 0.70 -> 0.54, 64 -> 16 0.48 -> 0.41,
-    16 -> 64 (16 rows) 0.34 -> 0.38. Whole layers (forward + both gradients, one process alternating the
-    old dispatch and this, 41 rounds, medians, two runs): 32 -> 64 2.06 -> 2.02 and 1.93 -> 1.87 ms (only
+    16 -> 64 0.34 -> 0.38 with g turned, 0.36 -> 0.30 with x (``_pointwise_grad_weight``). Whole layers
+    (forward + both gradients, one process alternating the old dispatch and this, 41 rounds, medians, two runs): 32 -> 64 2.06 -> 2.02 and 1.93 -> 1.87 ms (only
     its gradients read in place), 64 -> 16 1.57 -> 1.42 and 1.46 -> 1.37 ms (all three products, and no
     copy of x kept: ``kept_copy``). Not measured on AVX-512.
     """
@@ -332,7 +333,7 @@ def pointwise_tiles_pay(product, w_shape, dtype, tiles=None):
         return c >= POINTWISE_MIN_K and o >= nr // 2
     if product == "grad_input":
         return o >= POINTWISE_MIN_K and c >= nr // 2
-    return c >= nr and o >= nr // 2
+    return max(c, o) >= nr and min(c, o) >= nr // 2
 
 
 def _forward_numba(x, w, stride, padding, out_hw, dtype, tiles=None, x_copy=None):
@@ -361,26 +362,48 @@ def _forward_numba(x, w, stride, padding, out_hw, dtype, tiles=None, x_copy=None
     return out.reshape((n, o) + tuple(out_hw))
 
 
+def _pointwise_grad_weight(x, grad_out, w_shape, dtype):
+    """dw[o, c] = Σ_(n, l) x[n, c, l] · g[n, o, l] of an ``in_place`` layer on the register tiles: one of x
+    and g is read where it lies, as the tiles' gathered operand A, the other is turned into panels of
+    channels (B, ``conv_tiles.channel_panels``): the one with fewer channels, so the copy is the smaller.
+
+    Measured (2026-12-07, one thread, CPU time, AMD EPYC Zen 3, AVX2, one process alternating, medians of
+    41): the VQ-VAE's 1x1 32->64 on (128, 32, 7, 7), g turned (64 channels) -> x turned (32), 0.54 -> 0.47
+    ms (the matmul kernels: 0.69); whole layer (one process alternating, 41 rounds, two runs) 1.86 -> 1.74
+    and 1.92 -> 1.79 ms. With x turned, a 1x1 16->64 layer runs here too: 0.36 -> 0.30 ms."""
+    o, c = w_shape[:2]
+    n, positions = x.shape[0], grad_out[0, 0].size
+    turn_x = c < o
+    a, b, rows_n, cols_n = (grad_out, x, o, c) if turn_x else (x, grad_out, c, o)
+    rows, ks, row_dst = conv_tiles.pointwise_grad_weight_tables(n, rows_n, positions, cols_n)
+    chunks, chunk = conv_tiles.weight_gradient_chunks(ks.size, c * o * np.dtype(dtype).itemsize)
+    partial = np.empty((chunks, c * o), dtype=dtype)
+    with sized_for(grad_out.size * c, ("conv_grad_weight_pointwise", x.shape, w_shape)):
+        panels = conv_tiles.channel_panels(np.asarray(b, dtype=dtype).reshape(n, cols_n, positions), dtype,
+                                           _panel_bytes(cols_n, dtype))
+        conv_tiles._gathered_k_chunks(np.ascontiguousarray(a, dtype=dtype).reshape(-1), rows, ks, panels, chunk,
+                                      conv_tiles.GRAD_WEIGHT_K_BLOCK, partial, row_dst, cols_n)
+    sums = partial[0] if partial.shape[0] == 1 else partial.sum(axis=0)       # (rows_n, cols_n)
+    return (sums.reshape(o, c) if turn_x else np.ascontiguousarray(sums.reshape(c, o).T)).reshape(w_shape)
+
+
 def _grad_weight_numba(x, grad_out, w_shape, stride, padding, out_hw, dtype, tiles=None, x_copy=None, g_panels=None,
                        g_first=None):
     o, c, kh, kw = w_shape
     n, positions, features = x.shape[0], out_hw[0] * out_hw[1], c * kh * kw
-    pointwise = in_place(w_shape, stride, padding) and pointwise_tiles_pay("grad_weight", w_shape, dtype, tiles)
-    if pointwise or tiles_pay("grad_weight", w_shape, dtype, tiles):
-        # dwᵀ[q, o] = Σ_(n, l) P[(n, l), q] · g[n, o, l] on register tiles that read P from the image
-        # (channels-last, or x itself for a 1x1 kernel: pointwise), in chunks of positions whose sums are
-        # added in a fixed order
+    if in_place(w_shape, stride, padding) and pointwise_tiles_pay("grad_weight", w_shape, dtype, tiles):
+        return _pointwise_grad_weight(x, grad_out, w_shape, dtype)
+    if tiles_pay("grad_weight", w_shape, dtype, tiles):
+        # dwᵀ[q, o] = Σ_(n, l) P[(n, l), q] · g[n, o, l] on register tiles that read P from the image,
+        # in chunks of positions whose sums are added in a fixed order
         g = np.asarray(grad_out, dtype=dtype).reshape(n, o, positions)
-        if pointwise:
-            rows, ks, row_dst = conv_tiles.pointwise_grad_weight_tables(n, c, positions, o)
-        else:
-            rows, ks, row_dst = conv_tiles.grad_weight_tables(x.shape, w_shape, stride, padding, out_hw)
+        rows, ks, row_dst = conv_tiles.grad_weight_tables(x.shape, w_shape, stride, padding, out_hw)
         chunks, chunk = conv_tiles.weight_gradient_chunks(ks.size, features * o * np.dtype(dtype).itemsize)
         partial = np.empty((chunks, features * o), dtype=dtype)
         with sized_for(grad_out.size * features, ("conv_grad_weight_tiles", x.shape, w_shape, stride, padding)):
-            xh = np.ascontiguousarray(x, dtype=dtype) if pointwise else _image(x_copy, x, padding, dtype)
+            xh = _image(x_copy, x, padding, dtype)
             if g_panels is None:
-                g_panels = conv_tiles.channel_panels(g, dtype, _panel_bytes(o, dtype) if pointwise else TILE_ROW_BYTES)
+                g_panels = conv_tiles.channel_panels(g, dtype)
             conv_tiles._gathered_k_chunks(xh.reshape(-1), rows, ks, g_panels, chunk, conv_tiles.GRAD_WEIGHT_K_BLOCK,
                                           partial, row_dst, o)
         dw_t = partial[0] if partial.shape[0] == 1 else partial.sum(axis=0)
