@@ -321,9 +321,10 @@ def pointwise_tiles_pay(product, w_shape, dtype, tiles=None):
     (k 16) 0.42 -> 0.53; input gradient 32 -> 64 (k 64) 0.64 -> 0.51, 64 -> 16 (k 16) 0.41 -> 0.53,
     16 -> 64 (k 64, narrow) 0.39 -> 0.28; weight gradient 32 -> 64 0.70 -> 0.54, 64 -> 16 0.48 -> 0.41,
     16 -> 64 0.34 -> 0.38 with g turned, 0.36 -> 0.30 with x (``_pointwise_grad_weight``). Whole layers
-    (forward + both gradients, one process alternating the old dispatch and this, 41 rounds, medians, two runs): 32 -> 64 2.06 -> 2.02 and 1.93 -> 1.87 ms (only
-    its gradients read in place), 64 -> 16 1.57 -> 1.42 and 1.46 -> 1.37 ms (all three products, and no
-    copy of x kept: ``kept_copy``). Not measured on AVX-512.
+    (forward + both gradients, one process alternating the old dispatch and this, 41 rounds, medians,
+    two runs): 32 -> 64 2.06 -> 2.02 and 1.93 -> 1.87 ms (only its gradients read in place), 64 -> 16
+    1.57 -> 1.42 and 1.46 -> 1.37 ms (all three products, and no copy of x kept: ``kept_copy``); later
+    steps are in ``_pointwise_grad_weight`` and ``conv_tiles._gathered_k_chunks``. Not measured on AVX-512.
     """
     if tiles is not None:
         return tiles
