@@ -934,7 +934,7 @@ def test_conv2d_tiles_with_several_panels_of_channels_and_a_ragged_last_one(dtyp
     # forward pass and the weight gradient cut O into panels, the input gradient C; with a stride
     # that does not divide the kernel, some phases of the input gradient meet fewer kernel rows
     nr = mmn.TILE_ROW_BYTES // np.dtype(dtype).itemsize
-    x = rng_array((2, nr + 3, 7, 6), dtype, 5, "transposed")
+    x = rng_array((5, nr + 3, 7, 6), dtype, 5, "transposed")       # 210 positions: several blocks of rows
     w = rng_array((nr + 5, nr + 3) + kernel, dtype, 6)
     out = conv_numba.forward(x, w, stride, (1, 1), tiles=True)
     g = rng_array(out.shape, dtype, 7)
