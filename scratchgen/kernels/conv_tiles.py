@@ -644,9 +644,15 @@ def _turned_twice(g, top, left, g_pad, panels):
       numbers are gathered one channel apart. Measured (2026-12-07, one thread, CPU time, load 2.9,
       medians of 15): the VQ-VAE's g of (128, 64, 7, 7), 0.39-0.95 ms against 0.71-1.13 for the two
       NumPy copies; see ``conv_numba.backward`` for whole layers.
+    - full panels copied without a test per number (the test for the zero columns past the last channel
+      kept LLVM from making it a vector copy), the last, partial one with it. Measured (2026-12-07, one
+      thread, CPU time, AMD EPYC Zen 3, AVX2, one process alternating, medians of 30, ms): g of
+      (128, 64, 7, 7) 0.387 -> 0.223, (128, 32, 7, 7) 0.212 -> 0.140, (64, 64, 14, 14) 0.875 -> 0.551,
+      (128, 40, 7, 7) 0.345 -> 0.249.
     """
     n, o, h, w = g.shape
     nr = panels.shape[2]
+    full = o // nr                  # panels without a zero column
     for b in prange(n):
         for y in range(h):
             for x in range(w):
@@ -654,10 +660,14 @@ def _turned_twice(g, top, left, g_pad, panels):
                 position = (b * h + y) * w + x
                 for c in range(o):
                     row[c] = g[b, c, y, x]
-                for jp in range(panels.shape[0]):
-                    panel_row = panels[jp, position]
+                for jp in range(full):
+                    panel_row, run = panels[jp, position], row[jp * nr: jp * nr + nr]
                     for s in range(nr):
-                        panel_row[s] = row[jp * nr + s] if jp * nr + s < o else 0.0
+                        panel_row[s] = run[s]
+                if full < panels.shape[0]:
+                    panel_row = panels[full, position]
+                    for s in range(nr):
+                        panel_row[s] = row[full * nr + s] if full * nr + s < o else 0.0
 
 
 def turned_gradient(g, top, left, height, width, dtype):
