@@ -23,7 +23,7 @@ from scratchgen import Tensor
 from scratchgen.kernels import conv, conv_numba, conv_tiles, layouts, matmul as mm, matmul_numba as mmn
 from scratchgen.kernels import threads as mm_threads
 from scratchgen.kernels.backend import BACKENDS, get_backend, set_backend, use_backend
-from scratchgen.kernels.cpu import L1_DATA_BYTES_UNKNOWN, l1_data_bytes, register_tile_shape
+from scratchgen.kernels.cpu import register_tile_shape
 from scratchgen.kernels.stack import heap_tile, stack_tile
 from strategies import layouts as layouts_
 from strategies import (FLOAT_DTYPES, batch_norm_problems, conv2d_cases, conv2d_grad_input_shapes,
@@ -346,19 +346,6 @@ def test_the_register_tile_takes_as_many_rows_as_the_vector_registers_hold():
         per_row = row_bytes // vector
         assert rows * (per_row + 1) <= registers - 1 < (rows + 1) * (per_row + 1)
     assert (mmn.TILE_ROWS, mmn.TILE_ROW_BYTES) == register_tile_shape()
-
-
-def test_the_l1_data_cache_size_is_read_from_linux_or_assumed(tmp_path):
-    # as /sys/devices/system/cpu/cpu0/cache describes a core: instruction and data caches per level
-    for index, (level, kind, size) in enumerate([("1", "Instruction", "32K"), ("1", "Data", "48K"),
-                                                 ("2", "Unified", "2048K")]):
-        (tmp_path / f"index{index}").mkdir()
-        for name, text in (("level", level), ("type", kind), ("size", size)):
-            (tmp_path / f"index{index}" / name).write_text(text + "\n")
-    assert l1_data_bytes(str(tmp_path)) == 48 * 1024
-    assert l1_data_bytes(str(tmp_path / "nowhere")) == L1_DATA_BYTES_UNKNOWN
-    # the weight gradient's passes: as many positions as L1 holds rows of g's panel, at most 512
-    assert conv_tiles.GRAD_WEIGHT_K_BLOCK == min(512, l1_data_bytes() // mmn.TILE_ROW_BYTES)
 
 
 @pytest.mark.parametrize("kernel", ["dot", "axpy"])
@@ -767,10 +754,15 @@ def test_im2col_the_tiles_offset_tables_and_col2im_match_their_definitions(case,
     row_src, counts, k_src, _ = conv_tiles.forward_tables(x.shape, case["w_shape"], stride, padding, out_hw)
     assert row_src.dtype == k_src.dtype == np.uintp and counts.tolist() == [rows.shape[0] * rows.shape[1]]
     np.testing.assert_array_equal(xh.reshape(-1)[row_src[0][:, None] + k_src[None, :]], rows.reshape(-1, rows.shape[2]))
-    # and the weight gradient's tables are the same two with their roles swapped
-    features, positions, _ = conv_tiles.grad_weight_tables(x.shape, case["w_shape"], stride, padding, out_hw)
-    np.testing.assert_array_equal(features, k_src)
-    np.testing.assert_array_equal(positions, row_src[0])
+    # the weight gradient's tables: the roles swapped, P read from the padded channels-first images with
+    # its features in w's order (c, i, j), and the scratch copy of x the tables point into
+    features, positions, row_dst = conv_tiles.grad_weight_tables(x.shape, case["w_shape"], stride, padding, out_hw)
+    xpad = conv_tiles.padded_nchw(x, padding, dtype)
+    np.testing.assert_array_equal(xpad, xp)
+    assert features.dtype == positions.dtype == np.uintp
+    in_w_order = windows.reshape(n, kh * kw, c, -1).transpose(0, 3, 2, 1).reshape(n * rows.shape[1], -1)   # (c, i, j)
+    np.testing.assert_array_equal(xpad.reshape(-1)[positions[:, None] + features[None, :]], in_w_order)
+    np.testing.assert_array_equal(row_dst, np.arange(features.size) * case["w_shape"][0])
     # col2im is im2col's adjoint: <im2col(x), r> = <x, col2im(r)> for every x and r
     r = rng_array(rows.shape, dtype, 4)
     dx = conv_numba._col2im(r, x.shape, kh, kw, stride, padding, out_hw, dtype)
@@ -1171,15 +1163,16 @@ def test_the_channels_last_scratch_image_is_rewritten_on_reuse_and_keeps_a_zero_
 @pytest.mark.parametrize("tiles", [True, False])
 def test_a_layer_keeps_its_inputs_copy_until_its_weight_gradient(tiles):
     # a GAN's discriminator sees real and fake images before either backward pass: the kernels'
-    # scratch copy then holds the second input, so the layer must keep a copy of its own (the
-    # channels-last images for the tiles, the patch matrix Pᵀ for the separate passes)
+    # scratch copies then hold the second input, so the weight gradient must read the layer's own x
+    # (the tiles copy it when they run) or a copy the layer keeps (the patch matrix Pᵀ for the
+    # separate passes)
     from scratchgen import functional as F
     x1, x2 = rng_array((2, 4, 5, 5), np.float32, 40), rng_array((2, 4, 5, 5), np.float32, 41)
     w, g1, g2 = rng_array((3, 4, 3, 3), np.float32, 42), rng_array((2, 3, 5, 5), np.float32, 43), \
         rng_array((2, 3, 5, 5), np.float32, 44)
     with patch.object(conv_numba, "tiles_pay", lambda *_, tiles=None, pay=tiles: pay), use_backend("numba"):
         kept = conv.kept_copy(x1, w.shape, 1, 1)
-        assert kept.shape == ((2, 7, 7, 4) if tiles else (36, 50))
+        assert kept is None if tiles else kept.shape == (36, 50)
         weight = Tensor(w, requires_grad=True)
         y1, y2 = F.conv2d(Tensor(x1), weight, padding=1), F.conv2d(Tensor(x2), weight, padding=1)
         ((y1 * Tensor(g1)).sum() + (y2 * Tensor(g2)).sum()).backward()

@@ -131,28 +131,28 @@ def _nhwc(x, padding, dtype):
 
 def kept_copy(x, w_shape, stride, padding):
     """The copy of x that a layer's forward pass and weight gradient both read, made once for the
-    two (None if neither reads one): x's padded channels-last images (N, Hp, Wp, C) if the tiles
-    read x for either product (``tiles_pay``), else its patch matrix transposed, Pᵀ (Q, N·L), which
-    the separate passes of both multiply. A layer keeps it from its forward pass (``forward``) to its
-    weight gradient (``grad_weight``): ``_nhwc``'s scratch buffer would by then hold another input
-    (a GAN's discriminator sees real and fake images before either backward pass).
+    two, or None: x's patch matrix transposed, Pᵀ (Q, N·L), if the separate passes run both products
+    (``tiles_pay``), which both multiply it. A layer keeps it from its forward pass (``forward``) to
+    its weight gradient (``grad_weight``). The register tiles make their own copies of x when they run,
+    from the layer's x: channels-last in the forward pass (``_nhwc``), channels-first and padded in the
+    weight gradient (``conv_tiles.padded_nchw``), each in a scratch buffer read at once.
 
     Measured (one thread, CPU time, AMD EPYC Zen 4, load 3): building the channels-last images took
     3.7 ms of an 81 ms DCGAN step and 12.4 ms of a 189 ms VQ-VAE step, about half of it for inputs a
-    forward pass had already turned around. Keeping Pᵀ too (2026-12-07, load 0.8-1.0, medians of 15
-    calls): im2col took 0.13 of the 1.9 ms of the VQ-VAE's 1x1 32 -> 64 layer, 0.22 of the 1.5 ms of
-    its 1x1 64 -> 16, 0.33 of the 5.9 ms of its 4x4 1 -> 64, once per layer now instead of twice.
-    The price: Pᵀ (kh·kw times the input's size) stays alive until the backward pass. A 1x1 kernel with
-    stride 1 and no padding (``in_place``) keeps Pᵀ only for a product on the matmul kernels: the tiles
-    read x itself."""
+    forward pass had already turned around (the weight gradient read them channels-last then, and
+    a copy was kept for it; it reads them channels-first now: ``conv_tiles.grad_weight_tables``).
+    Keeping Pᵀ (2026-12-07, load 0.8-1.0, medians of 15 calls): im2col took 0.13 of the 1.9 ms of the
+    VQ-VAE's 1x1 32 -> 64 layer, 0.22 of the 1.5 ms of its 1x1 64 -> 16, 0.33 of the 5.9 ms of its 4x4
+    1 -> 64, once per layer now instead of twice. The price: Pᵀ (kh·kw times the input's size) stays
+    alive until the backward pass. A 1x1 kernel with stride 1 and no padding (``in_place``) keeps Pᵀ
+    only for a product on the matmul kernels: the tiles read x itself."""
     if x.size == 0 or 0 in w_shape:
         return None
     if in_place(w_shape, stride, padding):      # the tiles read x itself; the matmul kernels its Pᵀ
         if pointwise_tiles_pay("forward", w_shape, x.dtype) and pointwise_tiles_pay("grad_weight", w_shape, x.dtype):
             return None
     elif tiles_pay("forward", w_shape, x.dtype) or tiles_pay("grad_weight", w_shape, x.dtype):
-        (_, _, h, w), (ph, pw) = x.shape, padding
-        return conv_tiles.padded_nhwc(x, ph, pw, h + 2 * ph, w + 2 * pw, x.dtype, scratch=False)
+        return None
     kh, kw = w_shape[2:]
     return _im2col_t(x, kh, kw, stride, padding, _out_hw(x.shape, w_shape, stride, padding), x.dtype)
 
@@ -395,20 +395,20 @@ def _grad_weight_numba(x, grad_out, w_shape, stride, padding, out_hw, dtype, til
     if in_place(w_shape, stride, padding) and pointwise_tiles_pay("grad_weight", w_shape, dtype, tiles):
         return _pointwise_grad_weight(x, grad_out, w_shape, dtype)
     if tiles_pay("grad_weight", w_shape, dtype, tiles):
-        # dwᵀ[q, o] = Σ_(n, l) P[(n, l), q] · g[n, o, l] on register tiles that read P from the image,
-        # in chunks of positions whose sums are added in a fixed order
+        # dwᵀ[q, o] = Σ_(n, l) P[(n, l), q] · g[n, o, l] on register tiles that read P from the padded
+        # NCHW images, in chunks of positions whose sums are added in a fixed order
         g = np.asarray(grad_out, dtype=dtype).reshape(n, o, positions)
         rows, ks, row_dst = conv_tiles.grad_weight_tables(x.shape, w_shape, stride, padding, out_hw)
         chunks, chunk = conv_tiles.weight_gradient_chunks(ks.size, features * o * np.dtype(dtype).itemsize)
         partial = np.empty((chunks, features * o), dtype=dtype)
         with sized_for(grad_out.size * features, ("conv_grad_weight_tiles", x.shape, w_shape, stride, padding)):
-            xh = _image(x_copy, x, padding, dtype)
+            xp = conv_tiles.padded_nchw(x, padding, dtype)          # x's padded images, channels-first
             if g_panels is None:
                 g_panels = conv_tiles.channel_panels(g, dtype)
-            conv_tiles._gathered_k_chunks(xh.reshape(-1), rows, ks, g_panels, chunk, conv_tiles.GRAD_WEIGHT_K_BLOCK,
+            conv_tiles._gathered_k_chunks(xp.reshape(-1), rows, ks, g_panels, chunk, conv_tiles.GRAD_WEIGHT_K_BLOCK,
                                           partial, row_dst, o)
-        dw_t = partial[0] if partial.shape[0] == 1 else partial.sum(axis=0)
-        return np.ascontiguousarray(np.transpose(dw_t.reshape(kh, kw, c, o), (3, 2, 0, 1)))
+        dw_t = partial[0] if partial.shape[0] == 1 else partial.sum(axis=0)       # (Q, O), features (c, u, v)
+        return np.ascontiguousarray(dw_t.reshape(features, o).T).reshape(w_shape)
     # few features: one product with all N·L positions as its inner axis, gᵀ (O, N·L) @ P
     cols = _columns(x_copy, x, kh, kw, stride, padding, out_hw, dtype)
     g_first = _channels_first(grad_out, dtype) if g_first is None else g_first

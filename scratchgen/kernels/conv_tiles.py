@@ -14,7 +14,10 @@ For the forward pass a row i is a position (n, y, x) and a column k a feature (u
     row_src[(n, y, x)] = ((n·Hp + y·sh)·Wp + x·sw)·C        where the patch starts
     k_src[(u, v, c)]   = (u·Wp + v)·C + c                    where its feature lies from there
 
-and the weight gradient swaps the two roles (rows: features, k: positions). The other operand B
+The weight gradient swaps the two roles (rows: features, k: positions) and reads the padded image
+channels-first, NCHW, instead: its k steps then walk along an image row, one number after the other,
+where channels-last they jumped from pixel to pixel, a cache line apart or more (``grad_weight_tables``).
+The other operand B
 (the weights, or g) is small and packed once per call into panels of NR columns, as
 ``register_tile`` reads them. The input gradient of a strided convolution (also the forward pass
 of a transposed one) is cut into sh·sw convolutions with stride 1, one per *phase* (r mod sh,
@@ -34,7 +37,6 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .cpu import l1_data_bytes
 from .matmul_numba import FASTMATH, NARROW_ROW_BYTES, NARROW_ROWS, TILE_ROW_BYTES, TILE_ROWS
 from .stack import stack_tile
 
@@ -51,9 +53,7 @@ BLOCK_OFFSET_BYTES = max(WIDE_BLOCK, NARROW_BLOCK) * np.dtype(np.intp).itemsize
 # positions per task of the weight gradient, at most: each task sums dw over its own positions, and
 # the tasks' partial sums are added in a fixed order (measured: see _gathered_k_chunks)
 GRAD_WEIGHT_CHUNK = 1024
-# positions per pass of a tile in the weight gradient: as many as the L1 data cache holds rows of g's
-# panel, and at most 512 (see _gathered_k_chunks)
-GRAD_WEIGHT_K_BLOCK = min(512, l1_data_bytes() // TILE_ROW_BYTES)
+GRAD_WEIGHT_K_BLOCK = GRAD_WEIGHT_CHUNK  # positions per pass of a tile in the weight gradient (_gathered_k_chunks)
 CHUNKS_MULTIPLE = 4                     # chunks come in multiples of 4: 1, 2 or 4 threads share them evenly
 CHUNKS_BYTES = 32 * 2**20               # the chunks' partial sums of dw take at most this much memory (or 4 of them)
 
@@ -319,17 +319,13 @@ def _gathered_k_chunks(src, row_src, k_src, panels, chunk, k_block, partial, row
       a chunk is cut into passes of equal length (784 positions: 2 x 392, not 512 + 272).
       Measured (one thread, CPU time, load 2.5-2.7, GFLOP/s over three layers): passes of 128, 256 and
       512 positions within noise of each other (68-87), 1024 slower (55-62 on the 14x14 layers).
-    - k_block (GRAD_WEIGHT_K_BLOCK) = as many positions as the L1 data cache holds rows of g's panel
-      (``cpu.l1_data_bytes`` / TILE_ROW_BYTES: 256 with 32 KB), at most 512: every tile of a pass reads
-      the whole panel, which then comes from L1, not L2. Measured (2026-12-07, one thread, CPU time,
-      AMD EPYC Zen 3, AVX2, load ~1, the kernel alone, medians of 25, GFLOP/s, passes of 392 -> 196
-      positions): the DCGAN's convT 128->64 49 -> 67, the VQ-VAE's 4x4 64->64 47 -> 65, 3x3 64->64
-      61 -> 70, 64->32 62 -> 73, 16->64 72 -> 71 (passes of 112: 64-79, within a few percent of 196);
-      whole layers (forward + both gradients, one process alternating, medians of 15) DCGAN convT
-      128->64 38.6 -> 34.7 ms, VQ-VAE 4x4 64->64 42.8 -> 39.1, convT 64->64 42.3 -> 37.0, 3x3 64->64
-      19.7 -> 18.9, 64->32 10.4 -> 10.2 ms, the rest within noise. On Zen 4 (32 KB L1 too) passes of
-      112, 196 and 392 positions were within noise of each other (above); with a 48 KB L1 (Intel's
-      Ice Lake and later) a chunk of 784 positions runs in 3 passes of 262 (not measured).
+    - k_block (GRAD_WEIGHT_K_BLOCK) = GRAD_WEIGHT_CHUNK, one pass per chunk, since the image is read
+      channels-first (``grad_weight_tables``), one number after the other along its rows. Measured
+      (2026-12-07, one thread, CPU time, AMD EPYC Zen 3, AVX2, the kernel alone, medians of 15, GFLOP/s,
+      passes of 112 / 196 / 392 / 784 positions): DCGAN convT 128->64 78 / 84 / 86 / 89, VQ-VAE 4x4
+      64->64 82 / 86 / 87 / 91, 3x3 64->64 84 / 88 / 90 / 92, 64->32 85 / 90 / 92 / 95, 16->64 85 / 89 /
+      92 / 94, DCGAN 32->64 84 / 88 / 91 / 95. (Channels-last, passes of 196 had been the best: 392 ->
+      196, 47-62 -> 65-73 on the large layers, their panel of g then in L1.) Not measured on AVX-512.
     - panels NR/2 wide (a 1x1 layer's weight gradient with 16 float32 output channels, conv_numba's
       ``pointwise_tiles_pay``) run on the narrow tile, as in ``_gathered_rows``: on the wide one half of
       each panel was zeros. Measured (2026-12-07, one thread, CPU time, AMD EPYC Zen 3, AVX2, medians of
@@ -520,14 +516,31 @@ def weight_panels(w, dtype, row_bytes=TILE_ROW_BYTES):
 
 
 def grad_weight_tables(x_shape, w_shape, stride, padding, out_hw):
-    """(row_src (Q,), k_src (N·L,), row_dst (Q,)) for dwᵀ[q, o] = Σ_(n, l) P[(n, l), q] · g[n, o, l]:
-    the forward tables with rows and k swapped; row_dst[q] = q·O."""
+    """(row_src (Q,), k_src (N·L,), row_dst (Q,)) for dwᵀ[q, o] = Σ_(n, l) P[(n, l), q] · g[n, o, l], P read
+    from the padded NCHW images (N, C, Hp, Wp) (``padded_nchw``), features q = (c, u, v) in w's order:
+
+        row_src[(c, u, v)] = (c·Hp + u)·Wp + v            k_src[(n, y, x)] = (n·C·Hp + y·sh)·Wp + x·sw
+
+    and row_dst[q] = q·O.
+
+    NOTE: channels-last, as the forward pass reads them (features (u, v, c)), each step of k went to
+    the next pixel, at least a cache line further on; the tiles ran at 66-75 GFLOP/s against 85-92
+    here (2026-12-07, one thread, CPU time, AMD EPYC Zen 3, AVX2, the kernel alone, passes of 196
+    positions both, medians of 15: DCGAN convT 128->64 69 -> 85, VQ-VAE 4x4 64->64 66 -> 85, 3x3 64->64
+    73 -> 88, 64->32 74 -> 88, 16->64 73 -> 88, DCGAN 32->64 75 -> 87). Whole layers (forward + both
+    gradients, this and passes of 784 against channels-last passes of 196, processes alternating, 4
+    pairs of medians of 15): DCGAN convT 128->64 34.3 -> 31.3 ms, conv 32->64 8.90 -> 8.27, VQ-VAE 4x4
+    64->64 36.4 -> 33.8, 3x3 64->64 18.0 -> 17.1, 64->32 9.58 -> 9.24, 16->64 5.29 -> 4.94, convT 64->64
+    36.2 -> 33.7 ms; the 1x1 layers (which do not read these tables) 0.98-1.01."""
     def make():
         n, c, h, w = x_shape
-        (o, _, kh, kw) = w_shape
-        positions, features = _patch_offsets(n, h + 2 * padding[0], w + 2 * padding[1], c, kh, kw, stride,
-                                             out_hw)
-        return features, positions, (np.arange(features.size) * o).astype(np.intp)
+        (o, _, kh, kw), (sh, sw) = w_shape, stride
+        hp, wp = h + 2 * padding[0], w + 2 * padding[1]
+        cc, u, v = np.arange(c)[:, None, None], np.arange(kh)[None, :, None], np.arange(kw)[None, None, :]
+        features = ((cc * hp + u) * wp + v).reshape(-1)
+        y, x = np.arange(out_hw[0]) * sh, np.arange(out_hw[1]) * sw
+        positions = ((np.arange(n)[:, None, None] * c * hp + y[None, :, None]) * wp + x[None, None, :]).reshape(-1)
+        return features.astype(np.uintp), positions.astype(np.uintp), (np.arange(features.size) * o).astype(np.intp)
     return _cached(_tables, ("grad_weight", x_shape, w_shape, stride, padding), make, TABLES_KEPT)
 
 
@@ -605,10 +618,23 @@ def padded_nhwc(x, top, left, height, width, dtype, scratch=True):
     return xh
 
 
-def _scratch_buffer(shape, dtype, top, left):
-    """This thread's buffer (N, height, width, C) for images placed at rows top.. and columns left..,
-    zero where no image is written (made zero once, when first asked for)."""
-    return _cached(_scratch.__dict__.setdefault("nhwc", {}), (shape, np.dtype(dtype), top, left),
+def padded_nchw(x, padding, dtype):
+    """x (N, C, H, W) inside zero borders of ``padding`` (rows, columns), (N, C, Hp, Wp), C-contiguous: x
+    itself if it is so already and has no padding, else in this thread's scratch buffer for its shape
+    and padding (valid until the next call for them; see ``padded_nhwc``)."""
+    (n, c, h, w), (ph, pw) = x.shape, padding
+    if ph == pw == 0:
+        return np.ascontiguousarray(x, dtype=dtype)
+    xp = _scratch_buffer((n, c, h + 2 * ph, w + 2 * pw), dtype, ph, pw, "nchw")
+    xp[:, :, ph: ph + h, pw: pw + w] = x
+    return xp
+
+
+def _scratch_buffer(shape, dtype, top, left, layout="nhwc"):
+    """This thread's buffer (N, height, width, C) (or (N, C, height, width) for the ``layout`` "nchw") for
+    images placed at rows top.. and columns left.., zero where no image is written (made zero once,
+    when first asked for)."""
+    return _cached(_scratch.__dict__.setdefault(layout, {}), (shape, np.dtype(dtype), top, left),
                    lambda: np.zeros(shape, dtype=dtype), SCRATCH_SHAPES)
 
 

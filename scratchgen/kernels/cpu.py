@@ -11,10 +11,7 @@ LLVM, for the CPU it compiles for) reports, and each rule names the measurements
 * ``vector_bytes``: how wide the vectors of the compiled loops are (32 or 64 bytes on x86).
 * ``register_tile_shape``: the rows and the row width of the matmul's register tile
   (``matmul_numba.register_tile``), from the two above.
-* ``l1_data_bytes``: the size of a core's L1 data cache, as the operating system reports it (the
-  weight gradient's passes over positions in ``conv_tiles`` are as long as it holds).
 """
-import glob
 import platform
 
 # CPUs that run a 512-bit vector instruction as two 256-bit halves (as LLVM names them)
@@ -104,21 +101,3 @@ def register_tile_shape(registers=None, vector=None, row_bytes=TILE_ROW_BYTES):
     vector = vector_bytes() if vector is None else vector
     per_row = max(1, row_bytes // vector)
     return max(1, (registers - 1) // (per_row + 1)), row_bytes
-
-
-L1_DATA_BYTES_UNKNOWN = 32 * 1024   # what every x86 core of the last decade has (Zen 1-4, Skylake), at least
-
-
-def l1_data_bytes(root="/sys/devices/system/cpu/cpu0/cache"):
-    """Bytes in one core's L1 data cache, as Linux describes it under ``root`` (48 KB on Intel's Ice
-    Lake and later, 32 KB on AMD's Zen 1-4); L1_DATA_BYTES_UNKNOWN where it does not."""
-    for index in sorted(glob.glob(f"{root}/index*")):
-        try:
-            with open(f"{index}/level") as level, open(f"{index}/type") as kind, open(f"{index}/size") as size:
-                if level.read().strip() == "1" and kind.read().strip() == "Data":
-                    text = size.read().strip().upper()
-                    scale = {"K": 1024, "M": 1024 ** 2}.get(text[-1:], 1)
-                    return int(text.rstrip("KM")) * scale
-        except (OSError, ValueError):
-            break
-    return L1_DATA_BYTES_UNKNOWN
