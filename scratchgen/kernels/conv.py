@@ -138,9 +138,9 @@ GRAD_WEIGHT = {"numpy": conv2d_grad_weight_reference, "numba": conv_numba.grad_w
 
 def kept_copy(x, w_shape, stride=1, padding=0):
     """For a layer that will run conv2d_forward and then conv2d_grad_weight on the same x: the
-    copy of x the Numba kernels read (padded channels-last images, or the patch matrix for the
-    separate passes: ``conv_numba.kept_copy``), made once and passed to both as ``x_copy``; None if
-    the backend in use (or the layer's shape) has no use for it."""
+    copy of x the Numba kernels read (the patch matrix for the separate passes: ``conv_numba.kept_copy``;
+    the register tiles copy x themselves when they run), made once and passed to both as ``x_copy``;
+    None if the backend in use (or the layer's shape) has no use for it."""
     if implementation(FORWARD) is not conv_numba.forward:
         return None
     x, w_shape = np.asarray(x), tuple(w_shape)

@@ -10,9 +10,10 @@ matrix product with the "patch matrix" P (N·Ho·Wo, kH·kW·C), one row per rec
 
 Three ways to run each product, chosen per product by its shape (``tiles_pay``, ``pointwise_tiles_pay``):
 
-* on register tiles that read P straight from the padded channels-last image, P never copied
-  (:mod:`scratchgen.kernels.conv_tiles`); the input gradient there runs as stride-1 products of
-  g's patches, one per phase of the output pixel, with no col2im;
+* on register tiles that read P straight from the padded image, P never copied
+  (:mod:`scratchgen.kernels.conv_tiles`): channels-last in the forward pass, channels-first in the
+  weight gradient; the input gradient there runs as stride-1 products of g's patches, one per phase
+  of the output pixel, with no col2im;
 * for a 1x1 kernel with stride 1 and no padding, on the same tiles reading x (or g) where it lies, NCHW:
   its P is x's images, (C, H·W) each (``in_place``, ``pointwise_tiles_pay``);
 * for few features or few channels, im2col and col2im as passes of their own over the whole batch
@@ -158,7 +159,7 @@ def kept_copy(x, w_shape, stride, padding):
 
 
 def _image(x_copy, x, padding, dtype):
-    """x's padded channels-last images: ``x_copy`` if it holds them (``kept_copy``), else made now."""
+    """x's padded channels-last images: ``x_copy`` if it holds them (a caller's copy), else made now."""
     return x_copy if x_copy is not None and x_copy.ndim == 4 else _nhwc(x, padding, dtype)
 
 
