@@ -1396,9 +1396,18 @@ def test_with_16_vector_registers_long_products_go_to_the_axpy_kernel():
     # the 4x4 dot tile needs 32 registers; on an AVX2 CPU it spills, and the axpy strips serve
     assert mmn.choose_kernel(128, 784, 400, 1) == ("dot" if mmn.DOT_TILE_FITS else "axpy")
     with patch.object(mmn, "DOT_TILE_FITS", False):
-        assert mmn.choose_kernel(128, 784, 400, 1) == "axpy"
         assert mmn.choose_kernel(128, 784, 20, 1) == "dot"         # too narrow for axpy's rows
-        x, w = rng_array((1, 9, 300), np.float32, 40), rng_array((1, 70, 300), np.float32, 41)
+        x, w = rng_array((1, 9, 300), np.float32, 42), rng_array((1, 40, 300), np.float32, 43)
+        assert_close(mmn.matmul_3d(x, np.swapaxes(w, 1, 2), 1), np.matmul(x, np.swapaxes(w, 1, 2)), 300)
+        x, w = rng_array((1, 200, 300), np.float32, 40), rng_array((1, 70, 300), np.float32, 41)
         assert_close(mmn.matmul_3d(x, np.swapaxes(w, 1, 2), 1), np.matmul(x, np.swapaxes(w, 1, 2)), 300)
     with patch.object(mmn, "DOT_TILE_FITS", True):
         assert mmn.choose_kernel(128, 784, 400, 1) == "dot"
+    # an AVX2 CPU's tile (3 rows of 128 bytes), whatever this one's; no kernel may compile in here
+    avx2_rows, _ = register_tile_shape(16, 32)
+    with patch.object(mmn, "DOT_TILE_FITS", False), patch.object(mmn, "TILE_ROWS", avx2_rows):
+        # few rows or columns: the tiles' packing would cost more than the 4x2 dot tile's loads
+        assert mmn.choose_kernel(16, 6272, 64, 1) == mmn.choose_kernel(64, 6272, 32, 1) == "dot"
+        assert mmn.choose_kernel(16, 6272, 64, 1, copies_for_dot=True) == "axpy"
+        assert mmn.choose_kernel(128, 784, 400, 1) == mmn.choose_kernel(128, 784, 400, 1, itemsize=8) == "axpy"
+        assert mmn.packing_dominates(64, 32, 8) and not mmn.packing_dominates(256, 256, 8)

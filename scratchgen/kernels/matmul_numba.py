@@ -868,7 +868,24 @@ def _matmul_narrow_dot(a, bt, out):
 
 
 # ---------------------------------------------------------------------------- choice and entry
-def choose_kernel(n, k, m, batch, copies_for_dot=False):
+def packing_dominates(n, m, itemsize):
+    """True if the register tiles (``_matmul_tiles``) would copy many numbers per multiply-add: they
+    pack a's n·k and b's k·m numbers into panels for n·k·m multiply-adds, 1/n + 1/m copies per
+    multiply-add, where the dot kernel reads a and bᵀ as they lie. Taken as too many when a copied
+    number costs more than half a tile step's MR·NR multiply-adds (``cpu.register_tile_shape``):
+
+        (n + m) · MR · NR >= 2 · n · m                AVX2, float32: MR·NR = 96, 1/n + 1/m >= 1/48
+
+    (a copy into a panel is a scalar load and store, transposing; a tile step vectorises MR·NR
+    multiply-adds into MR·NV). Measured (one thread, CPU time, AMD EPYC Zen 3, medians of 9
+    alternating rounds, x @ Wᵀ with k = 256, 784, 3136; fraction of numpy's BLAS, 4x2 dot tile /
+    tiles): n = 16 or 32, any m from 32 to 400: 0.44-1.18 / 0.31-0.70, dot everywhere; m = 32, n up to
+    256: 0.56-0.96 / 0.47-0.71; 128 x 64 0.63-0.89 / 0.65-0.76; 256 x 64 0.62-0.76 / 0.72-0.80 and 128 x
+    400 0.56-0.71 / 0.75-0.81, the tiles'; near the line (128 x 128, 64 x 400) each won at one k."""
+    return (n + m) * TILE_ROWS * (TILE_ROW_BYTES // itemsize) >= 2 * n * m
+
+
+def choose_kernel(n, k, m, batch, copies_for_dot=False, itemsize=4):
     """Which Numba kernel suits an (n, k) @ (k, m) product (measured: ``python -m scratchgen.bench``).
 
     ``copies_for_dot``: the operands' layout would make the dot kernel copy one of them while the
@@ -885,11 +902,15 @@ def choose_kernel(n, k, m, batch, copies_for_dot=False):
     to memory: compiled for AMD Zen 3 (AVX2) and run on a Zen 4 (one thread, CPU time, load 3.8,
     GFLOP/s, dot / axpy packing b from Wᵀ): x @ Wᵀ for (128 x 784) @ (784 x 400) 54 / 74,
     (128 x 400) @ (400 x 784) 51 / 72, (64 x 3136) @ (3136 x 512) 53 / 72. There the axpy kernel
-    takes every output at least DOT_MAX_M wide.
+    takes every output at least DOT_MAX_M wide, unless the tiles would spend more on packing than
+    the 4x2 dot tile (8 sums, 16 registers: ``_dot_tile_4x2``) loses on its loads
+    (``packing_dominates``): the VQ-VAE's 1x1 layers, x @ Wᵀ for 16x6272 @ 6272x64ᵀ 0.54 -> 1.05 of
+    numpy, 64x6272 @ 6272x32ᵀ 0.64 -> 0.89 (one thread, CPU time, AMD EPYC Zen 3, medians of 15
+    alternating rounds).
     """
     if m < DOT_MAX_M:
         return "dot"        # narrow output: axpy rows too short to vectorise
-    if k >= AXPY_MAX_K and not copies_for_dot and DOT_TILE_FITS:
+    if k >= AXPY_MAX_K and not copies_for_dot and (DOT_TILE_FITS or packing_dominates(n, m, itemsize)):
         return "dot"        # a long inner axis suits the dot product
     return "axpy"
 
@@ -1030,7 +1051,7 @@ def matmul_3d(a, b, out_batch, kernel=None):
         # 64 images 38.3 -> 41.1 GFLOP/s (one thread, CPU time, 15 alternating rounds; numpy's BLAS ~106)
         transpose_rows(flipped, out, 0, out.shape[1])
         return out
-    kernel = kernel or choose_kernel(n, k, m, out_batch, copies_for_dot=copies_for_dot(a, b))
+    kernel = kernel or choose_kernel(n, k, m, out_batch, copies_for_dot(a, b), dtype.itemsize)
     strips = kernel == "axpy" and k < TILE_MIN_K
     out = (np.empty if strips else np.zeros)(shape, dtype=dtype)    # the strips never read out; the others add
     key = ("matmul", kernel, a.shape, a.strides, b.shape, b.strides, dtype.char)   # timed per shape and layout
