@@ -553,8 +553,10 @@ def test_a_small_narrow_product_takes_the_narrow_kernel_reading_its_operands_as_
     with patch.object(mmn, "NARROW_MOST_WORK", 2**62), \
             patch.object(mmn, "_matmul_narrow", lambda *args: calls.append(args)):
         mmn.matmul_3d(t(g), x, 1)
-    a_in, a_transposed, b_in = calls[0][:3]
-    assert len(calls) == 1 and np.shares_memory(a_in, g) and a_transposed and b_in is x   # gᵀ read from g
+        mmn.matmul_3d(g[:, :, :18].copy(), t(np.ones((1, 400, 18), np.float32)), 1)   # z @ Wᵀ, a short k
+    a_in, a_transposed, b_in, b_transposed = calls[0][:4]
+    assert len(calls) == 2 and np.shares_memory(a_in, g) and a_transposed and b_in is x and not b_transposed
+    assert calls[1][3] and calls[1][2].shape == (1, 400, 18)      # Wᵀ turned around in the kernel, not before
 
 
 def test_the_transpose_is_taken_only_for_narrow_tall_products_the_dot_kernel_would_copy():

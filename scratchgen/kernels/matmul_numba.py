@@ -276,6 +276,11 @@ def axpy_strip_4x4(a, i, k0, kc, width, panel, strip):
       stored takes 4, so a vector step does 16 FMAs for 8 loads and 4 stores, and the 16 numbers
       from a stay in registers for the whole j loop;
     - rows are sliced before the loops (indexing ``c[i, j]`` inside compiled to scalar code);
+    - the last kc mod 4 steps two at a time, then one: each pass loads and stores the 4 rows of the
+      strip, and one k at a time made k = 18 six passes where 16 needed four. On 128 x k @ k x 400,
+      the narrow kernel alone (one thread, CPU time, AMD EPYC Zen 3, three alternating processes,
+      noisy: another process running), k = 18 took 1.0-3.1 µs more than k = 20 before, 0.7-1.9 less
+      after, of ~30;
     - ``a`` is only read one number at a time: any strides would do, but the callers hand it
       C-contiguous rows (from aᵀ they copy them out first), so that it compiles for one layout.
     """
@@ -294,7 +299,19 @@ def axpy_strip_4x4(a, i, k0, kc, width, panel, strip):
             c1[j] += x10 * y0 + x11 * y1 + x12 * y2 + x13 * y3
             c2[j] += x20 * y0 + x21 * y1 + x22 * y2 + x23 * y3
             c3[j] += x30 * y0 + x31 * y1 + x32 * y2 + x33 * y3
-    for k in range(k_end, kc):           # the last kc mod 4 steps, one k at a time
+    if kc - k_end >= 2:                  # the last kc mod 4 steps: two at a time, then one
+        k = k_end
+        b0, b1 = panel[k, :width], panel[k + 1, :width]
+        x00, x01, x10, x11 = a0[k0 + k], a0[k0 + k + 1], a1[k0 + k], a1[k0 + k + 1]
+        x20, x21, x30, x31 = a2[k0 + k], a2[k0 + k + 1], a3[k0 + k], a3[k0 + k + 1]
+        for j in range(width):
+            y0, y1 = b0[j], b1[j]
+            c0[j] += x00 * y0 + x01 * y1
+            c1[j] += x10 * y0 + x11 * y1
+            c2[j] += x20 * y0 + x21 * y1
+            c3[j] += x30 * y0 + x31 * y1
+        k_end += 2
+    for k in range(k_end, kc):
         b0 = panel[k, :width]
         x0, x1, x2, x3 = a0[k0 + k], a1[k0 + k], a2[k0 + k], a3[k0 + k]
         for j in range(width):
@@ -793,35 +810,44 @@ def _matmul_kmajor(a_t, b, out, threads):
 
 @njit(fastmath=FASTMATH, cache=True)
 def _few_rows(a, b, out):
-    """out += a @ b for an output of few rows: a (r, k), b (k, w) and out (r, w) C-contiguous. The
-    axpy kernel's strips, on the rows of b and of out as they lie:
+    """out = a @ b for an output of few rows: a (r, k), b (k, w) and out (r, w) C-contiguous (out's
+    values on entry are not read). The axpy kernel's strips, on the rows of b and of out as they lie:
 
         for k0 in range(0, k, AXPY_K_BLOCK):
             for i in range(0, r, 4):
+                (first K block: out[i:i+4] = 0)
                 out[i:i+4] += a[i:i+4, k0:k1] @ b[k0:k1]        (axpy_strip_4x4)
             the last r mod 4 rows one at a time                 (axpy_row)
     """
     r, w = out.shape
     kk = a.shape[1]
     r4 = r // 4 * 4
+    if kk == 0:
+        out[:] = 0.0
     for k0 in range(0, kk, AXPY_K_BLOCK):
         kc = min(AXPY_K_BLOCK, kk - k0)
         panel = b[k0:k0 + kc]               # slicing rows keeps b's rows contiguous: no packing
         for i in range(0, r4, 4):
+            if k0 == 0:                     # zeroed here, in L1, just before the strip adds to them
+                for rr in range(i, i + 4):
+                    out[rr, :] = 0.0
             axpy_strip_4x4(a, i, k0, kc, w, panel, out[i:i + 4])
         for i in range(r4, r):
+            if k0 == 0:
+                out[i, :] = 0.0
             axpy_row(a, i, k0, kc, w, panel, out[i])
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _matmul_narrow(a, a_transposed, b, out):
+def _matmul_narrow(a, a_transposed, b, b_transposed, out):
     """out[z] = a[z] @ b[z] for an output of few rows, on the calling thread: a (B|1, r, k) or, with
-    ``a_transposed``, aᵀ (B|1, k, r), b (B|1, k, w) and out (B, r, w), all C-contiguous, out zero on
-    entry; a batch size of 1 in ``a`` or ``b`` is broadcast. An output of few *columns* comes here
-    transposed (``matmul_3d``): Cᵀ = BᵀAᵀ has few rows, and long ones.
+    ``a_transposed``, aᵀ (B|1, k, r), b (B|1, k, w) or, with ``b_transposed``, bᵀ (B|1, w, k), and out
+    (B, r, w), all C-contiguous (out's values on entry are not read); a batch size of 1 in ``a`` or
+    ``b`` is broadcast. An output of few *columns* comes here transposed (``matmul_3d``): Cᵀ = BᵀAᵀ
+    has few rows, and long ones.
 
         for z in range(B):
-            (from aᵀ: a[z]'s few rows copied out of it first)
+            (from aᵀ: a[z]'s few rows copied out of it first; from bᵀ: b[z] turned around, k rows)
             _few_rows(a[z], b[z], out[z])
 
     Optimisations (one thread, CPU time, fraction of numpy's BLAS; AMD EPYC Zen 4, load 2.3):
@@ -836,20 +862,34 @@ def _matmul_narrow(a, a_transposed, b, out):
       flipped packed axpy kernel -> this one), 8x128ᵀ @ 128x400 0.58 -> 0.82 (dot kernel -> this);
     - aᵀ in one Numba type with a (a flag): a's few rows copied here cost 0.2-0.3 µs; NumPy's copy
       (8x128ᵀ @ 128x400: 13.0 -> 14.1 µs) and strided reads in a kernel compiled per layout
-      (about 1 s of compiling for each) cost more.
+      (about 1 s of compiling for each) cost more;
+    - bᵀ turned around here, by the same flag (a layer's z @ Wᵀ into a wide output with a short k,
+      whose k rows of b stay in L1), and out written, not added to, so that it needs no zeroing
+      first: its rows are zeroed in L1 as the strips reach them. Each was a pass over memory in
+      Python (``rows_of``, ``np.zeros``), 3-6 µs a call on top of the product's 30. With the strips'
+      shorter tail (``axpy_strip_4x4``), whole calls (one thread, CPU time, AMD EPYC Zen 3, medians of
+      3 alternating processes x 9 rounds, another process running; numpy's BLAS in brackets):
+      128x20 @ 20x400ᵀ 46.6 -> 40.5 µs (32.7), 128x18 @ 18x400ᵀ 48.5 -> 39.3 (30.4), 128x8 @ 8x400
+      20.0 -> 18.3 (17.5).
     """
-    r = out.shape[1]
+    r, w = out.shape[1], out.shape[2]
     kk = a.shape[1] if a_transposed else a.shape[2]
     rows = np.empty((r if a_transposed else 0, kk), dtype=out.dtype)
+    b_rows = np.empty((kk if b_transposed else 0, w), dtype=out.dtype)
     for z in range(out.shape[0]):
-        a_z = a[z if a.shape[0] > 1 else 0]
+        a_z, b_z = a[z if a.shape[0] > 1 else 0], b[z if b.shape[0] > 1 else 0]
         if a_transposed:
             for k in range(kk):
                 src = a_z[k]
                 for i in range(r):
                     rows[i, k] = src[i]
             a_z = rows
-        _few_rows(a_z, b[z if b.shape[0] > 1 else 0], out[z])
+        if b_transposed and (z == 0 or b.shape[0] > 1):
+            for j in range(w):
+                src = b_z[j]
+                for k in range(kk):
+                    b_rows[k, j] = src[k]
+        _few_rows(a_z, b_rows if b_transposed else b_z, out[z])
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -956,8 +996,8 @@ def kmajor_pays(a, b, dtype):
     128x400: 0.33-0.40 against 0.76-0.87), the narrow kernels were faster. (One thread, CPU time,
     AMD EPYC Zen 4 and the same compiled for a Zen 3.)"""
     n, k, m = a.shape[1], a.shape[2], b.shape[2]
-    if n < DOT_MAX_M or not (a.dtype == b.dtype == dtype and is_rows(a.swapaxes(1, 2)) and is_rows(b)
-                             and not is_rows(a)):
+    if n < DOT_MAX_M or a.flags.c_contiguous or not (a.dtype == b.dtype == dtype and is_rows(a.swapaxes(1, 2))
+                                                     and is_rows(b)):
         return False
     if m >= DOT_MAX_M:
         return k >= TILE_MIN_K or m < n
@@ -995,18 +1035,20 @@ def narrow_plan(a, b, dtype):
 
 
 def narrow(a, b, out, plan):
-    """``_matmul_narrow`` into ``out`` (zero) by ``plan`` ("rows" or "flip", see ``narrow_plan``),
+    """``_matmul_narrow`` into ``out`` (written, not added to; zero for "dot") by ``plan`` ("rows" or "flip", see ``narrow_plan``),
     copying the operand read by rows if its layout does not suit (only when a caller forces it)."""
     dtype = out.dtype
     if plan == "dot":
-        _matmul_narrow_dot(rows_of(a, dtype), contiguous(b.swapaxes(1, 2), dtype), out)
+        bt = b.swapaxes(1, 2)
+        _matmul_narrow_dot(rows_of(a, dtype), bt if bt.dtype == dtype and is_rows(bt) else contiguous(bt, dtype), out)
         return out
     if plan == "rows":
-        _matmul_narrow(*rows_or_transposed(a, dtype), rows_of(b, dtype), out)
+        _matmul_narrow(*rows_or_transposed(a, dtype), *rows_or_transposed(b, dtype), out)
         return out
     # Cᵀ = Bᵀ Aᵀ: few rows now, and long ones; the narrow result is turned around at the end
-    out_t = np.zeros((out.shape[0], out.shape[2], out.shape[1]), dtype=dtype)
-    _matmul_narrow(*rows_or_transposed(b.swapaxes(1, 2), dtype), rows_of(a.swapaxes(1, 2), dtype), out_t)
+    out_t = np.empty((out.shape[0], out.shape[2], out.shape[1]), dtype=dtype)
+    _matmul_narrow(*rows_or_transposed(b.swapaxes(1, 2), dtype), *rows_or_transposed(a.swapaxes(1, 2), dtype),
+                   out_t)
     transpose_rows(out_t, out, 0, out.shape[1])
     return out
 
@@ -1037,11 +1079,12 @@ def matmul_3d(a, b, out_batch, kernel=None):
             _matmul_kmajor(rows_of(a.swapaxes(1, 2), dtype), rows_of(b, dtype), out, pool_threads())
         return out
     if kernel == "narrow":
-        return narrow(a, b, np.zeros(shape, dtype), narrow_plan(a, b, dtype) or ("rows" if n <= m else "flip"))
+        plan = narrow_plan(a, b, dtype) or ("rows" if n <= m else "flip")
+        return narrow(a, b, (np.zeros if plan == "dot" else np.empty)(shape, dtype), plan)
     if kernel is None and out_batch * n * k * m < NARROW_MOST_WORK:
         plan = narrow_plan(a, b, dtype)
         if plan is not None:
-            return narrow(a, b, np.zeros(shape, dtype), plan)
+            return narrow(a, b, (np.zeros if plan == "dot" else np.empty)(shape, dtype), plan)
     if kernel is None and transpose_pays(a, b):
         # Cᵀ = Bᵀ Aᵀ: a narrow product is the transpose of a wide one, which the axpy kernel reads
         # as it lies (Bᵀ one number at a time, Aᵀ by rows), and a narrow output is cheap to turn
