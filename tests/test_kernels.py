@@ -264,6 +264,9 @@ def test_a_transposed_view_times_rows_takes_the_kmajor_tiles_unless_the_output_i
     assert not mmn.kmajor_pays(t(g), np.ones((1, 32, 20), np.float32), np.dtype(np.float32))   # 16 < m < 32
     x = np.ones((1, 64, 32), np.float32)
     assert not mmn.kmajor_pays(t(x), np.ones((1, 64, 6272), np.float32), np.dtype(np.float32))  # short k, long rows
+    # columns on wide tiles of 32, the rest on one narrow tile of 16 if they fit it
+    assert [mmn.kmajor_columns(m, 32, 16) for m in (1, 16, 17, 32, 33, 48, 49, 64, 100, 400)] == \
+        [0, 0, 17, 32, 32, 32, 49, 64, 96, 384]
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs mprotect (POSIX)")
@@ -287,6 +290,10 @@ def test_the_kmajor_tiles_never_read_past_the_end_of_their_operands():
             return x, memory
         (a_t, _m1), (b, _m2) = at_page_end((1, 5, 13)), at_page_end((1, 5, 20))   # 13 rows, 20 columns
         out = np.empty((1, 13, 20), np.float32)
+        mmn._matmul_kmajor(a_t, b, out, 1)
+        assert np.allclose(out, np.swapaxes(a_t, 1, 2) @ b)
+        b, _m3 = at_page_end((1, 5, mmn.TILE_ROW_BYTES // 4 + 3))          # wide tiles and a narrow one
+        out = np.empty((1, 13, b.shape[2]), np.float32)
         mmn._matmul_kmajor(a_t, b, out, 1)
         assert np.allclose(out, np.swapaxes(a_t, 1, 2) @ b)
         print("ok")
