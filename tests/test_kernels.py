@@ -169,7 +169,8 @@ def test_numba_kernels_across_block_edges(kernel, n, k, m):
 @pytest.mark.parametrize("packed", ["_matmul_axpy", "_matmul_tiles"])
 def test_the_axpy_kernel_packs_b_from_its_transpose_to_the_same_bits(n, k, m, dtype, packed):
     # x @ Wᵀ hands the axpy kernels (strips and register tiles) W itself: each block of b is turned
-    # around while it is packed, so the sums, and their order, are those of packing b from its rows
+    # around while it is packed, so the sums, and their order, are those of packing b from its rows (and,
+    # for the strips with fewer than DOT_MAX_M rows, of reading b's rows in place, unpacked)
     kernel = getattr(mmn, packed)
     a, w = rng_array((2, n, k), dtype, 5, "swapped"), rng_array((1, m, k), dtype, 6)
     a_in, a_transposed = layouts.rows_or_transposed(a, dtype)

@@ -261,11 +261,11 @@ def _matmul_dot(a, bt, out, threads):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def axpy_strip_4x4(a, i, k0, kc, width, panel, strip):
-    """strip[:, :width] += a[i:i+4, k0:k0+kc] @ panel[:kc, :width], four output rows, four k at a time.
+def axpy_strip_4x4(a, i, k0, kc, width, panel, p0, strip):
+    """strip[:, :width] += a[i:i+4, k0:k0+kc] @ panel[:kc, p0:p0+width], four output rows, four k at a time.
 
-    ``panel`` (≥ kc, width + pad) is a packed block of b, ``strip`` (4, width + pad) four output
-    rows copied into a buffer. Both are whole C-contiguous arrays and only their rows are sliced:
+    ``panel`` (≥ kc, p0 + width) is a packed block of b (p0 = 0) or b's rows where they lie, ``strip``
+    (4, width + pad) four output rows copied into a buffer. Both are whole C-contiguous arrays and only their rows are sliced:
     a 2-D slice of them has unknown strides in Numba, and its loops stay scalar (measured 5x slower).
 
         for k in range(0, kc, 4):
@@ -292,7 +292,8 @@ def axpy_strip_4x4(a, i, k0, kc, width, panel, strip):
     a0, a1, a2, a3 = a[i], a[i + 1], a[i + 2], a[i + 3]
     k_end = kc // 4 * 4
     for k in range(0, k_end, 4):
-        b0, b1, b2, b3 = panel[k, :width], panel[k + 1, :width], panel[k + 2, :width], panel[k + 3, :width]
+        b0, b1 = panel[k, p0:p0 + width], panel[k + 1, p0:p0 + width]
+        b2, b3 = panel[k + 2, p0:p0 + width], panel[k + 3, p0:p0 + width]
         x00, x01, x02, x03 = a0[k0 + k], a0[k0 + k + 1], a0[k0 + k + 2], a0[k0 + k + 3]
         x10, x11, x12, x13 = a1[k0 + k], a1[k0 + k + 1], a1[k0 + k + 2], a1[k0 + k + 3]
         x20, x21, x22, x23 = a2[k0 + k], a2[k0 + k + 1], a2[k0 + k + 2], a2[k0 + k + 3]
@@ -305,7 +306,7 @@ def axpy_strip_4x4(a, i, k0, kc, width, panel, strip):
             c3[j] += x30 * y0 + x31 * y1 + x32 * y2 + x33 * y3
     if kc - k_end >= 2:                  # the last kc mod 4 steps: two at a time, then one
         k = k_end
-        b0, b1 = panel[k, :width], panel[k + 1, :width]
+        b0, b1 = panel[k, p0:p0 + width], panel[k + 1, p0:p0 + width]
         x00, x01, x10, x11 = a0[k0 + k], a0[k0 + k + 1], a1[k0 + k], a1[k0 + k + 1]
         x20, x21, x30, x31 = a2[k0 + k], a2[k0 + k + 1], a3[k0 + k], a3[k0 + k + 1]
         for j in range(width):
@@ -316,7 +317,7 @@ def axpy_strip_4x4(a, i, k0, kc, width, panel, strip):
             c3[j] += x30 * y0 + x31 * y1
         k_end += 2
     for k in range(k_end, kc):
-        b0 = panel[k, :width]
+        b0 = panel[k, p0:p0 + width]
         x0, x1, x2, x3 = a0[k0 + k], a1[k0 + k], a2[k0 + k], a3[k0 + k]
         for j in range(width):
             y = b0[j]
@@ -327,19 +328,20 @@ def axpy_strip_4x4(a, i, k0, kc, width, panel, strip):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def axpy_row(a, i, k0, kc, width, panel, c_row):
-    """c_row += a[i, k0:k0+kc] @ panel[:kc, :width], one row (the rows left over by the strips),
+def axpy_row(a, i, k0, kc, width, panel, p0, c_row):
+    """c_row += a[i, k0:k0+kc] @ panel[:kc, p0:p0+width], one row (the rows left over by the strips),
     four k at a time: each c_row value loaded and stored takes 4 multiply-adds instead of 1
     (measured, 1 x 400 @ 400 x 784, one thread: 26.1 -> 22.5 µs; 1 x 64 @ 64 x 3136: 18.5 -> 16.9)."""
     a_row = a[i]
     k_end = kc // 4 * 4
     for k in range(0, k_end, 4):
-        b0, b1, b2, b3 = panel[k, :width], panel[k + 1, :width], panel[k + 2, :width], panel[k + 3, :width]
+        b0, b1 = panel[k, p0:p0 + width], panel[k + 1, p0:p0 + width]
+        b2, b3 = panel[k + 2, p0:p0 + width], panel[k + 3, p0:p0 + width]
         x0, x1, x2, x3 = a_row[k0 + k], a_row[k0 + k + 1], a_row[k0 + k + 2], a_row[k0 + k + 3]
         for j in range(width):
             c_row[j] += x0 * b0[j] + x1 * b1[j] + x2 * b2[j] + x3 * b3[j]
     for k in range(k_end, kc):
-        x, b_row = a_row[k0 + k], panel[k, :width]
+        x, b_row = a_row[k0 + k], panel[k, p0:p0 + width]
         for j in range(width):
             c_row[j] += x * b_row[j]
 
@@ -419,7 +421,8 @@ def _matmul_axpy(a, b, out, a_transposed, b_transposed, threads):
 
         for each (batch, column block, row block) in parallel:   a thread's share: whole column blocks
             for k0 in range(0, k, AXPY_K_BLOCK):
-                panel = b[k0:k1, cols]                      (packed; from bᵀ: _copy_transposed)
+                panel = b[k0:k1, cols]                      (packed; from bᵀ: _copy_transposed;
+                                                             fewer than DOT_MAX_M rows: b itself)
                 (from aᵀ: the block's rows of a, a[rows, k0:k1], copied out by _copy_transposed)
                 for i in row block, 4 at a time:
                     strip = out[i:i+4, cols]                (copied into a buffer; 0 in the first block)
@@ -439,6 +442,14 @@ def _matmul_axpy(a, b, out, a_transposed, b_transposed, threads):
       49x128 @ 128x1024 (x64) 0.59-0.75 -> 0.81-0.92; 64x3136 @ 3136x512 0.73 -> 0.80-0.97; whole
       training steps (one process alternating the old and the packed kernel, CPU time): VAE 0.93x,
       DCGAN 0.96x, VQ-VAE 0.98x the time;
+    - no packing for fewer than DOT_MAX_M rows (at most 7 strips read each block): a packed block
+      is read by so few strips that the copy costs more than it saves, and b's rows are read where
+      they lie. Kernel alone, one thread, CPU time, AMD EPYC Zen 3, medians of 15 rounds, fraction of
+      numpy's BLAS, packed -> in place: 16x64 @ 64x6272 0.80 -> 0.95, 20 rows 0.79 -> 0.82, 24 0.78 ->
+      0.88, 28 0.79 -> 0.80, 16x16 @ 16x12544 0.87 -> 0.96, 16x100 @ 100x4096 0.82 -> 0.87; but 32 rows
+      (8 strips) lost, 32x16 @ 16x12544 0.90 -> 0.84, 32x64ᵀ @ 64x6272 0.82 -> 0.77, and more rows lost
+      more (128x64 @ 64x1024 0.81 -> 0.66). Whole calls: 16x64 @ 64x6272 (the VQ-VAE's) 0.79 -> 0.89
+      (3 alternating processes);
     - packing from bᵀ: the transpose happens block by block while packing, instead of a
       separate pass that turns all of bᵀ around first (``layouts.rows_of``), as BLAS packing
       routines do. Measured (one thread, CPU time, AMD EPYC Zen 4, load 2.7, GFLOP/s, numpy's BLAS
@@ -465,17 +476,21 @@ def _matmul_axpy(a, b, out, a_transposed, b_transposed, threads):
     pad = PAD_BYTES // out.itemsize
     strips, col_blocks = (n + 3) // 4, (m + AXPY_COL_BLOCK - 1) // AXPY_COL_BLOCK
     row_blocks = balanced_blocks(strips, ROW_BLOCK // 4, threads)
+    in_place = n < DOT_MAX_M and not b_transposed           # few strips read a block: b not packed
     for task in prange(nb * row_blocks * col_blocks):
         z, i0, i1, j0, j1 = task_block(task, n, m, 4, row_blocks, col_blocks)
         a_z, b_z, out_z = a[z if a.shape[0] > 1 else 0], b[z if b.shape[0] > 1 else 0], out[z]
         width = j1 - j0
-        panel = np.empty((AXPY_K_BLOCK, width + pad), dtype=out.dtype)
+        panel = np.empty((0 if in_place else AXPY_K_BLOCK, width + pad), dtype=out.dtype)
         strip = np.empty((4, width + pad), dtype=out.dtype)
         rows = np.empty((i1 - i0 if a_transposed else 0, min(AXPY_K_BLOCK, kk)), dtype=out.dtype)
         i_end = i0 + (i1 - i0) // 4 * 4
         for k0 in range(0, kk, AXPY_K_BLOCK):
             kc = min(AXPY_K_BLOCK, kk - k0)
-            if b_transposed:
+            src, p0 = panel, 0                                       # b[k0 + k, j0 + j] is src[k, p0 + j]
+            if in_place:
+                src, p0 = b_z[k0:k0 + kc], j0                        # b's rows as they lie
+            elif b_transposed:
                 _copy_transposed(b_z, k0, j0, kc, width, panel)      # pack b's block from bᵀ
             else:
                 _copy(b_z, k0, j0, kc, width, panel, 0, 0)           # pack b's block
@@ -488,13 +503,13 @@ def _matmul_axpy(a, b, out, a_transposed, b_transposed, threads):
                     strip[:, :width] = 0.0
                 else:
                     _copy(out_z, i, j0, 4, width, strip, 0, 0)       # 4 rows of out, in
-                axpy_strip_4x4(a_k, i - i_a, k_a, kc, width, panel, strip)
+                axpy_strip_4x4(a_k, i - i_a, k_a, kc, width, src, p0, strip)
                 _copy(strip, 0, 0, 4, width, out_z, j0, i)           # and out again
             for i in range(i_end, i1):
                 row = out_z[i, j0:j1]
                 if k0 == 0:
                     row[:] = 0.0
-                axpy_row(a_k, i - i_a, k_a, kc, width, panel, row)
+                axpy_row(a_k, i - i_a, k_a, kc, width, src, p0, row)
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -861,11 +876,11 @@ def _few_rows(a, b, out):
             if k0 == 0:                     # zeroed here, in L1, just before the strip adds to them
                 for rr in range(i, i + 4):
                     out[rr, :] = 0.0
-            axpy_strip_4x4(a, i, k0, kc, w, panel, out[i:i + 4])
+            axpy_strip_4x4(a, i, k0, kc, w, panel, np.intp(0), out[i:i + 4])
         for i in range(r4, r):
             if k0 == 0:
                 out[i, :] = 0.0
-            axpy_row(a, i, k0, kc, w, panel, out[i])
+            axpy_row(a, i, k0, kc, w, panel, np.intp(0), out[i])
 
 
 @njit(fastmath=FASTMATH, cache=True)
