@@ -262,11 +262,13 @@ def _matmul_dot(a, bt, out, threads):
 
 @njit(fastmath=FASTMATH, cache=True)
 def axpy_strip_4x4(a, i, k0, kc, width, panel, p0, strip):
-    """strip[:, :width] += a[i:i+4, k0:k0+kc] @ panel[:kc, p0:p0+width], four output rows, four k at a time.
+    """strip[:, :width] += a[i:i+4, k0:k0+kc] @ panel[:kc, p0:p0+width], four output rows, four k at a
+    time.
 
-    ``panel`` (≥ kc, p0 + width) is a packed block of b (p0 = 0) or b's rows where they lie, ``strip``
-    (4, width + pad) four output rows copied into a buffer. Both are whole C-contiguous arrays and only their rows are sliced:
-    a 2-D slice of them has unknown strides in Numba, and its loops stay scalar (measured 5x slower).
+    ``panel`` (≥ kc, p0 + width) is a packed block of b (p0 = 0) or b's rows where they lie,
+    ``strip`` (4, width + pad) four output rows copied into a buffer. Both are whole C-contiguous
+    arrays and only their rows are sliced: a 2-D slice of them has unknown strides in Numba, and its
+    loops stay scalar (measured 5x slower).
 
         for k in range(0, kc, 4):
             for j in range(width):
@@ -1080,7 +1082,8 @@ def narrow_plan(a, b, dtype):
 
 
 def narrow(a, b, out, plan):
-    """``_matmul_narrow`` into ``out`` (written, not added to; zero for "dot") by ``plan`` ("rows" or "flip", see ``narrow_plan``),
+    """``_matmul_narrow`` into ``out`` (written, not added to; zero for "dot") by ``plan`` ("rows" or
+    "flip", see ``narrow_plan``),
     copying the operand read by rows if its layout does not suit (only when a caller forces it)."""
     dtype = out.dtype
     if plan == "dot":
