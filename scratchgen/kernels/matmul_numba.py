@@ -1077,9 +1077,10 @@ def narrow_plan(a, b, dtype):
     no more than columns), or if the inner dimension is that short and the output wide: then all of b
     (k rows) stays in L1 and packing it is pure cost (the input gradient g @ W of the CVAE's 400 -> 8
     layer, 128x8 @ 8x400: 20.4 µs on the packed strips, 13.7 here, numpy 10.2; one thread, CPU time),
-    and so is packing it from bᵀ when it is a transposed view: ``narrow`` copies it to rows first
-    (the decoder's first layer z @ Wᵀ, 128x20 @ 20x400ᵀ: 38.8 µs packed, 30.6 copied, numpy 26.6;
-    128x18 @ 18x400ᵀ 38.5 -> 34.7, numpy 24.4);
+    and so is packing it from bᵀ when it is a transposed view: the narrow kernel turns it to rows
+    itself (the decoder's first layer z @ Wᵀ, 128x20 @ 20x400ᵀ: 38.8 µs packed, 30.6 copied to rows
+    first, numpy 26.6; 128x18 @ 18x400ᵀ 38.5 -> 34.7, numpy 24.4; Zen 4. Turned around inside the
+    kernel instead of by ``rows_of``: see ``_matmul_narrow``);
     "flip" if it has few columns and aᵀ's rows can (a transposed view, as ``gᵀ`` in a weight gradient
     ``gᵀ @ x``); else None (the dot kernel reads a C-contiguous a
     with a narrow b without copying a, and copying a for the flip took longer than the product)."""
