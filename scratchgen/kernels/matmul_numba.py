@@ -75,9 +75,6 @@ TILE_ROWS, TILE_ROW_BYTES = register_tile_shape()
 # the narrow tile: rows half as wide (16 float32, 8 float64), as many more as the registers hold, for
 # products whose output has only half a tile row of columns (``_matmul_kmajor``, ``conv_tiles``)
 NARROW_ROWS, NARROW_ROW_BYTES = register_tile_shape(row_bytes=TILE_ROW_BYTES // 2)
-# a task's column block must hold whole tiles (of float32, the most numbers per row, hence of float64), or
-# two tasks would add into the same tile of out (``_matmul_tiles``)
-assert AXPY_COL_BLOCK * 4 % TILE_ROW_BYTES == 0, "AXPY_COL_BLOCK must be a multiple of a tile row's numbers"
 
 
 # ---------------------------------------------------------------------------- Numba kernels
@@ -349,25 +346,13 @@ def axpy_row(a, i, k0, kc, width, panel, p0, c_row):
 
 
 @njit(cache=True)
-def task_block(task, n, m, unit, row_blocks, col_blocks):
-    """(z, i0, i1, j0, j1): the batch index and the output block out[z, i0:i1, j0:j1] of task number
-    ``task`` of nb·row_blocks·col_blocks, column blocks fastest. The n rows come in groups of
-    ``unit`` (a strip, a tile; the last may be short), shared out among the row blocks as
-    ``balanced_blocks`` says; the m columns in blocks of AXPY_COL_BLOCK."""
-    per_batch, units = row_blocks * col_blocks, (n + unit - 1) // unit
-    z, rb, cb = task // per_batch, task % per_batch // col_blocks, task % col_blocks
-    i0, i1 = rb * units // row_blocks * unit, min((rb + 1) * units // row_blocks * unit, n)
-    j0 = cb * AXPY_COL_BLOCK
-    return z, i0, i1, j0, min(j0 + AXPY_COL_BLOCK, m)
-
-
-@njit(cache=True)
 def tile_block(task, n, tiles, mr, row_blocks, col_blocks):
     """(z, i0, i1, t0, t1): the rows i0..i1 and the column tiles t0..t1 of out[z] that task number ``task``
-    of nb·col_blocks·row_blocks computes (``_matmul_tiles``), *row blocks fastest*: Numba's contiguous
-    share of a ``prange`` for each thread then holds whole column blocks when their number is a multiple
-    of the threads. Rows come in tiles of ``mr`` shared out as ``balanced_blocks`` says, and so do the
-    ``tiles`` column tiles."""
+    of nb·col_blocks·row_blocks computes, *row blocks fastest*: Numba's contiguous share of a ``prange``
+    for each thread then holds whole column blocks when their number is a multiple of the threads. Rows
+    come in tiles of ``mr`` shared out as ``balanced_blocks`` says, and so do the ``tiles`` column tiles:
+    register tiles (``_matmul_tiles``), cache lines of columns (``_matmul_axpy``), or one (``_matmul_kmajor``,
+    whose tasks are blocks of rows)."""
     per_batch, row_tiles = row_blocks * col_blocks, (n + mr - 1) // mr
     z, cb, rb = task // per_batch, task % per_batch // row_blocks, task % row_blocks
     i0, i1 = rb * row_tiles // row_blocks * mr, min((rb + 1) * row_tiles // row_blocks * mr, n)
@@ -870,7 +855,7 @@ def _matmul_kmajor(a_t, b, out, threads):
     tiles = (n + mr - 1) // mr
     row_blocks = balanced_blocks(tiles, tiles if nb >= 4 * threads else max(1, TILE_ROW_BLOCK // mr), threads)
     for task in prange(nb * row_blocks):
-        z, i0, i1, _, _ = task_block(task, n, 1, mr, row_blocks, 1)
+        z, i0, i1, _, _ = tile_block(task, n, 1, mr, row_blocks, 1)
         za, zb = z if a_t.shape[0] > 1 else 0, z if b.shape[0] > 1 else 0
         # a buffer for a short last tile of rows, only in the task that has it (an allocation per task
         # cost 196x32ᵀ @ 32x16 for 64 images, 448 tasks, a fifth of its time)
