@@ -166,9 +166,10 @@ def _softplus_and_sigmoid(x, e, out, sig):
     - ``np.log1p`` (in the reference) calls the C library once per element on CPUs without AVX-512:
       NumPy has vector code for ``exp`` and ``log`` but, there, not for ``log1p``. The series above is
       additions and multiplications only, which LLVM vectorises; ``e`` comes from NumPy's vector
-      ``exp``. Measured (one thread, CPU time, AMD EPYC Zen 3 with AVX2, the VAE's 128 x 784 logits):
-      the reference 970 µs, ``np.exp`` 190 µs + this pass 80 µs (float32 arithmetic: 70 µs, but up
-      to 3.6 ulps from the exact value where float64 gives 2.5, all of it e's own rounding);
+      ``exp``. Measured (one thread, CPU time, AMD EPYC Zen 3 with AVX2, the VAE's 128 x 784 logits,
+      medians of 200-300 calls): the reference 970-1,094 µs; ``np.exp`` 160-190 µs + this pass 155-160 µs,
+      351 µs with the allocations (in float32 arithmetic the pass took 70 µs, but its results were up to
+      3.6 ulps from the exact value where float64's are 2.5, all of that e's own rounding);
     - σ comes out of the same pass, so the backward rule is one product, g · σ;
     - no fastmath: σ's bits are NumPy's, and the series is summed in the order written.
     """
