@@ -1170,6 +1170,27 @@ def test_the_channels_last_scratch_image_is_rewritten_on_reuse_and_keeps_a_zero_
         np.testing.assert_array_equal(xh, expected)
 
 
+def test_the_padded_copies_are_the_same_on_any_number_of_threads_from_any_dtype_and_layout():
+    # _into_nhwc and _into_nchw share the images among the threads; each image is written by one task,
+    # and an input of another dtype or layout is converted first (what NumPy's slice assignment did)
+    for seed, shape, padding in ((13, (5, 3, 4, 7), (1, 2)), (14, (1, 1, 1, 1), (2, 0)), (15, (4, 9, 3, 1), (0, 1))):
+        for layout, dtype in (("contiguous", np.float32), ("transposed", np.float32), ("contiguous", np.float64)):
+            x = rng_array(shape, dtype, seed, layout)
+            top, left = padding
+            expected = np.pad(x, ((0, 0), (0, 0), (top,) * 2, (left,) * 2)).astype(np.float32)
+            before = numba.get_num_threads()
+            for threads in (1, numba.config.NUMBA_NUM_THREADS):
+                numba.set_num_threads(threads)
+                try:
+                    xh = conv_tiles.padded_nhwc(x, top, left, shape[2] + 2 * top, shape[3] + 2 * left, np.float32,
+                                                scratch=False)
+                    xp = conv_tiles.padded_nchw(x, padding, np.float32)
+                finally:
+                    numba.set_num_threads(before)
+                np.testing.assert_array_equal(xh, expected.transpose(0, 2, 3, 1))
+                np.testing.assert_array_equal(xp, expected)
+
+
 @pytest.mark.parametrize("tiles", [True, False])
 def test_a_layer_keeps_its_inputs_copy_until_its_weight_gradient(tiles):
     # a GAN's discriminator sees real and fake images before either backward pass: the kernels'
