@@ -32,10 +32,12 @@ CONV_PRESETS = ("dcgan", "vqvae")
 # ---------------------------------------------------------------------------- recording
 def record(names=None):
     """``{"matmul": {preset: [(n, k, m, batch), ...]}, "conv": {preset: [layer dict, ...]}}``,
-    from one training step of each preset (duplicates removed, first-seen order)."""
+    from one training step of each preset (duplicates removed, first-seen order). The steps run on the
+    Numba backend whatever ``SCRATCHGEN_BACKEND`` says: the products recorded are the ones its kernels
+    are asked for (the NumPy references make none)."""
     from . import functional as F
     from .bench_steps import scratchgen_step
-    from .kernels import conv_numba, matmul_numba
+    from .kernels import conv_numba, matmul_numba, use_backend
 
     products, layers = {}, {}
     current = []
@@ -70,12 +72,13 @@ def record(names=None):
     matmul_numba.matmul_3d = conv_numba.matmul_3d = matmul_3d
     F.conv2d, F.conv_transpose2d = conv2d, conv_transpose2d
     try:
-        for name, model, preset, batch in PRESETS:
-            if names and name not in names:
-                continue
-            current[:] = [name]
-            step, _ = scratchgen_step(model, preset, batch)
-            step()
+        with use_backend("numba"):
+            for name, model, preset, batch in PRESETS:
+                if names and name not in names:
+                    continue
+                current[:] = [name]
+                step, _ = scratchgen_step(model, preset, batch)
+                step()
     finally:
         matmul_numba.matmul_3d, conv_numba.matmul_3d, F.conv2d, F.conv_transpose2d = original
     return {"matmul": products, "conv": {k: v for k, v in layers.items() if k in CONV_PRESETS}}
