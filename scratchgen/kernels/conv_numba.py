@@ -124,9 +124,10 @@ def _nhwc(x, padding, dtype):
     Measured (one thread, CPU time): 15.4 ms of a 196 ms VQ-VAE step built these images with fresh
     arrays and a Numba loop, 10.8 ms with reused buffers and NumPy's strided copy (itself 25-40% faster
     than that loop). The copy is a Numba loop again (``conv_tiles._into_nhwc``), an image at a time and
-    on the threads: about as fast as NumPy's on one thread, up to twice as fast on two. NOTE: the buffer is kept per shape *and padding*: two inputs of different sizes can
-    have the same padded shape (4 rows padded by 1, 6 rows by 0), and the second must not find the
-    first's numbers in its border."""
+    on the threads: about as fast as NumPy's on one thread, up to twice as fast on two. NOTE: the
+    buffer is kept per shape *and padding*: two inputs of different sizes can have the same padded
+    shape (4 rows padded by 1, 6 rows by 0), and the second must not find the first's numbers in its
+    border."""
     (_, _, h, w), (ph, pw) = x.shape, padding
     return conv_tiles.padded_nhwc(x, ph, pw, h + 2 * ph, w + 2 * pw, dtype)
 

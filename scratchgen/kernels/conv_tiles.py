@@ -681,7 +681,7 @@ def _into_nchw(x, top, left, xp):
 
     Optimisations:
     - the runs are slices of the flat arrays at offsets computed once per run: indexing the 4-D arrays
-      number by number (four index products, each checked for a negative index) took 1.3-2.4 times as
+      number by number (four index products, each checked for a negative index) took 1.5-2.4 times as
       long on one thread;
     - the images are shared among the threads (NumPy's strided copy, which this replaces, runs on one
       thread). Measured: see ``padded_nchw``.
