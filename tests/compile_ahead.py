@@ -6,16 +6,15 @@ from scratchgen import Tensor, optim
 from scratchgen.kernels import matmul_numba as mmn
 
 
-def _rand(rng, shape, dtype):
-    return rng.standard_normal(shape).astype(dtype)
-
-
 def compile_kernels(dtype):
     """One small call of every kernel in ``dtype``, forward and backward: every matmul kernel
     by name, 3x3, 1x1, one-channel and transposed convolutions, batch norm, the activations and an
     Adam step. Each call is tiny; what it costs is Numba's compiling (or loading from its cache)."""
     rng = np.random.default_rng(0)
-    r = lambda *shape: _rand(rng, shape, dtype)                               # noqa: E731
+
+    def r(*shape):
+        return rng.standard_normal(shape).astype(dtype)
+
     for kernel, (n, k, m) in (("dot", (8, 300, 40)), ("axpy", (40, 60, 64)), ("axpy", (40, 200, 64)),
                               ("narrow", (8, 40, 20)), ("narrow", (64, 40, 8)), ("kmajor", (64, 40, 16)),
                               ("kmajor", (64, 200, 64))):

@@ -106,16 +106,6 @@ def weight_rows(w, dtype):
     return np.ascontiguousarray(np.transpose(w, (0, 2, 3, 1)), dtype=dtype).reshape(1, w.shape[0], -1)
 
 
-def _padded(x, padding, dtype):
-    """x (N, C, H, W) with zero borders, (N, C, Hp, Wp), C-contiguous."""
-    (n, c, h, w), (ph, pw) = x.shape, padding
-    if ph == pw == 0:
-        return np.ascontiguousarray(x, dtype=dtype)
-    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dtype)
-    xp[:, :, ph: ph + h, pw: pw + w] = x
-    return xp
-
-
 def _nhwc(x, padding, dtype):
     """x (N, C, H, W) as padded channels-last images (N, Hp, Wp, C), C-contiguous, in a scratch buffer
     that the next call for the same shape and padding reuses: valid until then (the kernels read it
@@ -209,7 +199,7 @@ def _im2col_t(x, kh, kw, stride, padding, out_hw, dtype):
             return swapped_leading(x.reshape(n, c, h * w), dtype).reshape(c, -1)
         return np.ascontiguousarray(np.swapaxes(x[:, :, ::stride[0], ::stride[1]], 0, 1), dtype=dtype).reshape(c, -1)
     base, off = _offsets(c, h, w, kh, kw, stride, padding, out_hw)
-    xp = _padded(x, padding, dtype).reshape(-1)
+    xp = conv_tiles.padded_nchw(x, padding, dtype).reshape(-1)      # a scratch buffer, read at once
     starts = (np.arange(n)[:, None] * (xp.size // n) + base[None, :]).reshape(-1)
     out = np.empty((off.size, starts.size), dtype=dtype)
     with sized_for(out.size, ("im2col", x.shape, kh, kw, stride, padding)):
