@@ -21,10 +21,11 @@ from hypothesis import given, strategies as st
 
 from scratchgen import Tensor
 from scratchgen.kernels import conv, conv_numba, conv_tiles, layouts, matmul as mm, matmul_numba as mmn
-from scratchgen.kernels import threads as mm_threads
+from scratchgen.kernels import tasks, threads as mm_threads
 from scratchgen.kernels.backend import BACKENDS, get_backend, set_backend, use_backend
 from scratchgen.kernels.cpu import register_tile_shape
 from scratchgen.kernels.stack import heap_tile, stack_tile
+from scratchgen.kernels.tasks import claim_task, task_counter
 from strategies import layouts as layouts_
 from strategies import (FLOAT_DTYPES, batch_norm_problems, conv2d_cases, conv2d_grad_input_shapes,
                         matmul_operands, matmul_shape_pairs, matrix_triples, seeded_arrays, tile_edge_triples,
@@ -342,6 +343,33 @@ def test_a_stack_tile_has_the_shape_its_row_bytes_give_each_dtype():
     assert heap_tile(3, 128, np.zeros(1, np.float64)).shape == (3, 16)      # the plain-Python twin
 
 
+@numba.njit(parallel=True)
+def _claim_all(tasks, threads, claimed, per_thread):
+    """Every thread claims tasks from one counter until none are left, counting what it got."""
+    counter = task_counter()
+    for t in numba.prange(threads):
+        task = claim_task(counter)
+        while task < tasks:
+            claimed[task] += 1
+            per_thread[t] += 1
+            task = claim_task(counter)
+    return counter[0]
+
+
+def test_every_task_is_claimed_exactly_once_however_the_threads_race():
+    # the counter's fetch-and-add is atomic: as a plain load and store, two threads racing through 300,000
+    # tasks took some of them twice and skipped others (measured: it fails with the intrinsic replaced)
+    threads = numba.get_num_threads()
+    for _ in range(3):
+        claimed, per_thread = np.zeros(300_000, np.intp), np.zeros(threads, np.intp)
+        handed_out = _claim_all(claimed.size, threads, claimed, per_thread)
+        assert (claimed == 1).all(), f"{(claimed == 0).sum()} tasks skipped, {(claimed > 1).sum()} taken twice"
+        assert per_thread.sum() == claimed.size
+        assert handed_out == claimed.size + threads       # each thread's last claim found no task left
+    counter = task_counter()                              # and the plain-Python twin, with the JIT off
+    assert [tasks._claim_task_python(counter) for _ in range(3)] == [0, 1, 2] and counter[0] == 3
+
+
 def test_the_register_tile_takes_as_many_rows_as_the_vector_registers_hold():
     # MR x NV sums and MR broadcast numbers of a, one register spare: MR (NV + 1) <= registers - 1
     assert register_tile_shape(16, 32) == (3, 128)      # AVX2: 3 x 32 float32
@@ -405,8 +433,8 @@ def test_the_kernel_a_product_runs_on_never_depends_on_the_threads(n, k, m, a_la
 
 @pytest.mark.parametrize("units, most, threads", [(22, 5, 2), (22, 5, 1), (3, 5, 4), (1, 1, 2), (100, 7, 3), (8, 2, 4)])
 def test_row_blocks_share_equal_work_among_the_threads(units, most, threads):
-    # Numba gives each thread one contiguous share of a prange's tasks: with the blocks cut as
-    # balanced_blocks says, the threads' shares of rows differ by at most one unit per block
+    # threads of equal speed claim equal numbers of blocks: with the blocks cut as balanced_blocks says,
+    # any equal shares of them (here contiguous ones) differ by at most one unit per block
     blocks = mmn.balanced_blocks(units, most, threads)
     sizes = [(b + 1) * units // blocks - b * units // blocks for b in range(blocks)]
     assert sum(sizes) == units and max(sizes) <= max(most, 1) and min(sizes) >= 1
@@ -417,10 +445,11 @@ def test_row_blocks_share_equal_work_among_the_threads(units, most, threads):
 
 
 @pytest.mark.parametrize("n, tiles, threads", [(128, 13, 2), (1024, 32, 2), (64, 196, 2), (70, 1, 3), (5, 2, 4), (300, 7, 3)])
-def test_the_tiles_tasks_cover_the_output_once_and_a_threads_share_holds_whole_column_blocks(n, tiles, threads):
+def test_the_tiles_tasks_cover_the_output_once_and_equally_fast_threads_keep_to_their_own_column_blocks(n, tiles,
+                                                                                                      threads):
     # _matmul_tiles' tasks as tile_block cuts them: every (row, column tile) of out in exactly one task,
-    # and when the column blocks are a multiple of the threads, the contiguous share of tasks Numba gives
-    # each thread (balanced_blocks) reads only its own column tiles of b
+    # and when the column blocks are a multiple of the threads, threads that claim tasks in turn at the
+    # same pace (thread t: tasks t, t + T, ...) each read only their own column tiles of b
     mr = mmn.TILE_ROWS
     col_blocks = mmn.balanced_blocks(tiles, max(1, mmn.AXPY_COL_BLOCK // 32), threads)
     split_columns = col_blocks % threads == 0
@@ -432,7 +461,7 @@ def test_the_tiles_tasks_cover_the_output_once_and_a_threads_share_holds_whole_c
         z, i0, i1, t0, t1 = mmn.tile_block(task, n, tiles, mr, row_blocks, col_blocks)
         assert z == 0
         covered[i0:i1, t0:t1] += 1
-        thread = task * threads // tasks                     # the thread whose contiguous share holds it
+        thread = task % threads                              # the thread that claims it, taking turns
         if split_columns:
             assert all(owner[t] in (-1, thread) for t in range(t0, t1))
             owner[t0:t1] = thread

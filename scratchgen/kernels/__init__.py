@@ -15,6 +15,7 @@ live apart (as minitorch keeps ``tensor_ops`` apart from ``fast_ops``):
 * :mod:`.conv_tiles`   — register tiles that read a convolution's patches straight from the image
 * :mod:`.layouts`      — operands in the dtype and memory layout a kernel reads, and the transposing copy
 * :mod:`.threads`      — how many threads a call wakes: by its work, and by timing its own calls
+* :mod:`.tasks`        — ``claim_task``: threads take a kernel's tasks one at a time from a shared counter
 * :mod:`.stack`        — ``stack_tile``: a register tile's sums in an array on the stack
 * :mod:`.adam`         — ``adam_update``: Adam's step as a NumPy reference and one fused Numba pass
 * :mod:`.batch_norm`   — batch normalisation's forward and backward arithmetic: reference and fused passes

@@ -339,17 +339,17 @@ def _forward_numba(x, w, stride, padding, out_hw, dtype, tiles=None, x_copy=None
         row_src, counts, k_src, row_dst = conv_tiles.pointwise_tables(n, x.shape[1], positions, o)
         panels = conv_tiles.weight_panels(w, dtype, _panel_bytes(o, dtype))
         out = np.empty(n * o * positions, dtype=dtype)       # every element written once
-        with sized_for(out.size * features, ("conv_forward_pointwise", x.shape, w.shape)):
+        with sized_for(out.size * features, ("conv_forward_pointwise", x.shape, w.shape)) as threads:
             conv_tiles._gathered_rows(np.ascontiguousarray(x, dtype=dtype).reshape(-1), row_src, counts, k_src, panels,
-                                      out, row_dst, positions, o)
+                                      out, row_dst, positions, o, threads)
     elif tiles_pay("forward", w.shape, dtype, tiles):
         # out[n, o, l] = Σ_q P[(n, l), q] · w_mat[o, q] on register tiles that read P from the image
         row_src, counts, k_src, row_dst = conv_tiles.forward_tables(x.shape, w.shape, stride, padding, out_hw)
         out = np.empty(n * o * positions, dtype=dtype)       # every element written once
-        with sized_for(out.size * features, ("conv_forward_tiles", x.shape, w.shape, stride, padding)):
+        with sized_for(out.size * features, ("conv_forward_tiles", x.shape, w.shape, stride, padding)) as threads:
             xh = _image(x_copy, x, padding, dtype)
             conv_tiles._gathered_rows(xh.reshape(-1), row_src, counts, k_src, conv_tiles.weight_panels(w, dtype),
-                                      out, row_dst, positions, o)
+                                      out, row_dst, positions, o, threads)
     else:   # few features: one long product (O, Q) @ Pᵀ (Q, N·L), on the axpy kernel's long rows
         out = matmul_3d(weight_rows(w, dtype), _columns(x_copy, x, kh, kw, stride, padding, out_hw, dtype)[None], 1)
         out = swapped_leading(out.reshape(o, n, positions), dtype)     # (O, N, L) -> (N, O, L)
@@ -372,11 +372,11 @@ def _pointwise_grad_weight(x, grad_out, w_shape, dtype):
     rows, ks, row_dst = conv_tiles.pointwise_grad_weight_tables(n, rows_n, positions, cols_n)
     chunks, chunk = conv_tiles.weight_gradient_chunks(ks.size, c * o * np.dtype(dtype).itemsize)
     partial = np.empty((chunks, c * o), dtype=dtype)
-    with sized_for(grad_out.size * c, ("conv_grad_weight_pointwise", x.shape, w_shape)):
+    with sized_for(grad_out.size * c, ("conv_grad_weight_pointwise", x.shape, w_shape)) as threads:
         panels = conv_tiles.channel_panels(np.asarray(b, dtype=dtype).reshape(n, cols_n, positions), dtype,
                                            _panel_bytes(cols_n, dtype))
         conv_tiles._gathered_k_chunks(np.ascontiguousarray(a, dtype=dtype).reshape(-1), rows, ks, panels, chunk,
-                                      conv_tiles.GRAD_WEIGHT_K_BLOCK, partial, row_dst, cols_n)
+                                      conv_tiles.GRAD_WEIGHT_K_BLOCK, partial, row_dst, cols_n, threads)
     sums = partial[0] if partial.shape[0] == 1 else partial.sum(axis=0)       # (rows_n, cols_n)
     return (sums.reshape(o, c) if turn_x else np.ascontiguousarray(sums.reshape(c, o).T)).reshape(w_shape)
 
@@ -394,12 +394,13 @@ def _grad_weight_numba(x, grad_out, w_shape, stride, padding, out_hw, dtype, til
         rows, ks, row_dst = conv_tiles.grad_weight_tables(x.shape, w_shape, stride, padding, out_hw)
         chunks, chunk = conv_tiles.weight_gradient_chunks(ks.size, features * o * np.dtype(dtype).itemsize)
         partial = np.empty((chunks, features * o), dtype=dtype)
-        with sized_for(grad_out.size * features, ("conv_grad_weight_tiles", x.shape, w_shape, stride, padding)):
+        with sized_for(grad_out.size * features, ("conv_grad_weight_tiles", x.shape, w_shape, stride, padding)) \
+                as threads:
             xp = conv_tiles.padded_nchw(x, padding, dtype)          # x's padded images, channels-first
             if g_panels is None:
                 g_panels = conv_tiles.channel_panels(g, dtype)
             conv_tiles._gathered_k_chunks(xp.reshape(-1), rows, ks, g_panels, chunk, conv_tiles.GRAD_WEIGHT_K_BLOCK,
-                                          partial, row_dst, o)
+                                          partial, row_dst, o, threads)
         dw_t = partial[0] if partial.shape[0] == 1 else partial.sum(axis=0)       # (Q, O), features (c, u, v)
         return np.ascontiguousarray(dw_t.reshape(features, o).T).reshape(w_shape)
     # few features: one product with all N·L positions as its inner axis, gᵀ (O, N·L) @ P
@@ -419,9 +420,9 @@ def _grad_input_numba(grad_out, w, x_shape, stride, padding, out_hw, dtype, tile
         row_src, counts, k_src, row_dst = conv_tiles.pointwise_tables(n, o, positions, c)
         panels = conv_tiles.phase_weights(w, (1, 1), 1, 1, dtype, _panel_bytes(c, dtype))
         dx = np.empty(n * c * positions, dtype=dtype)        # every element written once
-        with sized_for(grad_out.size * c, ("conv_grad_input_pointwise", x_shape, w.shape)):
+        with sized_for(grad_out.size * c, ("conv_grad_input_pointwise", x_shape, w.shape)) as threads:
             conv_tiles._gathered_rows(np.ascontiguousarray(grad_out, dtype=dtype).reshape(-1), row_src, counts, k_src,
-                                      panels, dx, row_dst, positions, c)
+                                      panels, dx, row_dst, positions, c, threads)
         return dx.reshape(x_shape)
     if (kh, kw) == (1, 1) and tuple(padding) == (0, 0) and not tiles:
         # a 1x1 kernel: every visited pixel is a patch of its own, so no patches overlap and col2im is
@@ -436,10 +437,11 @@ def _grad_input_numba(grad_out, w, x_shape, stride, padding, out_hw, dtype, tile
         c, h, wd = x_shape[1:]
         panels = conv_tiles.phase_weights(w, stride, t_rows, u_cols, dtype, _panel_bytes(w.shape[1], dtype))
         dx = np.empty(n * c * h * wd, dtype=dtype)           # every pixel written once, by its phase
-        with sized_for(grad_out.size * w[0].size, ("conv_grad_input_tiles", x_shape, w.shape, stride, padding)):
+        with sized_for(grad_out.size * w[0].size, ("conv_grad_input_tiles", x_shape, w.shape, stride, padding)) \
+                as threads:
             if g_pad is None:
                 g_pad = conv_tiles.padded_nhwc(grad_out, t_rows - 1, u_cols - 1, hg, wg, dtype)
-            conv_tiles._gathered_rows(g_pad.reshape(-1), rows, counts, ks, panels, dx, row_dst, h * wd, c)
+            conv_tiles._gathered_rows(g_pad.reshape(-1), rows, counts, ks, panels, dx, row_dst, h * wd, c, threads)
         return dx.reshape(x_shape)
     # few features: dP (N, L, Q) = g[n]ᵀ @ w_mat on the matmul kernels (g[n]ᵀ read as a view, no copy),
     # then col2im adds each patch row back into dx

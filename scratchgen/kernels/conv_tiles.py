@@ -39,6 +39,7 @@ from numba import njit, prange
 
 from .matmul_numba import FASTMATH, NARROW_ROW_BYTES, NARROW_ROWS, TILE_ROW_BYTES, TILE_ROWS
 from .stack import stack_tile
+from .tasks import claim_task, task_counter
 
 # the narrow tile (NARROW_ROWS x NARROW_ROW_BYTES, from the matmul) serves products with only half a panel
 # of columns here: the input gradient of a layer with 16 input channels
@@ -168,16 +169,16 @@ def gather_tile(mr, row_bytes, src, row_src, i, rows, k_src, k0, kc, panel, out,
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _gathered_rows(src, row_src, row_count, k_src, panels, out, row_dst, col_stride, n_cols):
+def _gathered_rows(src, row_src, row_count, k_src, panels, out, row_dst, col_stride, n_cols, threads):
     """out[row_dst[p, i] + j·col_stride] = Σ_k src[row_src[p, i] + k_src[k]] · panels[p, j // NR, k, j % NR]
     for every phase p, row i < row_count[p] and column j < n_cols; ``out`` flat (only these elements
     are written: each is one tile's whole sum, so ``out`` need not be zero).
 
-        for each (phase p, block of rows) in parallel:
+        for each block of rows, claimed by the threads in turn (tasks.claim_task):
             one phase (rows in runs of out):  _rows_block: the block's tiles into a buffer, then
                                               copied to out as runs of consecutive places
             several phases:
-                for each tile of MR rows i of the block, each panel of NR columns j:
+                for each phase p, each tile of MR rows i of the block, each panel of NR columns j:
                     gather_tile(all k)                 the whole k loop in registers, stored into out
 
     Used by the forward pass (one phase: rows are positions (n, y, x), columns output channels)
@@ -191,7 +192,18 @@ def _gathered_rows(src, row_src, row_count, k_src, panels, out, row_dst, col_str
       image of 7x7 positions in tiles of 6 rows would leave a tenth of them unused);
     - tasks own disjoint rows of ``out``: every element is summed by one task in one order,
       whatever the number of threads;
-    - the phases of one block of rows follow each other: taken phase after phase, each phase wrote
+    - threads claim the tasks in turn (``tasks.claim_task``) instead of each taking an equal share: a
+      core that runs slower (another program on it, a host that shares it out) takes fewer blocks.
+      Measured (2026-12-07, AMD EPYC Zen 3, 2 vCPUs, 11 processes, each timing the old kernels and these
+      in turn, forced to 2 threads, medians of 15 rounds; whole layers: forward + both gradients, which
+      include ``_gathered_k_chunks`` and the matmul kernels, all claiming their tasks now), new / old time
+      per process, median and range: the VQ-VAE's 4x4 64->64 on (128, 64, 14, 14) 0.84 (0.78-1.10), 3x3
+      64->64 0.89 (0.80-1.01), 16->64 0.91 (0.83-1.07), 1x1 32->64 0.94 (0.89-1.22); the DCGAN's 4x4 32->64
+      0.99 (0.79-1.03). The gains come in the processes where the old kernels were slow (4x4 64->64:
+      25.5-31.0 ms -> 21.0-24.0), where one core ran slower than the other; one thread: 0.99-1.01;
+    - a task is a block of rows with all its phases, one after the other (with a task for each phase
+      of each block, two threads claiming them in turn wrote the same cache lines of dx at once);
+      the phases of one block of rows follow each other: taken phase after phase, each phase wrote
       every fourth pixel of the whole dx (stride 2) and each cache line of dx came from memory four
       times. The VQ-VAE's 4x4 64->64 input gradient on (128, 64, 14, 14): 12.6-14.6 -> 10.8-10.9 ms
       (one thread, CPU time, load 2.7; the fused kernel: 11.7-13.1);
@@ -216,26 +228,30 @@ def _gathered_rows(src, row_src, row_count, k_src, panels, out, row_dst, col_str
     mr = NARROW_ROWS if narrow else TILE_ROWS
     block = NARROW_BLOCK if narrow else WIDE_BLOCK
     blocks = (most + block - 1) // block
-    for task in prange(phases * blocks):
-        p, i0 = task % phases, (task // phases) * block      # the phases of one block of rows in a row
-        i1 = min(i0 + block, row_count[p])
-        if phases == 1:             # rows in runs of out: each block's sums first into a buffer
-            if narrow:
-                _rows_block(NARROW_ROWS, NARROW_ROW_BYTES, NARROW_BLOCK, src, row_src[0], i0, i1, k_src, panels[0],
-                            out, row_dst[0], col_stride, n_cols)
-            else:
-                _rows_block(TILE_ROWS, TILE_ROW_BYTES, WIDE_BLOCK, src, row_src[0], i0, i1, k_src, panels[0],
-                            out, row_dst[0], col_stride, n_cols)
-            continue
-        for i in range(i0, i1, mr):
-            for jp in range(panels.shape[1]):
-                rows, j, cols = min(mr, i1 - i), jp * nr, min(nr, n_cols - jp * nr)
+    counter = task_counter()
+    for _ in prange(threads):                                   # each thread claims blocks until none are left
+        task = claim_task(counter)
+        while task < blocks:
+            i0 = task * block
+            if phases == 1:             # rows in runs of out: each block's sums first into a buffer
+                i1 = min(i0 + block, row_count[0])
                 if narrow:
-                    gather_tile(NARROW_ROWS, NARROW_ROW_BYTES, src, row_src[p], i, rows, k_src, np.intp(0), kk,
-                                panels[p, jp], out, row_dst[p], col_stride, j, cols, np.bool_(False))
+                    _rows_block(NARROW_ROWS, NARROW_ROW_BYTES, NARROW_BLOCK, src, row_src[0], i0, i1, k_src,
+                                panels[0], out, row_dst[0], col_stride, n_cols)
                 else:
-                    gather_tile(TILE_ROWS, TILE_ROW_BYTES, src, row_src[p], i, rows, k_src, np.intp(0), kk,
-                                panels[p, jp], out, row_dst[p], col_stride, j, cols, np.bool_(False))
+                    _rows_block(TILE_ROWS, TILE_ROW_BYTES, WIDE_BLOCK, src, row_src[0], i0, i1, k_src, panels[0],
+                                out, row_dst[0], col_stride, n_cols)
+            for p in range(phases if phases > 1 else 0):               # the phases of one block in a row
+                for i in range(i0, min(i0 + block, row_count[p]), mr):
+                    for jp in range(panels.shape[1]):
+                        rows, j, cols = min(mr, row_count[p] - i, i0 + block - i), jp * nr, min(nr, n_cols - jp * nr)
+                        if narrow:
+                            gather_tile(NARROW_ROWS, NARROW_ROW_BYTES, src, row_src[p], i, rows, k_src, np.intp(0),
+                                        kk, panels[p, jp], out, row_dst[p], col_stride, j, cols, np.bool_(False))
+                        else:
+                            gather_tile(TILE_ROWS, TILE_ROW_BYTES, src, row_src[p], i, rows, k_src, np.intp(0), kk,
+                                        panels[p, jp], out, row_dst[p], col_stride, j, cols, np.bool_(False))
+            task = claim_task(counter)
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -297,13 +313,13 @@ def _rows_block(mr, row_bytes, block, src, row_src, i0, i1, k_src, panels, out, 
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _gathered_k_chunks(src, row_src, k_src, panels, chunk, k_block, partial, row_dst, n_cols):
+def _gathered_k_chunks(src, row_src, k_src, panels, chunk, k_block, partial, row_dst, n_cols, threads):
     """partial[t, row_dst[q] + j] = Σ_{k in chunk t} src[row_src[q] + k_src[k]] · panels[j // NR, k, j % NR]:
     the weight gradient dwᵀ (Q, O) summed over one chunk of positions k per task into ``partial``
     (chunks, Q·O), ``row_dst[q]`` = q·O (the first k block of a chunk writes, the others add). The
     caller adds the chunks' sums in order.
 
-        for each chunk t of positions in parallel:
+        for each chunk t of positions, claimed by the threads in turn (tasks.claim_task):
             for each pass of at most k_block positions of the chunk:
                 for each panel of NR channels j, each tile of MR features q:
                     partial[t, q: q+MR, j: j+NR] (+)= gather_tile(that block)
@@ -337,21 +353,25 @@ def _gathered_k_chunks(src, row_src, k_src, panels, chunk, k_block, partial, row
     nr = panels.shape[2]
     narrow = nr * panels.itemsize == NARROW_ROW_BYTES          # half-width panels: the narrow tile
     mr = NARROW_ROWS if narrow else TILE_ROWS
-    for t in prange(chunks):
-        k_end = min((t + 1) * chunk, positions)
-        passes = (k_end - t * chunk + k_block - 1) // k_block
-        step = (k_end - t * chunk + passes - 1) // passes          # passes of equal length, at most k_block
-        for k0 in range(t * chunk, k_end, step):
-            kc = min(step, k_end - k0)
-            for jp in range(panels.shape[0]):
-                for q in range(0, features, mr):
-                    rows, j, cols = min(mr, features - q), jp * nr, min(nr, n_cols - jp * nr)
-                    if narrow:
-                        gather_tile(NARROW_ROWS, NARROW_ROW_BYTES, src, row_src, q, rows, k_src, k0, kc, panels[jp],
-                                    partial[t], row_dst, np.intp(1), j, cols, k0 > t * chunk)
-                    else:
-                        gather_tile(TILE_ROWS, TILE_ROW_BYTES, src, row_src, q, rows, k_src, k0, kc, panels[jp],
-                                    partial[t], row_dst, np.intp(1), j, cols, k0 > t * chunk)
+    counter = task_counter()
+    for _ in prange(threads):                                   # each thread claims chunks until none are left
+        t = claim_task(counter)
+        while t < chunks:
+            k_end = min((t + 1) * chunk, positions)
+            passes = (k_end - t * chunk + k_block - 1) // k_block
+            step = (k_end - t * chunk + passes - 1) // passes      # passes of equal length, at most k_block
+            for k0 in range(t * chunk, k_end, step):
+                kc = min(step, k_end - k0)
+                for jp in range(panels.shape[0]):
+                    for q in range(0, features, mr):
+                        rows, j, cols = min(mr, features - q), jp * nr, min(nr, n_cols - jp * nr)
+                        if narrow:
+                            gather_tile(NARROW_ROWS, NARROW_ROW_BYTES, src, row_src, q, rows, k_src, k0, kc,
+                                        panels[jp], partial[t], row_dst, np.intp(1), j, cols, k0 > t * chunk)
+                        else:
+                            gather_tile(TILE_ROWS, TILE_ROW_BYTES, src, row_src, q, rows, k_src, k0, kc, panels[jp],
+                                        partial[t], row_dst, np.intp(1), j, cols, k0 > t * chunk)
+            t = claim_task(counter)
 
 
 @njit(cache=True)

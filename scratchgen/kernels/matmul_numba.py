@@ -36,6 +36,7 @@ from numba import njit, prange
 from .cpu import register_tile_shape, vector_registers
 from .layouts import contiguous, is_rows, rows_of, rows_or_transposed, transpose_rows
 from .stack import stack_tile
+from .tasks import claim_task, task_counter
 from .threads import pool_threads, sized_for
 
 # NOTE: "reassoc" lets LLVM split a sum over k into several partial sums (that is what makes the
@@ -221,7 +222,7 @@ def _matmul_dot(a, bt, out, threads):
     ``out`` must be zero on entry. A batch size of 1 in ``a`` or ``bt`` is broadcast. The row blocks
     are cut for ``threads`` (``balanced_blocks``), in units of the tile's 4 rows.
 
-        for each (batch, column block, row block) in parallel:   a thread's share: whole column blocks
+        for each (batch, row block, column block), claimed by the threads in turn (tasks.claim_task):
             for k0 in range(0, k, k_block):
                 for i in row block, 4 at a time:
                     for j in column block, 4 at a time:
@@ -247,14 +248,18 @@ def _matmul_dot(a, bt, out, threads):
     row_blocks = balanced_blocks(units, ROW_BLOCK // 4, threads)
     col_blocks = (m + COL_BLOCK - 1) // COL_BLOCK
     per_batch = row_blocks * col_blocks
-    for task in prange(nb * per_batch):
-        b, r = task // per_batch, task % per_batch
-        rb, cb = r // col_blocks, r % col_blocks
-        i0, i1 = rb * units // row_blocks * 4, min((rb + 1) * units // row_blocks * 4, n)
-        j0 = cb * COL_BLOCK
-        a_b = a[b if a.shape[0] > 1 else 0]
-        bt_b = bt[b if bt.shape[0] > 1 else 0]
-        dot_block(a_b, bt_b, out[b], i0, i1, j0, min(j0 + COL_BLOCK, m))
+    counter = task_counter()
+    for _ in prange(threads):                           # each thread claims tasks until none are left
+        task = claim_task(counter)
+        while task < nb * per_batch:
+            b, r = task // per_batch, task % per_batch
+            rb, cb = r // col_blocks, r % col_blocks
+            i0, i1 = rb * units // row_blocks * 4, min((rb + 1) * units // row_blocks * 4, n)
+            j0 = cb * COL_BLOCK
+            a_b = a[b if a.shape[0] > 1 else 0]
+            bt_b = bt[b if bt.shape[0] > 1 else 0]
+            dot_block(a_b, bt_b, out[b], i0, i1, j0, min(j0 + COL_BLOCK, m))
+            task = claim_task(counter)
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -348,13 +353,14 @@ def axpy_row(a, i, k0, kc, width, panel, p0, c_row):
 @njit(cache=True)
 def tile_block(task, n, tiles, mr, row_blocks, col_blocks):
     """(z, i0, i1, t0, t1): the rows i0..i1 and the column tiles t0..t1 of out[z] that task number ``task``
-    of nb·col_blocks·row_blocks computes, *row blocks fastest*: Numba's contiguous share of a ``prange``
-    for each thread then holds whole column blocks when their number is a multiple of the threads. Rows
-    come in tiles of ``mr`` shared out as ``balanced_blocks`` says, and so do the ``tiles`` column tiles:
-    register tiles (``_matmul_tiles``), cache lines of columns (``_matmul_axpy``), or one (``_matmul_kmajor``,
-    whose tasks are blocks of rows)."""
+    of nb·col_blocks·row_blocks computes, *column blocks fastest*: threads claim tasks in turn
+    (``tasks.claim_task``), so when the cores are equally fast and the column blocks a multiple of the
+    threads, thread t takes tasks t, t + T, t + 2T, ... of the T threads, all in its own column blocks.
+    Rows come in tiles of ``mr`` shared out as ``balanced_blocks`` says, and so do the ``tiles`` column
+    tiles: register tiles (``_matmul_tiles``), cache lines of columns (``_matmul_axpy``), or one
+    (``_matmul_kmajor``, whose tasks are blocks of rows)."""
     per_batch, row_tiles = row_blocks * col_blocks, (n + mr - 1) // mr
-    z, cb, rb = task // per_batch, task % per_batch // row_blocks, task % row_blocks
+    z, rb, cb = task // per_batch, task % per_batch // col_blocks, task % col_blocks
     i0, i1 = rb * row_tiles // row_blocks * mr, min((rb + 1) * row_tiles // row_blocks * mr, n)
     return z, i0, i1, cb * tiles // col_blocks, (cb + 1) * tiles // col_blocks
 
@@ -362,12 +368,14 @@ def tile_block(task, n, tiles, mr, row_blocks, col_blocks):
 @njit(cache=True)
 def balanced_blocks(units, most, threads):
     """How many blocks to cut ``units`` (rows, tiles) into: at least enough for blocks of ``most``
-    units, and a multiple of ``threads`` (if there are that many units), so that the equal shares of a
-    ``prange`` give every thread the same work. Block b holds units [b·units // blocks, (b+1)·units // blocks).
+    units, and a multiple of ``threads`` (if there are that many units), so that threads of equal speed,
+    claiming blocks in turn (``tasks.claim_task``), get the same work. Block b holds units
+    [b·units // blocks, (b+1)·units // blocks).
 
-    NOTE: Numba hands each thread one contiguous share of a ``prange``'s iterations, decided before
-    they start. The VAE's 128 x 784 @ 784 x 400 product had 5 row blocks of 30, 30, 30, 30 and 8 rows:
-    two threads got 90 and 38 rows and took 1.28x less time than one, not 2x."""
+    NOTE: before the tasks were claimed, Numba handed each thread one contiguous share of a ``prange``'s
+    iterations. The VAE's 128 x 784 @ 784 x 400 product had 5 row blocks of 30, 30, 30, 30 and 8 rows:
+    two threads got 90 and 38 rows and took 1.28x less time than one, not 2x. Claimed in turn, 5 blocks
+    still leave one thread a block more than the other."""
     blocks = max(1, -(-units // most))
     if threads > 1 and units >= threads:
         blocks = min(units, -(-blocks // threads) * threads)
@@ -429,7 +437,7 @@ def _matmul_axpy(a, b, out, a_transposed, b_transposed, threads):
     does: each task copies its rows of a out of it, block by block.
     ``threads``: the number of threads that run the call (the rows are cut for them).
 
-        for each (batch, column block, row block) in parallel:   a thread's share: whole column blocks
+        for each (batch, row block, column block), claimed by the threads in turn (tasks.claim_task):
             for k0 in range(0, k, AXPY_K_BLOCK):
                 panel = b[k0:k1, cols]                      (packed; from bᵀ: _copy_transposed;
                                                              fewer than DOT_MAX_M rows: b itself)
@@ -473,8 +481,8 @@ def _matmul_axpy(a, b, out, a_transposed, b_transposed, threads):
       (77);
     - each 4-row strip streams past the panel, which stays in L2, with its 4 rows in L1;
       tasks write disjoint blocks of ``out``, cut for ``threads`` threads as in ``_matmul_tiles``: whole
-      blocks of columns per thread when there are enough (``tile_block``), so that each thread packs
-      only its own blocks of b (with shares of the rows, both threads packed all of it). Blocks start
+      blocks of columns per task when there are enough (``tile_block``), so that each task packs only
+      its own block of b (with shares of the rows, both threads packed all of it). Blocks start
       on a cache line (blocks of any width cost a tenth on one thread). Two threads, wall time, medians
       of 300 calls, 3 alternating processes, AMD EPYC Zen 3, GFLOP/s: the DCGAN's 64x100 @ 100x6272ᵀ
       93-99 -> 113-115, 32x64ᵀ @ 64x6272 93-98 -> 101-107, 64x16 @ 16x12544 91-94 -> 95-96; one thread
@@ -490,47 +498,51 @@ def _matmul_axpy(a, b, out, a_transposed, b_transposed, threads):
     kk = a.shape[1] if a_transposed else a.shape[2]
     pad = PAD_BYTES // out.itemsize
     strips = (n + 3) // 4
-    # as in _matmul_tiles, each thread takes whole blocks of columns when there are enough of them;
+    # as in _matmul_tiles, each task takes whole blocks of columns when there are enough of them;
     # the blocks start on a cache line (units of PAD_BYTES)
     unit = PAD_BYTES // out.itemsize
     units = (m + unit - 1) // unit
     col_blocks = balanced_blocks(units, AXPY_COL_BLOCK // unit, threads)
     row_blocks = balanced_blocks(strips, ROW_BLOCK // 4, 1 if col_blocks % threads == 0 else threads)
     in_place = n < DOT_MAX_M and not b_transposed           # few strips read a block: b not packed
-    for task in prange(nb * col_blocks * row_blocks):
-        z, i0, i1, u0, u1 = tile_block(task, n, units, 4, row_blocks, col_blocks)
-        j0, j1 = u0 * unit, min(u1 * unit, m)
-        a_z, b_z, out_z = a[z if a.shape[0] > 1 else 0], b[z if b.shape[0] > 1 else 0], out[z]
-        width = j1 - j0
-        panel = np.empty((0 if in_place else AXPY_K_BLOCK, width + pad), dtype=out.dtype)
-        strip = np.empty((4, width + pad), dtype=out.dtype)
-        rows = np.empty((i1 - i0 if a_transposed else 0, min(AXPY_K_BLOCK, kk)), dtype=out.dtype)
-        i_end = i0 + (i1 - i0) // 4 * 4
-        for k0 in range(0, kk, AXPY_K_BLOCK):
-            kc = min(AXPY_K_BLOCK, kk - k0)
-            src, p0 = panel, 0                                       # b[k0 + k, j0 + j] is src[k, p0 + j]
-            if in_place:
-                src, p0 = b_z[k0:k0 + kc], j0                        # b's rows as they lie
-            elif b_transposed:
-                _copy_transposed(b_z, k0, j0, kc, width, panel)      # pack b's block from bᵀ
-            else:
-                _copy(b_z, k0, j0, kc, width, panel, 0, 0)           # pack b's block
-            a_k, i_a, k_a = a_z, 0, k0                               # a[i, k0 + k] is a_k[i - i_a, k_a + k]
-            if a_transposed:
-                _copy_transposed(a_z, i0, k0, i1 - i0, kc, rows)     # a[i0:i1, k0:k0+kc] from aᵀ
-                a_k, i_a, k_a = rows, i0, 0
-            for i in range(i0, i_end, 4):
-                if k0 == 0:                                          # the first K block starts the sums
-                    strip[:, :width] = 0.0
+    counter = task_counter()
+    for _ in prange(threads):                               # each thread claims tasks until none are left
+        task = claim_task(counter)
+        while task < nb * col_blocks * row_blocks:
+            z, i0, i1, u0, u1 = tile_block(task, n, units, 4, row_blocks, col_blocks)
+            j0, j1 = u0 * unit, min(u1 * unit, m)
+            a_z, b_z, out_z = a[z if a.shape[0] > 1 else 0], b[z if b.shape[0] > 1 else 0], out[z]
+            width = j1 - j0
+            panel = np.empty((0 if in_place else AXPY_K_BLOCK, width + pad), dtype=out.dtype)
+            strip = np.empty((4, width + pad), dtype=out.dtype)
+            rows = np.empty((i1 - i0 if a_transposed else 0, min(AXPY_K_BLOCK, kk)), dtype=out.dtype)
+            i_end = i0 + (i1 - i0) // 4 * 4
+            for k0 in range(0, kk, AXPY_K_BLOCK):
+                kc = min(AXPY_K_BLOCK, kk - k0)
+                src, p0 = panel, 0                                       # b[k0 + k, j0 + j] is src[k, p0 + j]
+                if in_place:
+                    src, p0 = b_z[k0:k0 + kc], j0                        # b's rows as they lie
+                elif b_transposed:
+                    _copy_transposed(b_z, k0, j0, kc, width, panel)      # pack b's block from bᵀ
                 else:
-                    _copy(out_z, i, j0, 4, width, strip, 0, 0)       # 4 rows of out, in
-                axpy_strip_4x4(a_k, i - i_a, k_a, kc, width, src, p0, strip)
-                _copy(strip, 0, 0, 4, width, out_z, j0, i)           # and out again
-            for i in range(i_end, i1):
-                row = out_z[i, j0:j1]
-                if k0 == 0:
-                    row[:] = 0.0
-                axpy_row(a_k, i - i_a, k_a, kc, width, src, p0, row)
+                    _copy(b_z, k0, j0, kc, width, panel, 0, 0)           # pack b's block
+                a_k, i_a, k_a = a_z, 0, k0                               # a[i, k0 + k] is a_k[i - i_a, k_a + k]
+                if a_transposed:
+                    _copy_transposed(a_z, i0, k0, i1 - i0, kc, rows)     # a[i0:i1, k0:k0+kc] from aᵀ
+                    a_k, i_a, k_a = rows, i0, 0
+                for i in range(i0, i_end, 4):
+                    if k0 == 0:                                          # the first K block starts the sums
+                        strip[:, :width] = 0.0
+                    else:
+                        _copy(out_z, i, j0, 4, width, strip, 0, 0)       # 4 rows of out, in
+                    axpy_strip_4x4(a_k, i - i_a, k_a, kc, width, src, p0, strip)
+                    _copy(strip, 0, 0, 4, width, out_z, j0, i)           # and out again
+                for i in range(i_end, i1):
+                    row = out_z[i, j0:j1]
+                    if k0 == 0:
+                        row[:] = 0.0
+                    axpy_row(a_k, i - i_a, k_a, kc, width, src, p0, row)
+            task = claim_task(counter)
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -643,7 +655,7 @@ def _matmul_tiles(a, b, out, a_transposed, b_transposed, threads):
 
         for each (batch, NR columns of b) in parallel:           once per call
             panels[z, t] = b[z, :, t·NR : t·NR + NR]              (K, NR)   pack_columns
-        for each (batch, column block, row block) in parallel:   a thread's share: whole column blocks
+        for each (batch, row block, column block), claimed by the threads in turn (tasks.claim_task):
             for k0 in range(0, k, k_block):                      k_block = K_BLOCK_BYTES / itemsize
                 rows = a[row block, k0:k1], MR rows at a time, k-major               pack_rows
                 for each NR columns j of the column block:
@@ -676,13 +688,14 @@ def _matmul_tiles(a, b, out, a_transposed, b_transposed, threads):
     - packing from bᵀ: the transpose happens while packing (x @ Wᵀ reads W as it lies);
     - tasks write disjoint blocks of ``out``: each element summed in one order on any number of
       threads;
-    - row blocks cut for the threads that run the call (``balanced_blocks``, ``threads``): Numba gives
-      each thread one contiguous share of the tasks, and 128 rows in blocks of 30 left two threads 90
-      and 38 rows. Cut into 6 blocks of 18-24 rows: 128 x 784 @ 784 x 400 on two threads 104 -> 115
+    - row blocks cut for the threads that run the call (``balanced_blocks``, ``threads``): Numba gave
+      each thread one contiguous share of the tasks (before they were claimed in turn), and 128 rows in
+      blocks of 30 left two threads 90 and 38 rows. Cut into 6 blocks of 18-24 rows: 128 x 784 @ 784 x 400 on two threads 104 -> 115
       GFLOP/s (medians of 60 alternating calls, AMD EPYC Zen 4, sleeping pool; numpy 149). The cut
       decides only who computes a block, never the order of a sum;
     - on several threads, each takes whole blocks of columns (``tile_block``: the column blocks are a
-      multiple of the threads), so that it reads only its own part of b's panels: shares of the rows
+      multiple of the threads, and threads of equal speed claim tasks in turn, column blocks fastest), so
+      that it reads only its own part of b's panels: shares of the rows
       made every thread stream all of b (1.25 MB for the VAE's 784 x 400 weight, more than one core's
       L2). Two threads, medians of 60 calls x 3 rounds, AMD EPYC Zen 3, GFLOP/s (numpy's BLAS): 128 x 784
       @ 784 x 400ᵀ 97 -> 110 (145), 128 x 400 @ 400 x 784ᵀ 97 -> 115 (152), 128 x 784 @ 784 x 400 120 ->
@@ -701,18 +714,22 @@ def _matmul_tiles(a, b, out, a_transposed, b_transposed, threads):
     k_block = K_BLOCK_BYTES // out.itemsize
     row_tiles = (n + mr - 1) // mr
     col_blocks = balanced_blocks(tiles, max(1, AXPY_COL_BLOCK // nr), threads)
-    # each thread takes whole column blocks when there are enough of them, else shares of the rows
+    # each task takes whole column blocks when there are enough of them, else shares of the rows
     row_blocks = balanced_blocks(row_tiles, max(1, TILE_ROW_BLOCK // mr), 1 if col_blocks % threads == 0 else threads)
-    for task in prange(nb * col_blocks * row_blocks):
-        z, i0, i1, t0, t1 = tile_block(task, n, tiles, mr, row_blocks, col_blocks)
-        a_z, p_z, out_z = a[z if a.shape[0] > 1 else 0], panels[z if b.shape[0] > 1 else 0], out[z]
-        rows = np.empty(((i1 - i0 + mr - 1) // mr, min(k_block, kk), mr), dtype=out.dtype)
-        for k0 in range(0, kk, k_block):
-            kc = min(k_block, kk - k0)
-            pack_rows(a_z, a_transposed, i0, i1, k0, kc, rows)
-            for jt in range(t0, t1):
-                for it in range(rows.shape[0]):
-                    register_tile(rows[it], p_z[jt], k0, kc, out_z, i0 + it * mr, jt * nr)
+    counter = task_counter()
+    for _ in prange(threads):                           # each thread claims tasks until none are left
+        task = claim_task(counter)
+        while task < nb * col_blocks * row_blocks:
+            z, i0, i1, t0, t1 = tile_block(task, n, tiles, mr, row_blocks, col_blocks)
+            a_z, p_z, out_z = a[z if a.shape[0] > 1 else 0], panels[z if b.shape[0] > 1 else 0], out[z]
+            rows = np.empty(((i1 - i0 + mr - 1) // mr, min(k_block, kk), mr), dtype=out.dtype)
+            for k0 in range(0, kk, k_block):
+                kc = min(k_block, kk - k0)
+                pack_rows(a_z, a_transposed, i0, i1, k0, kc, rows)
+                for jt in range(t0, t1):
+                    for it in range(rows.shape[0]):
+                        register_tile(rows[it], p_z[jt], k0, kc, out_z, i0 + it * mr, jt * nr)
+            task = claim_task(counter)
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -812,7 +829,7 @@ def _matmul_kmajor(a_t, b, out, threads):
     columns of a wider one when they would fill no more than it (``kmajor_columns``).
 
         panels[z, t] = b[z, :, t·NR : t·NR + NR], zero-padded               once per call (pack_columns)
-        for each (batch z, block of rows) in parallel:
+        for each (batch z, block of rows), claimed by the threads in turn (tasks.claim_task):
             for k0 in range(0, k, k_block):
                 for each NR columns j, each MR rows i of the block:
                     out[z, i:i+MR, j:j+NR] (+)= aᵀ[z, k0:k1, i:i+MR]ᵀ @ panels[z, j][k0:k1]   strided_tile
@@ -854,18 +871,23 @@ def _matmul_kmajor(a_t, b, out, threads):
     k_block = K_BLOCK_BYTES // out.itemsize
     tiles = (n + mr - 1) // mr
     row_blocks = balanced_blocks(tiles, tiles if nb >= 4 * threads else max(1, TILE_ROW_BLOCK // mr), threads)
-    for task in prange(nb * row_blocks):
-        z, i0, i1, _, _ = tile_block(task, n, 1, mr, row_blocks, 1)
-        za, zb = z if a_t.shape[0] > 1 else 0, z if b.shape[0] > 1 else 0
-        # a buffer for a short last tile of rows, only in the task that has it (an allocation per task
-        # cost 196x32ᵀ @ 32x16 for 64 images, 448 tasks, a fifth of its time)
-        short = (m_wide > 0 and (i1 - i0) % TILE_ROWS != 0) or (m_wide < m and (i1 - i0) % NARROW_ROWS != 0)
-        edge = np.zeros(min(k_block, kk) * max(TILE_ROWS, NARROW_ROWS), dtype=out.dtype) if short else af
-        if m_wide > 0:
-            _kmajor_tiles(TILE_ROWS, TILE_ROW_BYTES, af, panels, of, z, za, zb, i0, i1, n, kk, m, 0, k_block, edge)
-        if m_wide < m:
-            _kmajor_tiles(NARROW_ROWS, NARROW_ROW_BYTES, af, narrow_panels, of, z, za, zb, i0, i1, n, kk, m, m_wide,
-                          k_block, edge)
+    counter = task_counter()
+    for _ in prange(threads):                           # each thread claims tasks until none are left
+        task = claim_task(counter)
+        while task < nb * row_blocks:
+            z, i0, i1 = tile_block(task, n, 1, mr, row_blocks, 1)[:3]
+            za, zb = z if a_t.shape[0] > 1 else 0, z if b.shape[0] > 1 else 0
+            # a buffer for a short last tile of rows, only in the task that has it (an allocation per task
+            # cost 196x32ᵀ @ 32x16 for 64 images, 448 tasks, a fifth of its time)
+            short = (m_wide > 0 and (i1 - i0) % TILE_ROWS != 0) or (m_wide < m and (i1 - i0) % NARROW_ROWS != 0)
+            edge = np.zeros(min(k_block, kk) * max(TILE_ROWS, NARROW_ROWS), dtype=out.dtype) if short else af
+            if m_wide > 0:
+                _kmajor_tiles(TILE_ROWS, TILE_ROW_BYTES, af, panels, of, z, za, zb, i0, i1, n, kk, m, 0, k_block,
+                              edge)
+            if m_wide < m:
+                _kmajor_tiles(NARROW_ROWS, NARROW_ROW_BYTES, af, narrow_panels, of, z, za, zb, i0, i1, n, kk, m,
+                              m_wide, k_block, edge)
+            task = claim_task(counter)
 
 
 @njit(fastmath=FASTMATH, cache=True)
