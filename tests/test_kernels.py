@@ -167,7 +167,7 @@ def test_numba_kernels_across_block_edges(kernel, n, k, m):
 
 @pytest.mark.parametrize("n, k, m", [(70, 9, 261), (6, 130, 517), (5, 1030, 6), (1, 1, 1), (13, 600, 40)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("packed", ["_matmul_axpy", "_matmul_tiles"])
+@pytest.mark.parametrize("packed", ["_matmul_axpy", "_matmul_tiles", "_matmul_tiles_small_a"])
 def test_the_axpy_kernel_packs_b_from_its_transpose_to_the_same_bits(n, k, m, dtype, packed):
     # x @ Wᵀ hands the axpy kernels (strips and register tiles) W itself: each block of b is turned
     # around while it is packed, so the sums, and their order, are those of packing b from its rows (and,
@@ -208,21 +208,26 @@ def test_the_strips_never_read_what_out_held(k, dtype):
 
 
 @given(sizes=tile_edge_triples(mmn.TILE_ROWS, mmn.TILE_ROW_BYTES // 4), dtype=FLOAT_DTYPES,
-       a_layout=layouts_, b_as_transpose=st.booleans(), seed=st.integers(0, 2**16))
-def test_register_tiles_match_the_reference_on_and_off_the_tile_edges(sizes, dtype, a_layout, b_as_transpose, seed):
+       a_layout=layouts_, b_as_transpose=st.booleans(), small_a=st.booleans(),
+       broadcast=st.sampled_from(["none", "a", "b"]), seed=st.integers(0, 2**16))
+def test_register_tiles_match_the_reference_on_and_off_the_tile_edges(sizes, dtype, a_layout, b_as_transpose, small_a,
+                                                                       broadcast, seed):
     # n and m on, before and after whole MR x NR tiles (float32's NR; float64's is half of it), any
-    # layout of a, b packed from its rows or from bᵀ; the edges are zero-padded in the panels
+    # layout of a, b packed from its rows or from bᵀ, a batch of 1 broadcast; the edges are zero-padded
+    # in the panels. _matmul_tiles adds to a zero out; _matmul_tiles_small_a writes every element of it
     batch, n, k, m = sizes
-    a = rng_array((batch, n, k), dtype, seed, a_layout)
-    b = rng_array((batch, k, m), dtype, seed + 1)
-    out = np.zeros((batch, n, m), dtype)
+    a = rng_array((1 if broadcast == "a" else batch, n, k), dtype, seed, a_layout)
+    b = rng_array((1 if broadcast == "b" else batch, k, m), dtype, seed + 1)
+    out = np.full((batch, n, m), np.nan, dtype) if small_a else np.zeros((batch, n, m), dtype)
+    kernel = mmn._matmul_tiles_small_a if small_a else mmn._matmul_tiles
     a_in, a_transposed = layouts.rows_or_transposed(a, dtype)       # a's rows, or aᵀ's
     if b_as_transpose:
         b_t = np.ascontiguousarray(np.swapaxes(b, 1, 2))
-        mmn._matmul_tiles(a_in, b_t, out, a_transposed, True, numba.get_num_threads())
+        kernel(a_in, b_t, out, a_transposed, True, numba.get_num_threads())
     else:
-        mmn._matmul_tiles(a_in, b, out, a_transposed, False, numba.get_num_threads())
-    assert_close(out, mm.matmul_reference(a, b), k)
+        kernel(a_in, b, out, a_transposed, False, numba.get_num_threads())
+    expected = mm.matmul_reference(np.broadcast_to(a, (batch, n, k)), np.broadcast_to(b, (batch, k, m)))
+    assert_close(out, expected, k)
 
 
 @given(sizes=tile_edge_triples(mmn.TILE_ROWS, mmn.TILE_ROW_BYTES // 4), narrow=st.booleans(), dtype=FLOAT_DTYPES,
@@ -406,6 +411,10 @@ def test_the_number_of_threads_never_changes_a_result(kernel, sizes, dtype, seed
         with mm_threads.sized_for(0):
             mmn._matmul_tiles(a, b, tiles_alone, False, False, 1)
         mmn._matmul_tiles(a, b, tiles_shared, False, False, 3)
+        np.testing.assert_array_equal(tiles_alone, tiles_shared)
+        with mm_threads.sized_for(0):                      # the tiles with a packed whole
+            mmn._matmul_tiles_small_a(a, b, tiles_alone, False, False, 1)
+        mmn._matmul_tiles_small_a(a, b, tiles_shared, False, False, 3)
         np.testing.assert_array_equal(tiles_alone, tiles_shared)
         a_t = np.ascontiguousarray(np.swapaxes(a, 1, 2))      # the k-major tiles too
         with mm_threads.sized_for(0):
@@ -1452,9 +1461,10 @@ def test_the_vector_width_follows_what_the_cpu_reports():
         assert numba.config.CPU_FEATURES.endswith("," + setting)
 
 
-def test_with_16_vector_registers_long_products_go_to_the_axpy_kernel():
-    # the 4x4 dot tile needs 32 registers; on an AVX2 CPU it spills, and the axpy strips serve
-    assert mmn.choose_kernel(128, 784, 400, 1) == ("dot" if mmn.DOT_TILE_FITS else "axpy")
+def test_with_16_vector_registers_long_products_go_to_the_axpy_order():
+    # the 4x4 dot tile needs 32 registers; on an AVX2 CPU it spills, and the axpy order serves: on the
+    # register tiles with a packed whole when a fits in SMALL_A_BYTES ("small_a"), else strips or tiles
+    assert mmn.choose_kernel(128, 784, 400, 1) == ("dot" if mmn.DOT_TILE_FITS else "small_a")
     with patch.object(mmn, "DOT_TILE_FITS", False):
         assert mmn.choose_kernel(128, 784, 20, 1) == "dot"         # too narrow for axpy's rows
         x, w = rng_array((1, 9, 300), np.float32, 42), rng_array((1, 40, 300), np.float32, 43)
@@ -1468,6 +1478,7 @@ def test_with_16_vector_registers_long_products_go_to_the_axpy_kernel():
     with patch.object(mmn, "DOT_TILE_FITS", False), patch.object(mmn, "TILE_ROWS", avx2_rows):
         # few rows or columns: the tiles' packing would cost more than the 4x2 dot tile's loads
         assert mmn.choose_kernel(16, 6272, 64, 1) == mmn.choose_kernel(64, 6272, 32, 1) == "dot"
-        assert mmn.choose_kernel(16, 6272, 64, 1, copies_for_dot=True) == "axpy"
-        assert mmn.choose_kernel(128, 784, 400, 1) == mmn.choose_kernel(128, 784, 400, 1, itemsize=8) == "axpy"
+        assert mmn.choose_kernel(16, 6272, 64, 1, copies_for_dot=True) == "small_a"     # a: 401 KB
+        assert mmn.choose_kernel(128, 784, 400, 1) == "small_a"
+        assert mmn.choose_kernel(128, 784, 400, 1, itemsize=8) == mmn.choose_kernel(1024, 1024, 1024, 1) == "axpy"
         assert mmn.packing_dominates(64, 32, 8) and not mmn.packing_dominates(256, 256, 8)

@@ -13,6 +13,9 @@ arguments and holds the definition). It picks one of two kernels by shape and la
   ``_matmul_tiles`` the same order for an inner dimension of at least TILE_MIN_K, on register
                     tiles: MR x NR blocks of C whose running sums stay in vector registers for
                     the whole k loop (``register_tile``, ``stack.stack_tile``), on packed panels.
+  ``_matmul_tiles_small_a`` the register tiles for an A that fits in L2 (SMALL_A_BYTES), whatever
+                    k: A packed whole once, each NR columns of B packed just before their tiles
+                    read them (the presets' layers: x @ Wᵀ, g @ W, z @ Wᵀ into 6272 features).
   ``_matmul_kmajor`` the register tiles on operands read where they lie, for A a transposed view
                     (a weight gradient's gᵀ, a convolution's g[n]ᵀ hold each k's rows side by
                     side) and B's rows (``strided_tile``); narrow outputs on a narrow tile.
@@ -56,6 +59,10 @@ TILE_ROW_BLOCK = 32     # rows of a per task of the register tiles (rounded down
 # 0.85 -> 0.89, 400 x 128ᵀ @ 128 x 784 0.83 -> 0.90; one thread, Zen 4; appendix A, §A.8)
 TILE_MIN_K = 128
 PAD_BYTES = 64          # one cache line added to each packed row (see _matmul_axpy)
+# an a of at most this many bytes runs on ``_matmul_tiles_small_a`` (packed whole, once per thread): the L2
+# of the smallest core among the project's CPUs (AMD Zen 3: 512 KB; on it, the VAE's 128 x 784 a, 392 KB,
+# still ran 0.88 -> 0.93 of numpy's time with it)
+SMALL_A_BYTES = 512 * 1024
 # a product with a narrow output and fewer multiply-adds than this runs on the narrow kernels, on the
 # calling thread, with no pool and no Python bookkeeping (matmul_3d): at ~100 GFLOP/s that is 80 µs of
 # work, which two threads would cut by 40 µs, about what the bookkeeping of a pooled call costs (8-11 µs)
@@ -546,9 +553,10 @@ def _matmul_axpy(a, b, out, a_transposed, b_transposed, threads):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def register_tile(a_panel, b_panel, k0, kc, out, i, j):
-    """out[i:i+MR, j:j+NR] += a_panel[:kc]ᵀ @ b_panel[k0:k0+kc]: an MR x NR block of out, summed over
-    kc values of k in registers (only the rows and columns that out has are written).
+def register_tile(a_panel, b_panel, k0, kc, out, i, j, add):
+    """out[i:i+MR, j:j+NR] (+)= a_panel[:kc]ᵀ @ b_panel[k0:k0+kc]: an MR x NR block of out, summed over
+    kc values of k in registers (only the rows and columns that out has are written; added to them
+    with ``add``, else written over them).
 
     ``a_panel`` (≥ kc, MR) holds MR rows of a, k-major (``pack_rows``); ``b_panel`` (≥ k0 + kc, NR)
     NR columns of b, one k per row (``pack_columns``). MR = TILE_ROWS and NR = TILE_ROW_BYTES /
@@ -560,7 +568,7 @@ def register_tile(a_panel, b_panel, k0, kc, out, i, j):
             for s in range(NR):                          the vector loop
                 for r in range(MR):
                     acc[r, s] += x[r] * y[s]             an outer product: MR x NR multiply-adds
-        out[i:i+MR, j:j+NR] += acc
+        out[i:i+MR, j:j+NR] (+)= acc
 
     Optimisations:
     - the running sums stay in registers for the whole k loop: ``acc`` lives on the stack
@@ -592,8 +600,12 @@ def register_tile(a_panel, b_panel, k0, kc, out, i, j):
     rows, cols = min(TILE_ROWS, out.shape[0] - i), min(nr, out.shape[1] - j)
     for r in range(rows):
         row = out[i + r, j:j + cols]
-        for s in range(cols):
-            row[s] += acc[r, s]
+        if add:
+            for s in range(cols):
+                row[s] += acc[r, s]
+        else:
+            for s in range(cols):
+                row[s] = acc[r, s]
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -728,7 +740,66 @@ def _matmul_tiles(a, b, out, a_transposed, b_transposed, threads):
                 pack_rows(a_z, a_transposed, i0, i1, k0, kc, rows)
                 for jt in range(t0, t1):
                     for it in range(rows.shape[0]):
-                        register_tile(rows[it], p_z[jt], k0, kc, out_z, i0 + it * mr, jt * nr)
+                        register_tile(rows[it], p_z[jt], k0, kc, out_z, i0 + it * mr, jt * nr, True)
+            task = claim_task(counter)
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _matmul_tiles_small_a(a, b, out, a_transposed, b_transposed, threads):
+    """out[z] = a[z] @ b[z] on register tiles, for an a small enough to stay in L2 whole (at most
+    SMALL_A_BYTES, ``choose_kernel``):
+    the arguments are those of ``_matmul_tiles``, but out's values on entry are not read (each tile
+    sums all of k at once and writes its sums).
+
+        for each (batch z, NR columns j), claimed by the threads in turn (tasks.claim_task):
+            rows = a[z], MR rows at a time, k-major, all of k            (pack_rows; once per thread and z)
+            panel = b[z, :, j:j+NR]                                       (pack_columns, just before use)
+            for each MR rows i:
+                out[z, i:i+MR, j:j+NR] = rows[i]ᵀ @ panel                (register_tile, all k)
+
+    Optimisations:
+    - each column tile of b is packed just before its tiles read it, into a buffer that stays in
+      L1 or L2, and read by every row of out at once: ``_matmul_tiles`` packs all of b first into one
+      array and reads it back later, which for the DCGAN generator's 6272 x 100 weight writes 2.5 MB
+      out to L3 and reads it in again. Packing the DCGAN's panels alone took 375 µs of its 1,340 (one
+      thread, AMD EPYC Zen 3);
+    - a packed once per thread and batch, whole: it is small (at most SMALL_A_BYTES), so its tiles stay
+      in L2 while the column tiles pass;
+    - one pass over k: out is written, not added to, and needs no zeroing first;
+    - a task per column tile: nothing is packed twice however the tiles are shared out, and with
+      many small tasks a faster core simply claims more of them.
+    Measured (2026-12-07, one thread, CPU time, AMD EPYC Zen 3, whole ``matmul_3d`` calls, best of 30 in
+    each of 3 alternating processes, medians, µs, the kernels chosen before -> this one, numpy's BLAS in
+    brackets): the DCGAN's 64x100 @ 100x6272ᵀ 1413 -> 1206 (1074; the strips before, k below
+    TILE_MIN_K); the VAE's 128x784 @ 784x400ᵀ 1138 -> 1086 (975), 128x400 @ 400x784ᵀ 1149 -> 1136 (1025),
+    128x784 @ 784x400 1043 -> 1023 (938), 128x400 @ 400x784 1064 -> 1005 (935); the VQ-VAE's and the
+    DCGAN's short k (strips before): 32x64 @ 64x6272ᵀ 526 -> 491 (389), 64x16 @ 16x12544 500 -> 466 (464),
+    32x16 @ 16x12544 382 -> 254 (238), 64x32 @ 32x6272 442 -> 391 (381), 16x64 @ 64x6272 241 -> 231 (204).
+    An a of 4 MB (1024 x 1024 x 1024) ran faster too on this CPU, in a first version of this kernel
+    (25.1 -> 22.8 ms, numpy 23.0), but its
+    tiles then stream a from L3 for every column tile: left to ``_matmul_tiles``, whose blocks were
+    measured on more CPUs. Not measured on AVX-512.
+    """
+    nb, n, m = out.shape
+    kk = a.shape[1] if a_transposed else a.shape[2]
+    mr = TILE_ROWS
+    nr = TILE_ROW_BYTES // out.itemsize
+    tiles, row_tiles = (m + nr - 1) // nr, (n + mr - 1) // mr
+    counter = task_counter()
+    for _ in prange(threads):                           # each thread claims tasks until none are left
+        rows = np.empty((row_tiles, kk, mr), dtype=out.dtype)
+        panel = np.empty((kk, nr), dtype=out.dtype)
+        packed_z = -1                                   # the batch whose a is in ``rows``
+        task = claim_task(counter)
+        while task < nb * tiles:
+            z, jt = task // tiles, task % tiles
+            za = z if a.shape[0] > 1 else 0
+            if za != packed_z:
+                pack_rows(a[za], a_transposed, 0, n, 0, kk, rows)
+                packed_z = za
+            pack_columns(b[z if b.shape[0] > 1 else 0], jt * nr, b_transposed, panel)
+            for it in range(row_tiles):
+                register_tile(rows[it], panel, 0, kk, out[z], it * mr, jt * nr, False)
             task = claim_task(counter)
 
 
@@ -1025,12 +1096,15 @@ def choose_kernel(n, k, m, batch, copies_for_dot=False, itemsize=4):
     the 4x2 dot tile (8 sums, 16 registers: ``_dot_tile_4x2``) loses on its loads
     (``packing_dominates``): the VQ-VAE's 1x1 layers, x @ Wᵀ for 16x6272 @ 6272x64ᵀ 0.54 -> 1.05 of
     numpy, 64x6272 @ 6272x32ᵀ 0.64 -> 0.89 (one thread, CPU time, AMD EPYC Zen 3, medians of 15
-    alternating rounds).
+    alternating rounds). Where the axpy order serves and a is at most SMALL_A_BYTES, it runs on
+    ``_matmul_tiles_small_a`` ("small_a"), for a short k too (measured there).
     """
     if m < DOT_MAX_M:
         return "dot"        # narrow output: axpy rows too short to vectorise
     if k >= AXPY_MAX_K and not copies_for_dot and (DOT_TILE_FITS or packing_dominates(n, m, itemsize)):
         return "dot"        # a long inner axis suits the dot product
+    if n * k * itemsize <= SMALL_A_BYTES:
+        return "small_a"    # the axpy order on register tiles, a packed whole (``_matmul_tiles_small_a``)
     return "axpy"
 
 
@@ -1137,13 +1211,14 @@ def narrow(a, b, out, plan):
 def matmul_3d(a, b, out_batch, kernel=None):
     """The Numba product of a (1|B, n, k) and b (1|B, k, m) into a new (out_batch, n, m) array.
 
-    Any layout and float dtype is accepted. ``kernel`` ("dot", "axpy" or "narrow") overrides the
-    choice by shape. No operand is copied when its layout already suits the kernel: the dot kernel
+    Any layout and float dtype is accepted. ``kernel`` ("dot", "axpy", "small_a", "kmajor" or
+    "narrow") overrides the choice by shape. No operand is copied when its layout already suits the kernel: the dot kernel
     reads rows of A and of Bᵀ, so ``x @ wᵀ`` with a contiguous ``w`` is free; the axpy kernel reads
     rows of B and single numbers of A, and takes ``gᵀ @ x`` from g itself (``a_transposed``, copying
     each task's rows of a block by block); it runs on register tiles
     (``_matmul_tiles``) for an inner dimension of at least TILE_MIN_K, on 4-row strips
-    (``_matmul_axpy``) below it. A product too small to pay for
+    (``_matmul_axpy``) below it, and on ``_matmul_tiles_small_a`` for any k when a is small
+    (``choose_kernel``). A product too small to pay for
     waking the thread pool runs on the calling thread alone (``threads.sized_for``); a product with
     a narrow output and fewer than NARROW_MOST_WORK multiply-adds runs on the narrow kernels, without
     any pool (``narrow_plan``). A transposed view times C-contiguous rows runs on ``_matmul_kmajor``
@@ -1177,13 +1252,14 @@ def matmul_3d(a, b, out_batch, kernel=None):
         return out
     kernel = kernel or choose_kernel(n, k, m, out_batch, copies_for_dot(a, b), dtype.itemsize)
     strips = kernel == "axpy" and k < TILE_MIN_K
-    out = (np.empty if strips else np.zeros)(shape, dtype=dtype)    # the strips never read out; the others add
+    written = strips or kernel == "small_a"
+    out = (np.empty if written else np.zeros)(shape, dtype=dtype)    # these never read out; the others add
     key = ("matmul", kernel, a.shape, a.strides, b.shape, b.strides, dtype.char)   # timed per shape and layout
     with sized_for(out_batch * n * k * m, key):
         if kernel == "dot":
             _matmul_dot(rows_of(a, dtype), rows_of(b.swapaxes(-1, -2), dtype), out, pool_threads())
         else:
-            packed = _matmul_axpy if strips else _matmul_tiles              # strips or register tiles
+            packed = _matmul_axpy if strips else _matmul_tiles_small_a if kernel == "small_a" else _matmul_tiles
             b_t = b.swapaxes(-1, -2)
             threads = pool_threads()                        # as sized_for set it: the tasks are cut for it
             a_in, a_transposed = rows_or_transposed(a, dtype)     # gᵀ @ x: read a from gᵀ itself
