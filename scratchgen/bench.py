@@ -227,6 +227,52 @@ def conv_lines(threads, torch_python):
     return lines
 
 
+def core_speeds(seconds=0.05):
+    """{core: speed relative to the fastest} for the cores this process may run on, measured now: one
+    thread pinned to each core in turn runs the same one-thread Numba loop (``threads._madds``) for
+    ``seconds``, and a core's speed is how many calls it got through (a core another program shares
+    in time slices then counts as slow, as it is for our threads). None where a thread cannot be pinned (not Linux) or there is only one core.
+
+    Why: a kernel's threads finish together only if the cores run alike. On a laptop with performance
+    and efficiency cores, next to another busy program, or on a virtual machine whose host shares out
+    the cores unevenly, one core may run at a fraction of another's speed, and two threads then save far
+    less than half the time (appendix A, §A.13). The speeds drift from minute to minute on such a machine,
+    so this is a snapshot, taken just before the sections run. The thread's own affinity is restored."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return None
+    from .kernels.threads import _madds
+    a, b = np.ones((32, 64), np.float32), np.ones((64, 64), np.float32)
+    c = np.zeros((32, 64), np.float32)
+    _madds(a, b, c)                                         # compiled (or loaded) before any timing
+    rate = {}
+    try:
+        for core in cores:
+            os.sched_setaffinity(0, {core})                 # this thread only: pid 0 is the caller
+            _madds(a, b, c)                                 # on the core before the clock starts
+            started, calls = time.perf_counter(), 0
+            while calls < 5 or time.perf_counter() - started < seconds:
+                _madds(a, b, c)
+                calls += 1
+            rate[core] = calls / (time.perf_counter() - started)
+    finally:
+        os.sched_setaffinity(0, set(cores))
+    fastest = max(rate.values())
+    return {core: r / fastest for core, r in rate.items()}
+
+
+def core_speeds_line(speeds):
+    """One line naming each core's speed relative to the fastest, or why there is none."""
+    if speeds is None:
+        return "core speeds: not measured (one core, or this OS cannot pin a thread to a core)"
+    text = ", ".join(f"cpu{core} {speed:.2f}" for core, speed in speeds.items())
+    note = ("" if min(speeds.values()) >= 0.9 else
+            "; the cores run unequally now, and two-thread times depend on which one a process gets")
+    return f"core speeds now (one thread pinned to each in turn, 1.00 = the fastest): {text}{note}"
+
+
 def _load():
     try:
         return "load average " + " ".join(f"{v:.1f}" for v in os.getloadavg())
@@ -258,7 +304,8 @@ def main(argv=None):
         print("\n".join(lines), flush=True)
 
     say(f"numpy {np.__version__}, numba {numba.__version__}, PyTorch: {python or 'not found'}; "
-        f"{os.cpu_count()} cores; threads compared: {', '.join(map(str, threads))}; {_load()}")
+        f"{os.cpu_count()} cores; threads compared: {', '.join(map(str, threads))}; {_load()}",
+        core_speeds_line(core_speeds()))
     if "matmul" in sections:
         say("", *matmul_lines(threads, args.verbose))
         np_ms, nb_ms, alt_ms = bench_alternating(5)

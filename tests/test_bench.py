@@ -103,3 +103,22 @@ def test_bench_only_epoch_prints_seconds_per_epoch_and_their_ratio(capsys, monke
     monkeypatch.delenv("SCRATCHGEN_DATA")
     assert bench.main(["--only", "epoch", "--no-torch"]) == 0
     assert "skipped, they read MNIST" in capsys.readouterr().out
+
+
+def test_core_speeds_name_every_core_relative_to_the_fastest_and_give_the_thread_its_cores_back():
+    import os
+    import pytest
+    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+        assert bench.core_speeds() is None
+        pytest.skip("one core, or no way to pin a thread here: nothing to compare")
+    before = os.sched_getaffinity(0)
+    speeds = bench.core_speeds(seconds=0.005)
+    assert os.sched_getaffinity(0) == before              # pinned to each core in turn, then restored
+    assert set(speeds) == before and max(speeds.values()) == 1.0 and min(speeds.values()) > 0
+    assert bench.core_speeds_line(speeds).startswith("core speeds now")
+
+
+def test_the_core_speeds_line_says_when_the_cores_run_unequally():
+    assert "unequally" in bench.core_speeds_line({0: 1.0, 1: 0.6})
+    assert "unequally" not in bench.core_speeds_line({0: 1.0, 1: 0.95})
+    assert "not measured" in bench.core_speeds_line(None)
