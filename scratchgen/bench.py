@@ -229,7 +229,7 @@ def conv_lines(threads, torch_python):
 
 def core_speeds(seconds=0.05):
     """{core: speed relative to the fastest} for the cores this process may run on, measured now: one
-    thread pinned to each core in turn runs the same one-thread Numba loop (``threads._madds``) for
+    thread pinned to each core in turn runs the same one-thread Numba loop (``threads.one_thread_madds``) for
     ``seconds``, and a core's speed is how many calls it got through (a core another program shares
     in time slices then counts as slow, as it is for our threads). None where a thread cannot be pinned (not Linux) or there is only one core.
 
@@ -243,18 +243,18 @@ def core_speeds(seconds=0.05):
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
         return None
-    from .kernels.threads import _madds
+    from .kernels.threads import one_thread_madds
     a, b = np.ones((32, 64), np.float32), np.ones((64, 64), np.float32)
     c = np.zeros((32, 64), np.float32)
-    _madds(a, b, c)                                         # compiled (or loaded) before any timing
+    one_thread_madds(a, b, c)                                         # compiled (or loaded) before any timing
     rate = {}
     try:
         for core in cores:
             os.sched_setaffinity(0, {core})                 # this thread only: pid 0 is the caller
-            _madds(a, b, c)                                 # on the core before the clock starts
+            one_thread_madds(a, b, c)                                 # on the core before the clock starts
             started, calls = time.perf_counter(), 0
             while calls < 5 or time.perf_counter() - started < seconds:
-                _madds(a, b, c)
+                one_thread_madds(a, b, c)
                 calls += 1
             rate[core] = calls / (time.perf_counter() - started)
     finally:

@@ -55,7 +55,7 @@ def _touch(out):
 
 
 @njit(fastmath={"reassoc", "contract"}, cache=True)
-def _madds(a, b, out):
+def one_thread_madds(a, b, out):
     """out += a @ b on one thread in axpy order (a vectorised loop, like the kernels' inner loops)."""
     for i in range(a.shape[0]):
         for k in range(a.shape[1]):
@@ -114,14 +114,14 @@ def calibrate(repeats=15):
         a, b = np.ones((32, 64), np.float32), np.ones((64, 64), np.float32)
         c = np.zeros((32, 64), np.float32)
         _touch(out)
-        _madds(a, b, c)
+        one_thread_madds(a, b, c)
         wake, madd = [], []
         for _ in range(repeats):
             t = time.perf_counter()
             _touch(out)
             wake.append(time.perf_counter() - t)
             t = time.perf_counter()
-            _madds(a, b, c)
+            one_thread_madds(a, b, c)
             madd.append((time.perf_counter() - t) / a.size / b.shape[1])
         # the fastest of each is the machine's own speed: a slower one waited or was interrupted
         _calibration.update(wake=float(min(wake)), madd=float(min(madd)), at=time.monotonic())
