@@ -453,6 +453,16 @@ def test_row_blocks_share_equal_work_among_the_threads(units, most, threads):
         assert max(shares) - min(shares) <= blocks // threads
 
 
+@pytest.mark.parametrize("tasks, threads", [(28, 2), (27, 2), (12, 3), (5, 1), (8, 4), (1, 2)])
+def test_claims_numbered_in_turn_cover_every_task_once_and_give_equal_threads_contiguous_shares(tasks, threads):
+    blocks = [mmn.in_turn(t, tasks, threads) for t in range(tasks)]
+    assert sorted(blocks) == list(range(tasks))                     # each block claimed exactly once
+    if tasks % threads == 0:                                         # thread t claims t, t + T, ...: one run
+        for t in range(threads):
+            mine = blocks[t::threads]
+            assert mine == list(range(mine[0], mine[0] + len(mine)))
+
+
 @pytest.mark.parametrize("n, tiles, threads", [(128, 13, 2), (1024, 32, 2), (64, 196, 2), (70, 1, 3), (5, 2, 4), (300, 7, 3)])
 def test_the_tiles_tasks_cover_the_output_once_and_equally_fast_threads_keep_to_their_own_column_blocks(n, tiles,
                                                                                                       threads):
