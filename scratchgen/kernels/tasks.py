@@ -21,7 +21,9 @@ from a shared counter whenever it has finished the last one, until none are left
 
 A fast core takes more tasks, a slow one fewer, and both finish at about the same time. Which
 thread computes a task never changes its result: each task writes its own part of the output, in
-its own order.
+its own order. Which part a claim number stands for is the kernel's choice: threads of equal speed
+take turns (thread t claims t, t + T, t + 2T, ...), so a kernel whose threads should each keep to
+one region numbers its tasks for that (``matmul_numba.tile_block``, ``matmul_numba.in_turn``).
 
 ``claim_task`` must add 1 to the counter and return the old value as one indivisible step (an
 *atomic* fetch-and-add): as a plain ``counter[0] += 1``, two threads that read the counter at the
