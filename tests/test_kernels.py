@@ -248,6 +248,27 @@ def test_the_kmajor_tiles_match_the_reference_on_and_off_the_tile_edges(sizes, n
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, k, m_more", [(100, 7, 1), (37, 5, 4), (784, 64, 4), (50, 1030, 3), (16, 3, 5)])
+def test_the_last_few_columns_of_a_kmajor_product_run_on_the_narrow_tile_turned_around(n, k, m_more, dtype):
+    # m = whole wide tiles + 1..NARROW_ROWS columns (the DCGAN's 100 = 3 x 32 + 4): those columns are the
+    # rows of a narrow tile whose columns are rows of out (_kmajor_tail); n off the narrow tile's width, so
+    # the last tile reads aᵀ's last rows from a zero-padded copy; a batch of 2 with b broadcast; out is NaN
+    # until written; one thread and several give the same bits
+    wide = mmn.TILE_ROW_BYTES // np.dtype(dtype).itemsize
+    m = (64 if m_more == 4 else 32) * wide // 32 + m_more
+    narrow = mmn.NARROW_ROW_BYTES // np.dtype(dtype).itemsize
+    assert 0 < m - mmn.kmajor_columns(m, wide, narrow) <= mmn.NARROW_ROWS      # the turned-around tile runs
+    a, b = rng_array((2, n, k), dtype, 15, "transposed"), rng_array((1, k, m), dtype, 16)
+    a_t = np.ascontiguousarray(np.swapaxes(a, 1, 2))
+    alone, shared = np.full((2, n, m), np.nan, dtype), np.full((2, n, m), np.nan, dtype)
+    with mm_threads.sized_for(0):
+        mmn._matmul_kmajor(a_t, b, alone, 1)
+    mmn._matmul_kmajor(a_t, b, shared, 3)
+    np.testing.assert_array_equal(alone, shared)
+    assert_close(alone, mm.matmul_reference(a, b), k)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_kmajor_tiles_add_up_several_k_blocks_on_any_number_of_threads(dtype):
     n, k, m = 2 * mmn.TILE_ROW_BLOCK + 5, mmn.K_BLOCK_BYTES // np.dtype(dtype).itemsize + 7, 45
     a, b = rng_array((2, n, k), dtype, 13, "transposed"), rng_array((1, k, m), dtype, 14)

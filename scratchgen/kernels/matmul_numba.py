@@ -889,6 +889,36 @@ def _kmajor_tiles(mr, row_bytes, af, panels, of, z, za, zb, i0, i1, n, kk, m, j_
                              min(mr, i1 - i), min(nr, m - j), k0 > 0)
 
 
+@njit(fastmath=FASTMATH, cache=True)
+def _kmajor_tail(af, tail, of, z, za, zb, i0, i1, n, kk, m, j0, rest, sums):
+    """out[z, i, j0 + r] = Σ_k aᵀ[za, k, i] · b[zb, k, j0 + r] for i0 <= i < i1 and the last ``rest``
+    columns (at most NARROW_ROWS), on the narrow tile turned around: its MR rows are those columns
+    (broadcast from ``tail``, b's last columns k-major, zero-padded) and its NR columns are NR rows of
+    out, read as a row of aᵀ, contiguous. Each tile's sums go to ``sums`` and from there to out.
+
+    Why: with the last 4 of m = 100 columns on an ordinary narrow tile (16 columns wide) the DCGAN's
+    6272x64ᵀ @ 64x100 spent 190 µs of 1,201 on them (m = 96: 1,012 µs; one thread, CPU time, AMD EPYC
+    Zen 3): a tile of 5 rows by 16 columns computed 80 sums for 20 useful ones; turned around, 64 of 80."""
+    nr = NARROW_ROW_BYTES // of.itemsize
+    tf = tail.reshape(-1)
+    edge = af[:0]                           # aᵀ's last rows, zero-padded, if a tile reaches past row n
+    for i in range(i0, i1, nr):
+        cols = min(nr, i1 - i)
+        src, b0, ldb = af, (za * kk) * n + i, n
+        if i + nr > n:                      # the tile reads NR numbers of aᵀ per k: past its end here
+            edge = np.zeros(kk * nr, dtype=of.dtype)
+            for k in range(kk):
+                for s in range(n - i):
+                    edge[k * nr + s] = af[(za * kk + k) * n + i + s]
+            src, b0, ldb = edge, 0, nr
+        strided_tile(NARROW_ROWS, NARROW_ROW_BYTES, tf, zb * kk * NARROW_ROWS, NARROW_ROWS, src, b0, ldb, kk,
+                     sums, 0, nr, rest, cols, False)
+        for s in range(cols):
+            row = (z * n + i + s) * m + j0
+            for r in range(rest):
+                of[row + r] = sums[r * nr + s]
+
+
 @njit(cache=True)
 def kmajor_columns(m, wide, narrow):
     """How many of m columns ``_matmul_kmajor`` computes on wide tiles (``wide`` numbers a row), the
@@ -907,7 +937,8 @@ def _matmul_kmajor(a_t, b, out, threads):
     C-contiguous storage of a transposed view (a weight gradient's gᵀ, a convolution's gradient
     g[n]ᵀ), b (B|1, k, m) C-contiguous, out (B, n, m) (written, not added to); a batch of 1
     broadcast. Outputs at most half a tile row wide run on the narrow tile, and so do the last
-    columns of a wider one when they would fill no more than it (``kmajor_columns``).
+    columns of a wider one when they would fill no more than it (``kmajor_columns``); when they are no more
+    than the narrow tile's rows, on that tile turned around (``_kmajor_tail``).
 
         panels[z, t] = b[z, :, t·NR : t·NR + NR], zero-padded               once per call (pack_columns)
         for each (batch z, block of rows), claimed by the threads in turn (tasks.claim_task, in_turn):
@@ -932,6 +963,11 @@ def _matmul_kmajor(a_t, b, out, threads):
       6272x64ᵀ @ 64x100 ran 4 wide tiles for 100 columns (128, a fifth of its multiply-adds on
       zeros), now 3 wide and a narrow one (112): 0.74 -> 0.80 of numpy; 784x128ᵀ @ 128x400 (384 + 16
       columns) 0.87 -> 0.90 (one thread, CPU time, AMD EPYC Zen 3, 3 alternating processes x 9 rounds).
+    - the last 1..NARROW_ROWS columns of a wider output (the DCGAN's 100 = 3 x 32 + 4) on the narrow tile
+      turned around (``_kmajor_tail``): those columns are its rows, rows of out its columns. One thread, CPU
+      time, AMD EPYC Zen 3, one process timing main's kernel and this in turn, medians of 60, three
+      processes: 6272x64ᵀ @ 64x100 1309, 1283, 1296 -> 1203, 1183, 1287 µs (784x128ᵀ @ 128x400, unchanged
+      code, 0.99-1.04 of its time); two threads 658, 653 -> 617, 618;
     - claims numbered ``in_turn``: threads of equal speed each compute one contiguous half of the rows, as
       Numba's equal shares did, and a slower one still leaves the rest to the other. Numbered in claim
       order, the two threads took alternate blocks of rows and ran 3-7% slower than with the equal
@@ -944,10 +980,14 @@ def _matmul_kmajor(a_t, b, out, threads):
     kk = a_t.shape[1]
     wide_nr, narrow_nr = TILE_ROW_BYTES // out.itemsize, NARROW_ROW_BYTES // out.itemsize
     m_wide = kmajor_columns(m, wide_nr, narrow_nr)          # columns on wide tiles, the rest narrow
-    wide_tiles, narrow_tiles = (m_wide + wide_nr - 1) // wide_nr, (m - m_wide + narrow_nr - 1) // narrow_nr
+    rest = m - m_wide
+    flipped = m_wide > 0 and 0 < rest <= NARROW_ROWS        # the last few columns: a flipped narrow tile
+    wide_tiles, narrow_tiles = (m_wide + wide_nr - 1) // wide_nr, 0 if flipped else (rest + narrow_nr - 1) // narrow_nr
     mr = TILE_ROWS if m_wide > 0 else NARROW_ROWS           # the tasks' rows come in whole tiles of this
     panels = np.empty((b.shape[0], wide_tiles, kk, wide_nr), dtype=out.dtype)
     narrow_panels = np.empty((b.shape[0], narrow_tiles, kk, narrow_nr), dtype=out.dtype)
+    # b's last columns, k-major and zero-padded to the narrow tile's rows (``_kmajor_tail``)
+    tail = np.zeros((b.shape[0] if flipped else 0, kk, NARROW_ROWS), dtype=out.dtype)
     col_tiles = wide_tiles + narrow_tiles
     for task in prange(b.shape[0] * col_tiles):
         zb, t = task // col_tiles, task % col_tiles
@@ -955,12 +995,17 @@ def _matmul_kmajor(a_t, b, out, threads):
             pack_columns(b[zb], t * wide_nr, False, panels[zb, t])
         else:
             pack_columns(b[zb], m_wide + (t - wide_tiles) * narrow_nr, False, narrow_panels[zb, t - wide_tiles])
+    for zb in range(tail.shape[0]):
+        for k in range(kk):
+            for r in range(rest):
+                tail[zb, k, r] = b[zb, k, m_wide + r]
     af, of = a_t.reshape(-1), out.reshape(-1)
     k_block = K_BLOCK_BYTES // out.itemsize
     tiles = (n + mr - 1) // mr
     row_blocks = balanced_blocks(tiles, tiles if nb >= 4 * threads else max(1, TILE_ROW_BLOCK // mr), threads)
     counter = task_counter()
     for _ in prange(threads):                           # each thread claims tasks until none are left
+        sums = np.empty(NARROW_ROWS * narrow_nr if flipped else 0, dtype=out.dtype)     # the flipped tile's
         task = claim_task(counter)
         while task < nb * row_blocks:
             z, i0, i1 = tile_block(in_turn(task, nb * row_blocks, threads), n, 1, mr, row_blocks, 1)[:3]
@@ -972,7 +1017,9 @@ def _matmul_kmajor(a_t, b, out, threads):
             if m_wide > 0:
                 _kmajor_tiles(TILE_ROWS, TILE_ROW_BYTES, af, panels, of, z, za, zb, i0, i1, n, kk, m, 0, k_block,
                               edge)
-            if m_wide < m:
+            if flipped:
+                _kmajor_tail(af, tail, of, z, za, zb, i0, i1, n, kk, m, m_wide, rest, sums)
+            elif m_wide < m:
                 _kmajor_tiles(NARROW_ROWS, NARROW_ROW_BYTES, af, narrow_panels, of, z, za, zb, i0, i1, n, kk, m,
                               m_wide, k_block, edge)
             task = claim_task(counter)
