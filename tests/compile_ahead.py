@@ -16,8 +16,8 @@ def compile_kernels(dtype):
         return rng.standard_normal(shape).astype(dtype)
 
     for kernel, (n, k, m) in (("dot", (8, 300, 40)), ("axpy", (40, 60, 64)), ("axpy", (40, 200, 64)),
-                              ("narrow", (8, 40, 20)), ("narrow", (64, 40, 8)), ("kmajor", (64, 40, 16)),
-                              ("kmajor", (64, 200, 64))):
+                              ("small_a", (40, 60, 64)), ("narrow", (8, 40, 20)), ("narrow", (64, 40, 8)),
+                              ("kmajor", (64, 40, 16)), ("kmajor", (64, 200, 64))):
         mmn.matmul_3d(r(1, n, k), r(1, k, m), 1, kernel=kernel)
         mmn.matmul_3d(r(1, k, n).swapaxes(1, 2), r(1, m, k).swapaxes(1, 2), 1, kernel=kernel)
     mmn.matmul_3d(r(1, 64, 40), r(1, 40, 8), 1)                              # the narrow dot kernel
