@@ -229,9 +229,10 @@ def conv_lines(threads, torch_python):
 
 def core_speeds(seconds=0.05):
     """{core: speed relative to the fastest} for the cores this process may run on, measured now: one
-    thread pinned to each core in turn runs the same one-thread Numba loop (``threads.one_thread_madds``) for
-    ``seconds``, and a core's speed is how many calls it got through (a core another program shares
-    in time slices then counts as slow, as it is for our threads). None where a thread cannot be pinned (not Linux) or there is only one core.
+    thread pinned to each core in turn runs the same one-thread Numba loop (``threads.one_thread_madds``)
+    for ``seconds``, and a core's speed is how many calls it got through (a core another program shares
+    in time slices then counts as slow, as it is for our threads). None where a thread cannot be pinned
+    (not Linux) or there is only one core.
 
     Why: a kernel's threads finish together only if the cores run alike. On a laptop with performance
     and efficiency cores, next to another busy program, or on a virtual machine whose host shares out

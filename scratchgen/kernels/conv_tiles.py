@@ -241,16 +241,20 @@ def _gathered_rows(src, row_src, row_count, k_src, panels, out, row_dst, col_str
                 else:
                     _rows_block(TILE_ROWS, TILE_ROW_BYTES, WIDE_BLOCK, src, row_src[0], i0, i1, k_src, panels[0],
                                 out, row_dst[0], col_stride, n_cols)
-            for p in range(phases if phases > 1 else 0):               # the phases of one block in a row
-                for i in range(i0, min(i0 + block, row_count[p]), mr):
-                    for jp in range(panels.shape[1]):
-                        rows, j, cols = min(mr, row_count[p] - i, i0 + block - i), jp * nr, min(nr, n_cols - jp * nr)
-                        if narrow:
-                            gather_tile(NARROW_ROWS, NARROW_ROW_BYTES, src, row_src[p], i, rows, k_src, np.intp(0),
-                                        kk, panels[p, jp], out, row_dst[p], col_stride, j, cols, np.bool_(False))
-                        else:
-                            gather_tile(TILE_ROWS, TILE_ROW_BYTES, src, row_src[p], i, rows, k_src, np.intp(0), kk,
-                                        panels[p, jp], out, row_dst[p], col_stride, j, cols, np.bool_(False))
+            else:
+                for p in range(phases):                                 # the phases of one block in a row
+                    for i in range(i0, min(i0 + block, row_count[p]), mr):
+                        for jp in range(panels.shape[1]):
+                            rows = min(mr, row_count[p] - i, i0 + block - i)
+                            j, cols = jp * nr, min(nr, n_cols - jp * nr)
+                            if narrow:
+                                gather_tile(NARROW_ROWS, NARROW_ROW_BYTES, src, row_src[p], i, rows, k_src,
+                                            np.intp(0), kk, panels[p, jp], out, row_dst[p], col_stride, j, cols,
+                                            np.bool_(False))
+                            else:
+                                gather_tile(TILE_ROWS, TILE_ROW_BYTES, src, row_src[p], i, rows, k_src, np.intp(0),
+                                            kk, panels[p, jp], out, row_dst[p], col_stride, j, cols,
+                                            np.bool_(False))
             task = claim_task(counter)
 
 

@@ -712,9 +712,9 @@ def _matmul_tiles(a, b, out, a_transposed, b_transposed, threads):
       threads;
     - row blocks cut for the threads that run the call (``balanced_blocks``, ``threads``): Numba gave
       each thread one contiguous share of the tasks (before they were claimed in turn), and 128 rows in
-      blocks of 30 left two threads 90 and 38 rows. Cut into 6 blocks of 18-24 rows: 128 x 784 @ 784 x 400 on two threads 104 -> 115
-      GFLOP/s (medians of 60 alternating calls, AMD EPYC Zen 4, sleeping pool; numpy 149). The cut
-      decides only who computes a block, never the order of a sum;
+      blocks of 30 left two threads 90 and 38 rows. Cut into 6 blocks of 18-24 rows: 128 x 784 @ 784 x 400
+      on two threads 104 -> 115 GFLOP/s (medians of 60 alternating calls, AMD EPYC Zen 4, sleeping pool;
+      numpy 149). The cut decides only who computes a block, never the order of a sum;
     - on several threads, each takes whole blocks of columns (``tile_block``: the column blocks are a
       multiple of the threads, and threads of equal speed claim tasks in turn, column blocks fastest), so
       that it reads only its own part of b's panels: shares of the rows
@@ -901,12 +901,11 @@ def _kmajor_tail(af, tail, of, z, za, zb, i0, i1, n, kk, m, j0, rest, sums):
     Zen 3): a tile of 5 rows by 16 columns computed 80 sums for 20 useful ones; turned around, 64 of 80."""
     nr = NARROW_ROW_BYTES // of.itemsize
     tf = tail.reshape(-1)
-    edge = af[:0]                           # aᵀ's last rows, zero-padded, if a tile reaches past row n
     for i in range(i0, i1, nr):
         cols = min(nr, i1 - i)
         src, b0, ldb = af, (za * kk) * n + i, n
-        if i + nr > n:                      # the tile reads NR numbers of aᵀ per k: past its end here
-            edge = np.zeros(kk * nr, dtype=of.dtype)
+        if i + nr > n:                      # the tile reads NR numbers of aᵀ per k: past its end here,
+            edge = np.zeros(kk * nr, dtype=of.dtype)                  # so from aᵀ's last rows, zero-padded
             for k in range(kk):
                 for s in range(n - i):
                     edge[k * nr + s] = af[(za * kk + k) * n + i + s]
@@ -1276,9 +1275,9 @@ def matmul_3d(a, b, out_batch, kernel=None):
     """The Numba product of a (1|B, n, k) and b (1|B, k, m) into a new (out_batch, n, m) array.
 
     Any layout and float dtype is accepted. ``kernel`` ("dot", "axpy", "small_a", "kmajor" or
-    "narrow") overrides the choice by shape. No operand is copied when its layout already suits the kernel: the dot kernel
-    reads rows of A and of Bᵀ, so ``x @ wᵀ`` with a contiguous ``w`` is free; the axpy kernel reads
-    rows of B and single numbers of A, and takes ``gᵀ @ x`` from g itself (``a_transposed``, copying
+    "narrow") overrides the choice by shape. No operand is copied when its layout already suits the
+    kernel: the dot kernel reads rows of A and of Bᵀ, so ``x @ wᵀ`` with a contiguous ``w`` is free;
+    the axpy kernel reads rows of B and single numbers of A, and takes ``gᵀ @ x`` from g itself (``a_transposed``, copying
     each task's rows of a block by block); it runs on register tiles
     (``_matmul_tiles``) for an inner dimension of at least TILE_MIN_K, on 4-row strips
     (``_matmul_axpy``) below it, and on ``_matmul_tiles_small_a`` for any k when a is small
