@@ -174,9 +174,9 @@ def _ratio_line(name, cells):
     return f"{name:<40} " + "  ".join(f"{c:>18}" for c in cells)
 
 
-def matmul_lines(threads, verbose):
+def matmul_lines(threads, verbose, rounds=2):
     from .bench_presets import bench_products, describe
-    results = bench_products(threads)
+    results = bench_products(threads, rounds=rounds)
     head = [f"{t} thread{'s' if t > 1 else ''}: numpy / ours" for t in threads]
     lines = ["matmul, float32: GFLOP/s of np.matmul (OpenBLAS) / scratchgen, and scratchgen's speed as a "
              "fraction of numpy's (target >= 0.8)", _ratio_line("products, layouts as the step used them (ᵀ: a transposed view) x batch", head)]
@@ -308,7 +308,7 @@ def main(argv=None):
         f"{os.cpu_count()} cores; threads compared: {', '.join(map(str, threads))}; {_load()}",
         core_speeds_line(core_speeds()))
     if "matmul" in sections:
-        say("", *matmul_lines(threads, args.verbose))
+        say("", *matmul_lines(threads, args.verbose, args.rounds))
         np_ms, nb_ms, alt_ms = bench_alternating(5)
         say(f"numpy and Numba matmul called in turn in one process ({numba.get_num_threads()} threads): "
             f"{alt_ms:.3f} ms/call against {np_ms:.3f} / {nb_ms:.3f} alone (about their mean = no fight)")

@@ -134,9 +134,10 @@ def best_of(fns, timer, repeats, budget=5.0, wall=None):
     return best
 
 
-def time_products(shapes, threads, repeats=7):
+def time_products(shapes, threads, repeats=7, library=None):
     """[(numpy s, scratchgen s)] per float32 product (n, k, m, batch[, a layout, b layout]), in
-    this process; both libraries get the operands in the same layout (``laid_out``)."""
+    this process, the two called in turn; both libraries get the operands in the same layout
+    (``laid_out``). With ``library`` ("numpy" or "scratchgen"), [s] of that library alone."""
     from .kernels import matmul_numba
     rng = np.random.default_rng(0)
     timer = _clock(threads)
@@ -145,11 +146,13 @@ def time_products(shapes, threads, repeats=7):
         n, k, m, batch, a_layout, b_layout = tuple(product) + ("C", "C")[len(product) - 4:]
         a = laid_out(rng.standard_normal((batch, n, k)).astype(np.float32), a_layout)
         b = laid_out(rng.standard_normal((batch, k, m)).astype(np.float32), b_layout)
-        fns = [lambda: np.matmul(a, b), lambda: matmul_numba.matmul_3d(a, b, batch)]
+        fns = {"numpy": lambda: np.matmul(a, b), "scratchgen": lambda: matmul_numba.matmul_3d(a, b, batch)}
+        fns = list(fns.values()) if library is None else [fns[library]]
         for fn in fns:
             fn()
         reps = repeats if n * k * m * batch >= 2**24 else 4 * repeats
-        out.append(best_of(fns, timer, reps))
+        times = best_of(fns, timer, reps)
+        out.append(times if library is None else times[0])
     return out
 
 
@@ -210,12 +213,29 @@ def _worker(payload, python=None, script=False):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def bench_products(threads=(1, 2), extra=((1024, 1024, 1024, 1),), recorded=None):
-    """``{preset: [(shape, {T: (numpy s, ours s)})]}`` for every recorded product (+ ``extra``)."""
+def bench_products(threads=(1, 2), extra=((1024, 1024, 1024, 1),), recorded=None, rounds=2):
+    """``{preset: [(shape, {T: (numpy s, ours s)})]}`` for every recorded product (+ ``extra``).
+
+    On one thread both libraries are timed in one process, call by call in turn (CPU time: a slow
+    spell of the machine hits both alike). On more, each library runs in processes of its own,
+    ``rounds`` alternating ones, best of all: their thread pools would disturb each other. (After
+    a call, OpenBLAS's threads spin for a while, waiting for the next, on the cores our threads
+    need: on a 2-core AMD EPYC, with numpy's calls in between, kernels that shared their work out
+    in equal static parts took 4-8x their time alone.)"""
     recorded = recorded if recorded is not None else record()["matmul"]
     shapes = {"square": [tuple(s) for s in extra], **recorded}
     flat = [s for group in shapes.values() for s in group]
-    times = {t: _worker({"what": "products", "threads": t, "shapes": flat}) for t in threads}
+    times = {}
+    for t in threads:
+        if t == 1:
+            times[t] = _worker({"what": "products", "threads": t, "shapes": flat})
+            continue
+        best = {"numpy": [float("inf")] * len(flat), "scratchgen": [float("inf")] * len(flat)}
+        for r in range(rounds):
+            for lib in (("numpy", "scratchgen") if r % 2 == 0 else ("scratchgen", "numpy")):
+                got = _worker({"what": "products", "threads": t, "shapes": flat, "library": lib})
+                best[lib] = [min(x, y) for x, y in zip(best[lib], got)]
+        times[t] = list(zip(best["numpy"], best["scratchgen"]))
     out, i = {}, 0
     for name, group in shapes.items():
         out[name] = [(shape, {t: times[t][i + j] for t in threads}) for j, shape in enumerate(group)]
@@ -251,7 +271,8 @@ def bench_conv_layers(threads=(1, 2), torch_python=None, rounds=2, recorded=None
 def _main(argv=None):
     payload = json.loads((argv or sys.argv[1:])[0])
     if payload["what"] == "products":
-        result = time_products([tuple(s) for s in payload["shapes"]], payload["threads"])
+        result = time_products([tuple(s) for s in payload["shapes"]], payload["threads"],
+                               library=payload.get("library"))
     else:
         layers = [{k: tuple(v) if isinstance(v, list) else v for k, v in layer.items()}
                   for layer in payload["layers"]]

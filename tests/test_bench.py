@@ -69,6 +69,8 @@ def test_the_presets_products_and_conv_layers_are_recorded_from_real_steps(monke
     assert kinds == {"conv2d", "conv_transpose2d"} and "vae" not in recorded["conv"]
     times = bench_presets.time_products([(3, 5, 7, 2), (3, 5, 7, 2, "T", "S")], threads=1, repeats=1)
     assert len(times) == 2 and min(times[0] + times[1]) > 0
+    alone = bench_presets.time_products([(3, 5, 7, 2)], threads=1, repeats=1, library="scratchgen")
+    assert len(alone) == 1 and isinstance(alone[0], float) and alone[0] > 0
     x = np.arange(12.0).reshape(1, 3, 4)
     for layout in "CTS":
         y = bench_presets.laid_out(x, layout)
