@@ -657,6 +657,11 @@ def test_large_operand_goes_through_the_numba_transpose():
         out = np.full(shape[:1] + shape[:0:-1], np.nan, np.float32)
         layouts.transpose_rows(x, out, 0, out.shape[1])                     # the calling thread's loop
         assert np.array_equal(out, np.swapaxes(x, 1, 2))
+        part = np.full_like(out, np.nan)
+        c0, c1 = shape[2] // 3, 2 * shape[2] // 3 + 1                       # rows c0..c1 of the transpose only
+        layouts.transpose_rows(x, part, c0, c1)
+        assert np.array_equal(part[:, c0:c1], out[:, c0:c1])
+        assert np.isnan(part[:, :c0]).all() and np.isnan(part[:, c1:]).all()
 
 
 @on_both_backends

@@ -1055,16 +1055,17 @@ def _few_rows(a, b, out):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _matmul_narrow(a, a_transposed, b, b_transposed, out):
+def _matmul_narrow(a, a_transposed, b, b_transposed, out, out_turned):
     """out[z] = a[z] @ b[z] for an output of few rows, on the calling thread: a (B|1, r, k) or, with
     ``a_transposed``, aᵀ (B|1, k, r), b (B|1, k, w) or, with ``b_transposed``, bᵀ (B|1, w, k), and out
-    (B, r, w), all C-contiguous (out's values on entry are not read); a batch size of 1 in ``a`` or
-    ``b`` is broadcast. An output of few *columns* comes here transposed (``matmul_3d``): Cᵀ = BᵀAᵀ
-    has few rows, and long ones.
+    (B, r, w), or with ``out_turned`` out[z]ᵀ (B, w, r), all C-contiguous (out's values on entry are
+    not read); a batch size of 1 in ``a`` or ``b`` is broadcast. An output of few *columns* comes here
+    transposed (``narrow``): Cᵀ = BᵀAᵀ has few rows, and long ones, and is turned back into C here.
 
         for z in range(B):
             (from aᵀ: a[z]'s few rows copied out of it first; from bᵀ: b[z] turned around, k rows)
-            _few_rows(a[z], b[z], out[z])
+            _few_rows(a[z], b[z], out[z])                 (out_turned: into a buffer, then
+                                                           out[z] = bufferᵀ, transpose_rows)
 
     Optimisations (one thread, CPU time, fraction of numpy's BLAS; AMD EPYC Zen 4, load 2.3):
     - no thread pool: a parallel kernel costs ~1.2 µs to start even on one thread and ~4.7 µs when
@@ -1086,12 +1087,25 @@ def _matmul_narrow(a, a_transposed, b, b_transposed, out):
       shorter tail (``axpy_strip_4x4``), whole calls (one thread, CPU time, AMD EPYC Zen 3, medians of
       3 alternating processes x 9 rounds, another process running; numpy's BLAS in brackets):
       128x20 @ 20x400ᵀ 46.6 -> 40.5 µs (32.7), 128x18 @ 18x400ᵀ 48.5 -> 39.3 (30.4), 128x8 @ 8x400
-      20.0 -> 18.3 (17.5).
+      20.0 -> 18.3 (17.5);
+    - a flipped product turned back here (``out_turned``), four rows at a time (``transpose_rows``),
+      instead of into a temporary that the caller turned afterwards: whole calls (one thread, CPU time,
+      AMD EPYC Zen 3, one process timing both in turn, medians of 16 rounds; numpy's BLAS in brackets)
+      400x128ᵀ @ 128x20 45.0 -> 43.1 µs (35.6), 400x128ᵀ @ 128x18 42.1 -> 39.5 (32.0); products that
+      take no flip moved by 1-4% in the same run, so part of that is noise.
+
+    NOTE: these products stay on one thread. Tried (appendix A, §A.15): the columns of out shared out
+    among threads, same bits. Kernel alone, 2 threads: 20x128 @ 128x400 33 -> 23 µs; but where two
+    threads summed into the same rows of out, the cache line where their columns met went back and
+    forth between the cores, once per 4 steps of k (85 µs), and in whole calls the pool, idle between
+    them, woke too slowly for ``threads.ThreadChoice`` ever to pick it (VAE step: 1 thread for every
+    narrow product).
     """
-    r, w = out.shape[1], out.shape[2]
+    r, w = (out.shape[2], out.shape[1]) if out_turned else (out.shape[1], out.shape[2])
     kk = a.shape[1] if a_transposed else a.shape[2]
     rows = np.empty((r if a_transposed else 0, kk), dtype=out.dtype)
     b_rows = np.empty((kk if b_transposed else 0, w), dtype=out.dtype)
+    part = np.empty((1 if out_turned else 0, r, w), dtype=out.dtype)
     for z in range(out.shape[0]):
         a_z, b_z = a[z if a.shape[0] > 1 else 0], b[z if b.shape[0] > 1 else 0]
         if a_transposed:
@@ -1102,7 +1116,11 @@ def _matmul_narrow(a, a_transposed, b, b_transposed, out):
             a_z = rows
         if b_transposed and (z == 0 or b.shape[0] > 1):
             _copy_transposed(b_z, np.intp(0), np.intp(0), kk, w, b_rows)
-        _few_rows(a_z, b_rows if b_transposed else b_z, out[z])
+        if out_turned:
+            _few_rows(a_z, b_rows if b_transposed else b_z, part[0])
+            transpose_rows(part, out[z:z + 1], np.intp(0), w)
+        else:
+            _few_rows(a_z, b_rows if b_transposed else b_z, out[z])
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -1261,13 +1279,11 @@ def narrow(a, b, out, plan):
         _matmul_narrow_dot(rows_of(a, dtype), bt if bt.dtype == dtype and is_rows(bt) else contiguous(bt, dtype), out)
         return out
     if plan == "rows":
-        _matmul_narrow(*rows_or_transposed(a, dtype), *rows_or_transposed(b, dtype), out)
+        _matmul_narrow(*rows_or_transposed(a, dtype), *rows_or_transposed(b, dtype), out, False)
         return out
-    # Cᵀ = Bᵀ Aᵀ: few rows now, and long ones; the narrow result is turned around at the end
-    out_t = np.empty((out.shape[0], out.shape[2], out.shape[1]), dtype=dtype)
+    # Cᵀ = Bᵀ Aᵀ: few rows now, and long ones; the kernel turns the narrow result around into out
     _matmul_narrow(*rows_or_transposed(b.swapaxes(1, 2), dtype), *rows_or_transposed(a.swapaxes(1, 2), dtype),
-                   out_t)
-    transpose_rows(out_t, out, 0, out.shape[1])
+                   out, True)
     return out
 
 
