@@ -925,6 +925,25 @@ def test_a_1x1_kernel_with_stride_1_on_tiles_that_read_x_and_g_in_place(n, hw, c
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_channel_panels_hold_every_channel_of_every_position_and_zeros_past_the_last(dtype):
+    # panels[jp, n·L + l, s] = g[n, jp·NR + s, l]; a g with exactly NR channels is one transpose per image
+    for row_bytes in (conv_tiles.NARROW_ROW_BYTES, conv_tiles.TILE_ROW_BYTES):
+        nr = row_bytes // np.dtype(dtype).itemsize
+        for n, o, positions in ((3, nr, 7), (20, nr, 49), (2, nr - 3, 5), (4, 2 * nr + 1, 9), (1, 1, 70)):
+            g = rng_array((n, o, positions), dtype, 26)
+            panels = conv_tiles.channel_panels(g, dtype, row_bytes)
+            expected = np.zeros((-(-o // nr) * nr, n, positions), dtype)
+            expected[:o] = np.swapaxes(g, 0, 1)
+            expected = expected.reshape(-1, nr, n * positions).transpose(0, 2, 1)
+            assert panels.shape == expected.shape and np.array_equal(panels, expected)
+            assert panels.__array_interface__["data"][0] % conv_tiles.LINE_BYTES == 0
+    x = rng_array((layouts.TRANSPOSE_BATCH_TASKS, 6, 35), dtype, 27)     # a task per matrix
+    out = np.full((x.shape[0], 35, 6), np.nan, dtype)
+    layouts._transpose_last2(x, out)
+    assert np.array_equal(out, np.swapaxes(x, 1, 2))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_tiles_panels_start_on_a_cache_line(dtype):
     # conv_tiles.aligned_empty: the packed panels' rows are whole cache lines, however malloc places them
     for zero in (False, True):

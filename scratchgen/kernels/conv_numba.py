@@ -28,7 +28,7 @@ from numba import njit, prange
 from .matmul_numba import TILE_MIN_K, TILE_ROW_BYTES, matmul_3d
 from . import conv_tiles
 from .layouts import swapped_leading
-from .threads import sized_for
+from .threads import SCATTERED_COPY_WORK, sized_for
 
 
 def _out_hw(x_shape, w_shape, stride, padding):
@@ -101,12 +101,6 @@ def _col2im_rows(rows, base, off, pad_shape, padding, dx):
 
 
 # ---------------------------------------------------------------------------- lowering
-# a number copied through an index table (im2col's gather, col2im's scattered additions) costs about as
-# much as 8 vectorised multiply-adds (threads.sized_for): measured (one thread, AMD EPYC Zen 3, the
-# DCGAN's one-channel 4x4 layer on (64, 1, 28, 28)) 0.61 and 0.83 ns a number against 0.089 ns a
-# multiply-add. Counted as 1, these 120-170 µs calls looked like 18 µs of work, too little to try a second
-# thread, and stayed on one; on two they take 0.52 of the time.
-INDEXED_COPY_WORK = 8
 def weight_rows(w, dtype):
     """w (O, C, kh, kw) as a (1, O, kh·kw·C) matrix whose columns follow the patch features (i, j, c)."""
     return np.ascontiguousarray(np.transpose(w, (0, 2, 3, 1)), dtype=dtype).reshape(1, w.shape[0], -1)
@@ -212,7 +206,7 @@ def _im2col_t(x, kh, kw, stride, padding, out_hw, dtype):
     key = ("starts", n, c, h, w, kh, kw, tuple(stride), tuple(padding), tuple(out_hw))
     starts = conv_tiles._cached(_offset_tables, key, make_starts, conv_tiles.TABLES_KEPT)
     out = np.empty((off.size, starts.size), dtype=dtype)
-    with sized_for(INDEXED_COPY_WORK * out.size, ("im2col", x.shape, kh, kw, stride, padding)):
+    with sized_for(SCATTERED_COPY_WORK * out.size, ("im2col", x.shape, kh, kw, stride, padding)):
         _im2col_columns(xp, starts, off, out)
     return out
 
@@ -222,7 +216,7 @@ def _col2im(rows, x_shape, kh, kw, stride, padding, out_hw, dtype):
     n, c, h, w = x_shape
     base, off = _offsets(c, h, w, kh, kw, stride, padding, out_hw)
     dx = np.empty(x_shape, dtype=dtype)
-    with sized_for(INDEXED_COPY_WORK * rows.size, ("col2im", x_shape, kh, kw, stride, padding)):
+    with sized_for(SCATTERED_COPY_WORK * rows.size, ("col2im", x_shape, kh, kw, stride, padding)):
         _col2im_rows(np.ascontiguousarray(rows, dtype=dtype), base, off, (c, h + 2 * padding[0], w + 2 * padding[1]),
                      padding, dx)
     return dx

@@ -45,6 +45,12 @@ MAX_KEYS = 4096         # call sites x shapes remembered (a long evaluation with
 SLOW_WAKE = 1e-3        # seconds: a wake-up this slow is another program's time slice, not the pool's cost
 RECALIBRATE = 30.0      # seconds after which a calibration that found only slow wake-ups is repeated
 _calibration = {}       # {"wake": seconds per wake-up, "madd": seconds per multiply-add, "at": when}
+# a number copied from a scattered place (through an index table, or across a transpose) costs about as
+# much as this many of the vectorised multiply-adds ``calibrate`` times: measured (2026-12-07, AMD EPYC
+# Zen 3, one thread) 0.089 ns a multiply-add against 0.46 ns a number transposing (128, 32, 49), 0.61 for
+# im2col's gather and 0.83 for col2im's scattered additions. Counted as 1, such copies of 100-300 µs
+# looked too short for a second thread to pay, and never tried one; on two they took 0.52-0.55 of the time.
+SCATTERED_COPY_WORK = 8
 
 
 @njit(parallel=True, cache=True)
