@@ -179,7 +179,9 @@ def matmul_lines(threads, verbose, rounds=2):
     results = bench_products(threads, rounds=rounds)
     head = [f"{t} thread{'s' if t > 1 else ''}: numpy / ours" for t in threads]
     lines = ["matmul, float32: GFLOP/s of np.matmul (OpenBLAS) / scratchgen, and scratchgen's speed as a "
-             "fraction of numpy's (target >= 0.8)", _ratio_line("products, layouts as the step used them (ᵀ: a transposed view) x batch", head)]
+             "fraction of numpy's (target >= 0.8); one thread: both libraries in one process, call by call, CPU "
+             f"time; more threads: each library in processes of its own, {rounds} alternating rounds, best wall time",
+             _ratio_line("products, layouts as the step used them (ᵀ: a transposed view) x batch", head)]
     for name, rows in results.items():
         totals = {t: [0.0, 0.0] for t in threads}
         worst = {t: (float("inf"), None) for t in threads}
