@@ -538,6 +538,31 @@ def test_a_calibration_that_met_a_busy_core_is_repeated_later_and_a_good_one_is_
     assert mm_threads.threads_for(10**8) == numba.get_num_threads() and mm_threads._calibration == good
 
 
+def test_copies_from_scattered_places_weigh_more_than_a_multiply_add_in_the_thread_rule(monkeypatch):
+    # im2col's gather, col2im's scattered additions and a transpose cost several vectorised multiply-adds a
+    # number; counted as one, the DCGAN's one-channel im2col looked too short to try a second thread
+    assert mm_threads.SCATTERED_COPY_WORK > 1
+    asked = []
+
+    class Recorder(mm_threads.sized_for):
+        def __init__(self, work, key=None):
+            asked.append((key[0] if key else None, work))
+            super().__init__(work, key)
+
+    monkeypatch.setattr(conv_numba, "sized_for", Recorder)
+    monkeypatch.setattr(layouts, "sized_for", Recorder)
+    monkeypatch.setattr(layouts, "threads_for", lambda work: asked.append(("threads_for", work)) or 2)
+    x = rng_array((3, 1, 8, 8), np.float32, 28)
+    cols = conv_numba._im2col_t(x, 3, 3, (1, 1), (1, 1), (8, 8), np.float32)
+    conv_numba._col2im(np.ascontiguousarray(cols.T.reshape(3, 64, 9)), x.shape, 3, 3, (1, 1), (1, 1), (8, 8), np.float32)
+    big = rng_array((2, 70, 65), np.float32, 29)
+    layouts.transposed(big, np.float32)
+    weights = {name: work for name, work in asked}
+    assert weights["im2col"] == mm_threads.SCATTERED_COPY_WORK * cols.size
+    assert weights["col2im"] == mm_threads.SCATTERED_COPY_WORK * cols.size
+    assert weights["threads_for"] == weights["transpose"] == mm_threads.SCATTERED_COPY_WORK * big.size
+
+
 def run_calls(choice, seconds_on, calls):
     """Let ``choice`` pick the threads of ``calls`` calls, each taking ``seconds_on[threads]``; the picks."""
     picks = []

@@ -135,7 +135,8 @@ def calibrate(repeats=15):
 
 
 def threads_for(work):
-    """Threads worth waking for ``work`` multiply-adds (or element copies), if the other cores are
+    """Threads worth waking for ``work`` multiply-adds (a streaming copy counts a number as one, a
+    scattered one as SCATTERED_COPY_WORK, an element-wise op as its callers say), if the other cores are
     free: 1 or all of them (rule 1)."""
     cost = _calibration if _calibration and _calibration["wake"] <= SLOW_WAKE else calibrate()
     if work * cost["madd"] < WAKEUPS_SAVED * cost["wake"]:
