@@ -1116,11 +1116,9 @@ def _matmul_narrow(a, a_transposed, b, b_transposed, out, out_turned):
             a_z = rows
         if b_transposed and (z == 0 or b.shape[0] > 1):
             _copy_transposed(b_z, np.intp(0), np.intp(0), kk, w, b_rows)
+        _few_rows(a_z, b_rows if b_transposed else b_z, part[0] if out_turned else out[z])
         if out_turned:
-            _few_rows(a_z, b_rows if b_transposed else b_z, part[0])
             transpose_rows(part, out[z:z + 1], np.intp(0), w)
-        else:
-            _few_rows(a_z, b_rows if b_transposed else b_z, out[z])
 
 
 @njit(fastmath=FASTMATH, cache=True)
