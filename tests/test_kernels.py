@@ -640,6 +640,19 @@ def test_narrow_products_match_the_reference(sizes, dtype, layout_pair, broadcas
     assert_close(out, mm.matmul_reference(a, b), k)
 
 
+@given(r=st.integers(1, 40), k=st.integers(0, 40), w=st.integers(1, 110), dtype=FLOAT_DTYPES,
+       seed=st.integers(0, 2**16))
+def test_the_short_k_tiles_of_a_narrow_product_match_the_reference(r, k, w, dtype, seed):
+    # every column count: whole tile rows of b read in place, and a last w mod NR columns that fit the
+    # narrow tile or need a wide one, from a zero-padded panel; rows not a multiple of the tile's
+    a, b = rng_array((r, k), dtype, seed), rng_array((k, w), dtype, seed + 1)
+    pad = max(mmn.TILE_ROWS, mmn.NARROW_ROWS)
+    a_k = np.concatenate([a.T.reshape(-1), np.full(pad, np.nan, dtype)])   # the padding is never summed into out
+    out = np.full((r, w), np.nan, dtype)
+    mmn._few_rows_tiles(a_k, b, out, np.full(k * (mmn.TILE_ROW_BYTES // out.itemsize), np.nan, dtype))
+    assert_close(out, mm.matmul_reference(a, b), k)
+
+
 def test_a_small_narrow_product_takes_the_narrow_kernel_reading_its_operands_as_they_lie():
     x, w, g = (np.ones(s, np.float32) for s in ((1, 128, 400), (1, 400, 20), (1, 128, 20)))
     t = lambda x: np.swapaxes(x, 1, 2)                                   # noqa: E731

@@ -83,6 +83,12 @@ TILE_ROWS, TILE_ROW_BYTES = register_tile_shape()
 # the narrow tile: rows half as wide (16 float32, 8 float64), as many more as the registers hold, for
 # products whose output has only half a tile row of columns (``_matmul_kmajor``, ``conv_tiles``)
 NARROW_ROWS, NARROW_ROW_BYTES = register_tile_shape(row_bytes=TILE_ROW_BYTES // 2)
+# a narrow product with at least NARROW_TILES_MIN_ROWS output rows (four tiles of rows share each column
+# of b) and NARROW_TILES_MIN_K <= k < TILE_MIN_K runs on register tiles that read b in place
+# (``_few_rows_tiles``), else on the strips; below 16 steps of k a tile's fixed cost (zeroing its sums,
+# storing them) outweighs what it saves: measured in ``_few_rows_tiles``
+NARROW_TILES_MIN_ROWS = 4 * TILE_ROWS
+NARROW_TILES_MIN_K = 16
 
 
 # ---------------------------------------------------------------------------- Numba kernels
@@ -1055,6 +1061,67 @@ def _few_rows(a, b, out):
 
 
 @njit(fastmath=FASTMATH, cache=True)
+def _few_rows_tiles(a_k, b, out, panel):
+    """out = a @ b for an output of few rows and a short k (below TILE_MIN_K), on register tiles that
+    read b where it lies: ``a_k`` holds a k-major, a[i, k] = a_k[k·r + i] (r = out's rows), followed
+    by at least max(TILE_ROWS, NARROW_ROWS) numbers of padding; b (k, w) and out (r, w) C-contiguous
+    (out's values on entry are not read); ``panel`` a buffer of at least k·NR numbers for the last
+    w mod NR columns, which are copied there zero-padded (a tile reads NR numbers of b per k).
+
+        for each NR columns j of b (the last ones from the panel, on the narrow tile if they fit):
+            for each MR rows i:
+                out[i:i+MR, j:j+NR] = a[i:i+MR, :] @ b[:, j:j+NR]       strided_tile, all k at once
+
+    Why (against ``_few_rows``'s strips): with k this short, b's k rows stay in L1, so the tiles read
+    them in place and pack nothing, and each tile keeps its sums in registers for all of k and
+    stores them once, where a strip loads and stores its four output rows every four steps of k.
+    Measured (2026-12-07, one thread, CPU time, AMD EPYC Zen 3, AVX2; µs, strips -> tiles, numpy's
+    BLAS in brackets):
+    - whole ``matmul_3d`` calls, one process timing main's kernels and these in turn, medians of 25
+      rounds: z @ Wᵀ into the decoder, 128x20 @ 20x400ᵀ 42.8 -> 37.4 (33.8) and the CVAE's 128x18 @
+      18x400ᵀ 41.4 -> 35.1 (31.3); g @ W, 128x20 @ 20x400 41.9 -> 33.8 (32.8); products on unchanged
+      paths in the same run 0.98-1.02 of their time;
+    - ``_matmul_narrow`` alone, same method, 11 rounds: 128x18 @ 18x400 29.5 -> 27.8 (30.0), 128x32 @
+      32x400 52.8 -> 43.0 (44.7), 128x64 @ 64x400 109 -> 86 (79), 20x18 @ 18x400 7.0 -> 6.5 (7.5); lost
+      with k = 8 (128x8 @ 8x400 15.3 -> 16.2) and, in whole calls, with k = 1 (64x1 @ 1x3136 44 -> 60);
+      in a first survey also with few rows (4x18 @ 18x400 1.5 -> 2.0, 8x128 @ 128x400 13.8 -> 14.2)
+      and with k = 128 (20x128 @ 128x400 36.9 -> 41.7). So ``_matmul_narrow`` calls this only for at
+      least NARROW_TILES_MIN_ROWS rows and NARROW_TILES_MIN_K <= k < TILE_MIN_K.
+
+    NOTE: NR is taken from a stack tile's shape, a constant when the kernel compiles; computed as
+    TILE_ROW_BYTES // out.itemsize (a value read at run time from the array) the same kernel took
+    31.8 µs instead of 24.9 for 128x18 @ 18x400 and 20.4 instead of 14.6 for 128x8 @ 8x400 (a first
+    version, one process; why the constant matters so much was not pinned down: the tiles' stores then
+    run to a column count LLVM knows, which is all we can say)."""
+    r, w = out.shape
+    kk = b.shape[0]
+    nr = stack_tile(1, TILE_ROW_BYTES, out).shape[1]
+    narrow_nr = stack_tile(1, NARROW_ROW_BYTES, out).shape[1]
+    wide = w // nr * nr
+    rest = w - wide
+    rest_nr = narrow_nr if rest <= narrow_nr else nr
+    for k in range(kk if rest > 0 else 0):
+        row = b[k]
+        for s in range(rest):
+            panel[k * rest_nr + s] = row[wide + s]
+        for s in range(rest, rest_nr):
+            panel[k * rest_nr + s] = 0.0
+    bf, of = b.reshape(-1), out.reshape(-1)
+    for j in range(0, wide, nr):
+        for i in range(0, r, TILE_ROWS):
+            strided_tile(TILE_ROWS, TILE_ROW_BYTES, a_k, i, r, bf, j, w, kk, of, i * w + j, w, min(TILE_ROWS, r - i),
+                         nr, False)
+    if 0 < rest <= narrow_nr:
+        for i in range(0, r, NARROW_ROWS):
+            strided_tile(NARROW_ROWS, NARROW_ROW_BYTES, a_k, i, r, panel, np.intp(0), narrow_nr, kk, of, i * w + wide,
+                         w, min(NARROW_ROWS, r - i), rest, False)
+    elif rest > 0:
+        for i in range(0, r, TILE_ROWS):
+            strided_tile(TILE_ROWS, TILE_ROW_BYTES, a_k, i, r, panel, np.intp(0), nr, kk, of, i * w + wide, w,
+                         min(TILE_ROWS, r - i), rest, False)
+
+
+@njit(fastmath=FASTMATH, cache=True)
 def _matmul_narrow(a, a_transposed, b, b_transposed, out, out_turned):
     """out[z] = a[z] @ b[z] for an output of few rows, on the calling thread: a (B|1, r, k) or, with
     ``a_transposed``, aᵀ (B|1, k, r), b (B|1, k, w) or, with ``b_transposed``, bᵀ (B|1, w, k), and out
@@ -1063,9 +1130,14 @@ def _matmul_narrow(a, a_transposed, b, b_transposed, out, out_turned):
     transposed (``narrow``): Cᵀ = BᵀAᵀ has few rows, and long ones, and is turned back into C here.
 
         for z in range(B):
-            (from aᵀ: a[z]'s few rows copied out of it first; from bᵀ: b[z] turned around, k rows)
-            _few_rows(a[z], b[z], out[z])                 (out_turned: into a buffer, then
-                                                           out[z] = bufferᵀ, transpose_rows)
+            (from bᵀ: b[z] turned around, k rows)
+            if r >= NARROW_TILES_MIN_ROWS and NARROW_TILES_MIN_K <= k < TILE_MIN_K:
+                a_k = a[z] k-major                        (from aᵀ: its rows copied)
+                _few_rows_tiles(a_k, b[z], out[z])        register tiles reading b in place
+            else:
+                (from aᵀ: a[z]'s few rows copied out of it first)
+                _few_rows(a[z], b[z], out[z])             the axpy strips
+            (out_turned: each into a buffer, then out[z] = bufferᵀ, transpose_rows)
 
     Optimisations (one thread, CPU time, fraction of numpy's BLAS; AMD EPYC Zen 4, load 2.3):
     - no thread pool: a parallel kernel costs ~1.2 µs to start even on one thread and ~4.7 µs when
@@ -1103,12 +1175,28 @@ def _matmul_narrow(a, a_transposed, b, b_transposed, out, out_turned):
     """
     r, w = (out.shape[2], out.shape[1]) if out_turned else (out.shape[1], out.shape[2])
     kk = a.shape[1] if a_transposed else a.shape[2]
-    rows = np.empty((r if a_transposed else 0, kk), dtype=out.dtype)
+    tiles = r >= NARROW_TILES_MIN_ROWS and NARROW_TILES_MIN_K <= kk < TILE_MIN_K
+    rows = np.empty((r if a_transposed and not tiles else 0, kk), dtype=out.dtype)
+    a_k = np.zeros(kk * r + max(TILE_ROWS, NARROW_ROWS) if tiles else 0, dtype=out.dtype)
+    panel = np.empty(kk * (TILE_ROW_BYTES // out.itemsize) if tiles else 0, dtype=out.dtype)
     b_rows = np.empty((kk if b_transposed else 0, w), dtype=out.dtype)
     part = np.empty((1 if out_turned else 0, r, w), dtype=out.dtype)
     for z in range(out.shape[0]):
         a_z, b_z = a[z if a.shape[0] > 1 else 0], b[z if b.shape[0] > 1 else 0]
-        if a_transposed:
+        if tiles:
+            if z > 0 and a.shape[0] == 1:
+                pass                                    # a broadcast: a_k holds it already
+            elif a_transposed:                          # a k-major, a_k[k·r + i] = a[i, k]: aᵀ's rows
+                for k in range(kk):
+                    src = a_z[k]
+                    for i in range(r):
+                        a_k[k * r + i] = src[i]
+            else:
+                for i in range(r):
+                    src = a_z[i]
+                    for k in range(kk):
+                        a_k[k * r + i] = src[k]
+        elif a_transposed:
             for k in range(kk):
                 src = a_z[k]
                 for i in range(r):
@@ -1116,7 +1204,11 @@ def _matmul_narrow(a, a_transposed, b, b_transposed, out, out_turned):
             a_z = rows
         if b_transposed and (z == 0 or b.shape[0] > 1):
             _copy_transposed(b_z, np.intp(0), np.intp(0), kk, w, b_rows)
-        _few_rows(a_z, b_rows if b_transposed else b_z, part[0] if out_turned else out[z])
+        target = part[0] if out_turned else out[z]
+        if tiles:
+            _few_rows_tiles(a_k, b_rows if b_transposed else b_z, target, panel)
+        else:
+            _few_rows(a_z, b_rows if b_transposed else b_z, target)
         if out_turned:
             transpose_rows(part, out[z:z + 1], np.intp(0), w)
 
