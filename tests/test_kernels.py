@@ -183,16 +183,6 @@ def test_the_axpy_kernel_packs_b_from_its_transpose_to_the_same_bits(n, k, m, dt
     assert_close(from_transpose, np.matmul(a, np.swapaxes(w, 1, 2)), k)
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (128, 16, 49), (2, 70, 1)])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_swapping_the_leading_axes_copies_every_run_to_its_place(shape, dtype):
-    x = rng_array(shape, dtype, 31)
-    for source in (x, x.astype(np.float32 if dtype == np.float64 else np.float64), x[:, ::-1]):   # and the fallbacks
-        out = layouts.swapped_leading(source, dtype)
-        assert out.dtype == dtype and out.flags.c_contiguous
-        np.testing.assert_array_equal(out, np.swapaxes(source, 0, 1).astype(dtype))
-
-
 @pytest.mark.parametrize("k", [1, 5, mmn.AXPY_K_BLOCK + 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_strips_never_read_what_out_held(k, dtype):
@@ -553,8 +543,8 @@ def test_copies_from_scattered_places_weigh_more_than_a_multiply_add_in_the_thre
     monkeypatch.setattr(layouts, "sized_for", Recorder)
     monkeypatch.setattr(layouts, "threads_for", lambda work: asked.append(("threads_for", work)) or 2)
     x = rng_array((3, 1, 8, 8), np.float32, 28)
-    cols = conv_numba._im2col_t(x, 3, 3, (1, 1), (1, 1), (8, 8), np.float32)
-    conv_numba._col2im(np.ascontiguousarray(cols.T.reshape(3, 64, 9)), x.shape, 3, 3, (1, 1), (1, 1), (8, 8), np.float32)
+    cols = conv_numba._patches(x, 3, 3, (1, 1), (1, 1), (8, 8), np.float32)
+    conv_numba._col2im(np.ascontiguousarray(cols.transpose(0, 2, 1)), x.shape, 3, 3, (1, 1), (1, 1), (8, 8), np.float32)
     big = rng_array((2, 70, 65), np.float32, 29)
     layouts.transposed(big, np.float32)
     weights = {name: work for name, work in asked}
@@ -868,8 +858,9 @@ def test_im2col_the_tiles_offset_tables_and_col2im_match_their_definitions(case,
     xp = conv._pad(x, padding)
     windows = np.stack([conv._window(xp, i, j, stride, out_hw) for i in range(kh) for j in range(kw)], axis=1)
     rows = windows.reshape(n, kh * kw * c, -1).transpose(0, 2, 1)           # (N, L, Q)
-    columns = conv_numba._im2col_t(x, kh, kw, stride, padding, out_hw, dtype)
-    np.testing.assert_array_equal(columns, rows.transpose(2, 0, 1).reshape(c * kh * kw, -1))
+    patches = conv_numba._patches(x, kh, kw, stride, padding, out_hw, dtype)                 # (N, Q, L), P[n]ᵀ
+    assert patches.dtype == dtype and patches.flags.c_contiguous
+    np.testing.assert_array_equal(patches, rows.transpose(0, 2, 1))
     # the register tiles' view of P: P[(n, l), q] = src[row_src[(n, l)] + k_src[q]] in the padded
     # channels-last images, no copy made (conv_tiles.forward_tables, read by gather_tile)
     xh = conv_numba._nhwc(x, padding, dtype)
@@ -895,19 +886,21 @@ def test_im2col_the_tiles_offset_tables_and_col2im_match_their_definitions(case,
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("stride", [(1, 1), (2, 3)])
-def test_a_1x1_kernels_patch_matrix_is_its_input_with_batch_and_channels_swapped(dtype, stride):
-    # im2col's shortcut for 1x1 kernels without padding: the pixels the stride visits, one per patch
+def test_a_1x1_kernels_patches_are_its_input_at_the_pixels_the_stride_visits(dtype, stride):
+    # im2col's shortcut for 1x1 kernels without padding: one pixel per patch, each image's (C, L) as it lies
     x = rng_array((3, 5, 7, 8), np.float32, 12, "transposed")
     out_hw = conv_numba._out_hw(x.shape, (4, 5, 1, 1), stride, (0, 0))
-    columns = conv_numba._im2col_t(x, 1, 1, stride, (0, 0), out_hw, dtype)
-    assert columns.dtype == dtype and columns.flags.c_contiguous
-    np.testing.assert_array_equal(columns, conv._window(x, 0, 0, stride, out_hw).transpose(1, 0, 2, 3).reshape(5, -1))
+    patches = conv_numba._patches(x, 1, 1, stride, (0, 0), out_hw, dtype)
+    assert patches.dtype == dtype and patches.flags.c_contiguous
+    np.testing.assert_array_equal(patches, conv._window(x, 0, 0, stride, out_hw).reshape(3, 5, -1))
+    contiguous = np.ascontiguousarray(x, dtype=dtype)
+    assert np.shares_memory(conv_numba._patches(contiguous, 1, 1, (1, 1), (0, 0), x.shape[2:], dtype), contiguous)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("stride, x_shape", [((1, 1), (3, 5, 7, 8)), ((2, 3), (3, 5, 7, 8)), ((2, 3), (1, 1, 8, 9))])
-def test_a_1x1_kernels_input_gradient_is_one_long_product_turned_back(dtype, stride, x_shape):
-    # no patches overlap: dx at the visited pixels is w_matᵀ @ g, zero at the others (a stride of 2 or
+def test_a_1x1_kernels_input_gradient_is_one_product_per_image(dtype, stride, x_shape):
+    # no patches overlap: dx[n] at the visited pixels is w_matᵀ @ g[n], zero at the others (a stride of 2 or
     # 3; 8 rows and 9 columns give the same output as 7 and 7, the last row and column unvisited)
     w = rng_array((4, x_shape[1], 1, 1), dtype, 13)
     out_hw = conv_numba._out_hw(x_shape, w.shape, stride, (0, 0))
@@ -920,9 +913,9 @@ def test_a_1x1_kernels_input_gradient_is_one_long_product_turned_back(dtype, str
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("stride, x_shape, channels", [((1, 1), (3, 5, 7, 8), 4), ((2, 3), (1, 1, 8, 9), 33),
                                                         ((1, 1), (2, 40, 1, 1), 7)])
-def test_a_1x1_kernels_two_gradients_read_one_channels_first_copy_of_g(dtype, stride, x_shape, channels):
-    # both gradients of a 1x1 layer at once (g turned channels-first once, for the two products): the
-    # numbers of the two gradients called apart, bit for bit, and the definitions'; g not contiguous
+def test_a_1x1_kernels_two_gradients_at_once_are_those_of_each_alone(dtype, stride, x_shape, channels):
+    # both gradients of a 1x1 layer at once on the matmul kernels: the numbers of the two gradients
+    # called apart, bit for bit, and the definitions'; g not contiguous
     w = rng_array((channels, x_shape[1], 1, 1), dtype, 15)
     x = rng_array(x_shape, dtype, 16, "transposed")
     g = rng_array((x_shape[0], channels) + conv_numba._out_hw(x_shape, w.shape, stride, (0, 0)), dtype, 17, "transposed")
@@ -1034,7 +1027,8 @@ def test_the_1x1_layers_read_in_place_for_a_long_enough_k_and_half_a_panel_of_co
     x = np.ones((2, 64, 3, 3), np.float32)
     assert conv_numba.kept_copy(x, (16, 64, 1, 1), (1, 1), (0, 0)) is None
     assert conv_numba.kept_copy(x, (64, 64, 1, 1), (1, 1), (0, 0)) is None
-    assert conv_numba.kept_copy(x[:, :32], (64, 32, 1, 1), (1, 1), (0, 0)).shape == (32, 2 * 9)   # Pᵀ: the forward's
+    assert conv_numba.kept_copy(x[:, :32], (64, 32, 1, 1), (1, 1), (0, 0)) is None     # on the matmul kernels: x itself
+    assert conv_numba.kept_copy(x[:, :32], (64, 32, 1, 1), (2, 2), (0, 0)).shape == (2, 32, 4)   # stride 2: a copy
 
 
 @given(problem=conv_problems(), tiles=st.booleans(), chunks=st.sampled_from([None, (7, 3)]))
@@ -1326,7 +1320,7 @@ def test_the_padded_copies_are_the_same_on_any_number_of_threads_from_any_dtype_
 def test_a_layer_keeps_its_inputs_copy_until_its_weight_gradient(tiles):
     # a GAN's discriminator sees real and fake images before either backward pass: the kernels'
     # scratch copies then hold the second input, so the weight gradient must read the layer's own x
-    # (the tiles copy it when they run) or a copy the layer keeps (the patch matrix Pᵀ for the
+    # (the tiles copy it when they run) or a copy the layer keeps (its images' patch matrices for the
     # separate passes)
     from scratchgen import functional as F
     x1, x2 = rng_array((2, 4, 5, 5), np.float32, 40), rng_array((2, 4, 5, 5), np.float32, 41)
@@ -1334,7 +1328,7 @@ def test_a_layer_keeps_its_inputs_copy_until_its_weight_gradient(tiles):
         rng_array((2, 3, 5, 5), np.float32, 44)
     with patch.object(conv_numba, "tiles_pay", lambda *_, tiles=None, pay=tiles: pay), use_backend("numba"):
         kept = conv.kept_copy(x1, w.shape, 1, 1)
-        assert kept is None if tiles else kept.shape == (36, 50)
+        assert kept is None if tiles else kept.shape == (2, 36, 25)      # (N, Q, L)
         weight = Tensor(w, requires_grad=True)
         y1, y2 = F.conv2d(Tensor(x1), weight, padding=1), F.conv2d(Tensor(x2), weight, padding=1)
         ((y1 * Tensor(g1)).sum() + (y2 * Tensor(g2)).sum()).backward()
@@ -1344,7 +1338,7 @@ def test_a_layer_keeps_its_inputs_copy_until_its_weight_gradient(tiles):
     with pytest.raises(ValueError, match="kept_copy"), use_backend("numba"):
         conv.conv2d_forward(x1, w, 1, 1, x_copy=np.zeros((2, 5, 5, 4), np.float32))   # padding 0's copy
     with pytest.raises(ValueError, match="kept_copy"), use_backend("numba"):
-        conv.conv2d_grad_weight(x1, g1, w.shape, 1, 1, x_copy=np.zeros((36, 18), np.float32))   # stride 2's
+        conv.conv2d_grad_weight(x1, g1, w.shape, 1, 1, x_copy=np.zeros((2, 36, 9), np.float32))   # stride 2's
     with use_backend("numpy"):
         assert conv.kept_copy(x1, w.shape, 1, 1) is None               # the reference reads x itself
 

@@ -159,7 +159,7 @@ def _kept(x_copy, x, w_shape, stride, padding):
     kernel makes its own copy)."""
     n, c, h, w = x.shape
     out_hw = _output_size("conv2d", x.shape, w_shape, stride, padding)[2]
-    shapes = ((n, h + 2 * padding[0], w + 2 * padding[1], c), (c * w_shape[2] * w_shape[3], n * out_hw[0] * out_hw[1]))
+    shapes = ((n, h + 2 * padding[0], w + 2 * padding[1], c), (n, c * w_shape[2] * w_shape[3], out_hw[0] * out_hw[1]))
     if x_copy.shape not in shapes:
         raise ValueError(f"x_copy of shape {x_copy.shape} is not the kernels' copy of an input {x.shape} for a "
                          f"weight {tuple(w_shape)} with stride {stride} and padding {padding}: make it with "

@@ -16,18 +16,27 @@ Three ways to run each product, chosen per product by its shape (``tiles_pay``, 
   of the output pixel, with no col2im;
 * for a 1x1 kernel with stride 1 and no padding, on the same tiles reading x (or g) where it lies, NCHW:
   its P is x's images, (C, H·W) each (``in_place``, ``pointwise_tiles_pay``);
-* for few features or few channels, im2col and col2im as passes of their own over the whole batch
-  (``_im2col_columns``, ``_col2im_rows``) around one call of ``matmul_3d``: long, thin products
-  whose panels of 32 channels would be mostly empty on the tiles. A 1x1 kernel without padding
-  needs neither pass: its P is x itself with batch and channel axes swapped, and its patches do
-  not overlap, so its input gradient is one product turned back (``_pointwise_grad_input``).
+* for few features or few channels, im2col and col2im as passes of their own (``_im2col_images``,
+  ``_col2im_rows``) around batched calls of ``matmul_3d``, one product per image with the weights
+  broadcast (``_patches`` keeps each image's P[n]ᵀ, (Q, L)): thin products whose panels of 32 channels
+  would be mostly empty on the tiles. Their operands and results are NCHW, as the layer's x, g and
+  output are, so nothing is turned around. A 1x1 kernel without padding needs neither pass: its
+  P[n]ᵀ is x[n] itself, and its patches do not overlap, so its input gradient is dx[n] = w_matᵀ @ g[n]
+  (``_pointwise_grad_input``).
+
+Measured (2026-12-07, AMD EPYC Zen 3, AVX2, 2 vCPUs; whole layers, forward + both gradients, one process
+timing the kernels before this layout (products over all N·L positions at once, on copies with the batch
+and channel axes swapped: x or P, g, the output, dx) and these in turn, 21 rounds, medians): on two
+threads the DCGAN's conv 1->32 0.97 of its time, transposed 64->1 0.83, the VQ-VAE's conv 1->64 0.89,
+transposed 64->1 0.87, 1x1 32->64 0.88, 1x1 64->16 0.82 (a 3x3 16->64 layer, unchanged, 1.005); on one
+thread 0.95-1.03 (the unchanged layer 1.03): the turns were parallel passes of their own, each waking the
+threads for little work.
 """
 import numpy as np
 from numba import njit, prange
 
 from .matmul_numba import TILE_MIN_K, TILE_ROW_BYTES, matmul_3d
 from . import conv_tiles
-from .layouts import swapped_leading
 from .threads import SCATTERED_COPY_WORK, sized_for
 
 
@@ -38,27 +47,28 @@ def _out_hw(x_shape, w_shape, stride, padding):
 
 # ---------------------------------------------------------------------------- Numba kernels
 @njit(parallel=True, cache=True)
-def _im2col_columns(xp, starts, off, out):
-    """P transposed, ``out`` (Q, N·L): P[n, p, q] goes to out[q, n·L + p], gathered from the padded
-    NCHW images flattened, ``xp`` (N·C·Hp·Wp,), through two index tables (``_offsets``): patch
-    t = (n, p) starts at starts[t] = n·C·Hp·Wp + base[p], feature q = (i, j, c) lies
-    off[q] = (c·Hp + i)·Wp + j further on.
+def _im2col_images(xp, base, off, out):
+    """Each image's patch matrix transposed, ``out`` (N, Q, L): P[n, p, q] goes to out[n, q, p],
+    gathered from the padded NCHW images flattened one per row, ``xp`` (N, C·Hp·Wp), through two index
+    tables (``_offsets``): patch p starts at base[p], its feature q = (i, j, c) lies off[q] further on.
 
-        for q in parallel:
-            for t in range(N·L):
-                out[q, t] = xp[starts[t] + off[q]]
+        for (n, q) in parallel:
+            for p in range(L):
+                out[n, q, p] = xp[n, base[p] + off[q]]
 
     Optimisations:
-    - each task writes one long row of ``out`` in memory order, one indexed load per number
-      (``starts`` stays in L2), no bounds tests: the padding supplies the zeros. (Copying runs of
+    - each task writes one row of ``out`` (L numbers) in memory order, one indexed load per number
+      (``base`` stays in L1), no bounds tests: the padding supplies the zeros. (Copying runs of
       Wo numbers per image row instead was slower, for the short rows of 7x7 and 14x14 images:
-      0.36 against 0.22 ms for the VQ-VAE's 1x1 layer on (128, 64, 7, 7).)
-    - tasks own disjoint features q, so no two threads write the same memory.
+      0.36 against 0.22 ms for the VQ-VAE's 1x1 layer on (128, 64, 7, 7), in an earlier layout.)
+    - tasks own disjoint rows, so no two threads write the same memory.
     """
-    for q in prange(off.shape[0]):
-        row, shift = out[q], off[q]
-        for t in range(starts.shape[0]):
-            row[t] = xp[starts[t] + shift]
+    images, features, positions = out.shape
+    for t in prange(images * features):
+        n, q = t // features, t % features
+        row, src, shift = out[n, q], xp[n], off[q]
+        for p in range(positions):
+            row[p] = src[base[p] + shift]
 
 
 @njit(parallel=True, cache=True)
@@ -124,8 +134,8 @@ def _nhwc(x, padding, dtype):
 
 def kept_copy(x, w_shape, stride, padding):
     """The copy of x that a layer's forward pass and weight gradient both read, made once for the
-    two, or None: x's patch matrix transposed, Pᵀ (Q, N·L), if the separate passes run both products
-    (``tiles_pay``), which both multiply it. A layer keeps it from its forward pass (``forward``) to
+    two, or None: each image's patch matrix transposed, (N, Q, L) (``_patches``), if the separate
+    passes run both products (``tiles_pay``), which both multiply it. A layer keeps it from its forward pass (``forward``) to
     its weight gradient (``grad_weight``). The register tiles make their own copies of x when they run,
     from the layer's x: channels-last in the forward pass (``_nhwc``), channels-first and padded in the
     weight gradient (``conv_tiles.padded_nchw``), each in a scratch buffer read at once.
@@ -134,20 +144,17 @@ def kept_copy(x, w_shape, stride, padding):
     3.7 ms of an 81 ms DCGAN step and 12.4 ms of a 189 ms VQ-VAE step, about half of it for inputs a
     forward pass had already turned around (the weight gradient read them channels-last then, and
     a copy was kept for it; it reads them channels-first now: ``conv_tiles.grad_weight_tables``).
-    Keeping Pᵀ (2026-12-07, load 0.8-1.0, medians of 15 calls): im2col took 0.13 of the 1.9 ms of the
+    Keeping the patches (2026-12-07, load 0.8-1.0, medians of 15 calls): im2col took 0.13 of the 1.9 ms of the
     VQ-VAE's 1x1 32 -> 64 layer, 0.22 of the 1.5 ms of its 1x1 64 -> 16, 0.33 of the 5.9 ms of its 4x4
-    1 -> 64, once per layer now instead of twice. The price: Pᵀ (kh·kw times the input's size) stays
-    alive until the backward pass. A 1x1 kernel with stride 1 and no padding (``in_place``) keeps Pᵀ
-    only for a product on the matmul kernels: the tiles read x itself."""
-    if x.size == 0 or 0 in w_shape:
+    1 -> 64, once per layer now instead of twice. The price: the patches (kh·kw times the input's size)
+    stay alive until the backward pass. A 1x1 kernel with stride 1 and no padding (``in_place``) keeps
+    nothing: its patches are x itself, on the tiles and on the matmul kernels."""
+    if x.size == 0 or 0 in w_shape or in_place(w_shape, stride, padding):     # in place: P is x itself
         return None
-    if in_place(w_shape, stride, padding):      # the tiles read x itself; the matmul kernels its Pᵀ
-        if pointwise_tiles_pay("forward", w_shape, x.dtype) and pointwise_tiles_pay("grad_weight", w_shape, x.dtype):
-            return None
-    elif tiles_pay("forward", w_shape, x.dtype) or tiles_pay("grad_weight", w_shape, x.dtype):
+    if tiles_pay("forward", w_shape, x.dtype) or tiles_pay("grad_weight", w_shape, x.dtype):
         return None
     kh, kw = w_shape[2:]
-    return _im2col_t(x, kh, kw, stride, padding, _out_hw(x.shape, w_shape, stride, padding), x.dtype)
+    return _patches(x, kh, kw, stride, padding, _out_hw(x.shape, w_shape, stride, padding), x.dtype)
 
 
 def _image(x_copy, x, padding, dtype):
@@ -155,14 +162,15 @@ def _image(x_copy, x, padding, dtype):
     return x_copy if x_copy is not None and x_copy.ndim == 4 else _nhwc(x, padding, dtype)
 
 
-def _columns(x_copy, x, kh, kw, stride, padding, out_hw, dtype):
-    """x's patch matrix transposed, Pᵀ (Q, N·L): ``x_copy`` if it holds it (``kept_copy``), else made now."""
-    if x_copy is not None and x_copy.ndim == 2:
+def _patches_of(x_copy, x, kh, kw, stride, padding, out_hw, dtype):
+    """x's patch matrices, one per image, transposed, (N, Q, L): ``x_copy`` if it holds them (``kept_copy``:
+    then x_copy.shape[1:] is (Q, L), where the channels-last images have (Hp, Wp, C)), else made now."""
+    if x_copy is not None and x_copy.ndim == 3:
         return x_copy
-    return _im2col_t(x, kh, kw, stride, padding, out_hw, dtype)
+    return _patches(x, kh, kw, stride, padding, out_hw, dtype)
 
 
-_offset_tables = {}     # {shapes: (base, off), ("starts", N, shapes): starts}: a layer meets the same shapes every step
+_offset_tables = {}     # {shapes: (base, off)}: a layer meets the same shapes every step
 
 
 def _offsets(c, h, w, kh, kw, stride, padding, out_hw):
@@ -183,31 +191,20 @@ def _offsets(c, h, w, kh, kw, stride, padding, out_hw):
     return conv_tiles._cached(_offset_tables, key, make, conv_tiles.TABLES_KEPT)
 
 
-def _im2col_t(x, kh, kw, stride, padding, out_hw, dtype):
-    """Pᵀ (Q, N·L) for x (N, C, H, W): L = Ho·Wo positions, Q = kh·kw·C features (i, j, c).
+def _patches(x, kh, kw, stride, padding, out_hw, dtype):
+    """P (N, Q, L) for x (N, C, H, W): image n's patch matrix transposed, a row per feature q = (i, j, c)
+    (Q = kh·kw·C) holding its values at the L = Ho·Wo positions, C-contiguous: im2col, one image at a time.
 
-    A 1x1 kernel without padding has one pixel per patch: Pᵀ is then x, at the pixels the stride
-    visits, with its batch and channel axes swapped (``layouts.swapped_leading`` with stride 1), one copy
-    of runs of Wo numbers (measured, with a NumPy copy,
-    one thread, CPU time, load 2.9, medians of 41: 0.08 against 0.21 ms through the index tables for
-    (128, 64, 7, 7), 0.04 against 0.12 for (128, 32, 7, 7); whole 1x1 layers of the VQ-VAE, one
-    process alternating in 31 rounds, 32 -> 64 2.46 -> 2.25 and 2.38 -> 2.10 ms, 64 -> 16 1.52 -> 1.32
-    and 1.55 -> 1.30 ms)."""
+    A 1x1 kernel without padding has one pixel per patch: P[n] is then x[n] at the pixels the stride
+    visits, (C, Ho·Wo), as it lies (stride 1: x itself, no copy) or one strided copy."""
     n, c, h, w = x.shape
     if (kh, kw) == (1, 1) and tuple(padding) == (0, 0):
-        if tuple(stride) == (1, 1):
-            return swapped_leading(x.reshape(n, c, h * w), dtype).reshape(c, -1)
-        return np.ascontiguousarray(np.swapaxes(x[:, :, ::stride[0], ::stride[1]], 0, 1), dtype=dtype).reshape(c, -1)
+        return np.ascontiguousarray(x[:, :, ::stride[0], ::stride[1]], dtype=dtype).reshape(n, c, -1)
     base, off = _offsets(c, h, w, kh, kw, stride, padding, out_hw)
-    xp = conv_tiles.padded_nchw(x, padding, dtype).reshape(-1)      # a scratch buffer, read at once
-
-    def make_starts():      # patch (n, p) starts at n·C·Hp·Wp + base[p]; kept, as the tables are (20.7 µs
-        return (np.arange(n)[:, None] * (xp.size // n) + base[None, :]).reshape(-1)   # for (128, 1, 28, 28))
-    key = ("starts", n, c, h, w, kh, kw, tuple(stride), tuple(padding), tuple(out_hw))
-    starts = conv_tiles._cached(_offset_tables, key, make_starts, conv_tiles.TABLES_KEPT)
-    out = np.empty((off.size, starts.size), dtype=dtype)
+    xp = conv_tiles.padded_nchw(x, padding, dtype).reshape(n, -1)      # a scratch buffer, read at once
+    out = np.empty((n, off.size, base.size), dtype=dtype)
     with sized_for(SCATTERED_COPY_WORK * out.size, ("im2col", x.shape, kh, kw, stride, padding)):
-        _im2col_columns(xp, starts, off, out)
+        _im2col_images(xp, base, off, out)
     return out
 
 
@@ -230,29 +227,17 @@ def _panel_bytes(columns, dtype):
     return TILE_ROW_BYTES
 
 
-def _channels_first(grad_out, dtype):
-    """g (N, O, Ho, Wo) as one (1, O, N·L) matrix: channel o's row holds its gradients at all the
-    positions of all the images (the batch folded into the product's long axis)."""
-    n, o = grad_out.shape[:2]
-    return swapped_leading(grad_out.reshape(n, o, -1), dtype).reshape(1, o, -1)
-
-
-def _pointwise_grad_input(grad_out, w, x_shape, stride, out_hw, dtype, g_first=None):
+def _pointwise_grad_input(grad_out, w, x_shape, stride, out_hw, dtype):
     """The input gradient of a 1x1 convolution without padding: dx at the pixels the stride visits is
-    w_matᵀ (C, O) @ g[n] (O, L), zero elsewhere; computed as one long product over all images.
-
-    Measured (one thread, CPU time, load 2.7, medians of 41, ms, register tiles -> this): the VQ-VAE's
-    1x1 layers on (128, C, 7, 7), 32 -> 64 0.52-0.57 -> 0.47-0.49, 64 -> 16 0.64-0.67 -> 0.34-0.41
-    (the tiles ran only k = O = 16 steps per output there: their fixed cost per output dominated);
-    whole layers (load 2.5, one process alternating in 31 rounds, medians) 32 -> 64 2.32 -> 1.95 and
-    2.60 -> 2.44 ms, 64 -> 16 1.45 -> 1.22 and 1.80 -> 1.50 ms."""
+    dx[n] = w_matᵀ (C, O) @ g[n] (O, L), zero elsewhere: one batched product over the images, g read
+    as it lies, the result in NCHW order (for stride 1, dx itself)."""
     (n, c), (sh, sw) = x_shape[:2], stride
-    g_first = _channels_first(grad_out, dtype) if g_first is None else g_first
-    dx_t = matmul_3d(np.swapaxes(weight_rows(w, dtype), 1, 2), g_first, 1)
+    g = np.asarray(grad_out, dtype=dtype).reshape(n, grad_out.shape[1], -1)
+    dx_n = matmul_3d(np.swapaxes(weight_rows(w, dtype), 1, 2), g, n)           # (N, C, L)
     if (sh, sw) == (1, 1):
-        return swapped_leading(dx_t.reshape(c, n, -1), dtype).reshape(x_shape)
+        return dx_n.reshape(x_shape)
     dx = np.zeros(x_shape, dtype=dtype)
-    dx[:, :, ::sh, ::sw] = np.swapaxes(dx_t.reshape((c, n) + tuple(out_hw)), 0, 1)
+    dx[:, :, ::sh, ::sw] = dx_n.reshape((n, c) + tuple(out_hw))
     return dx
 
 
@@ -354,9 +339,8 @@ def _forward_numba(x, w, stride, padding, out_hw, dtype, tiles=None, x_copy=None
             xh = _image(x_copy, x, padding, dtype)
             conv_tiles._gathered_rows(xh.reshape(-1), row_src, counts, k_src, conv_tiles.weight_panels(w, dtype),
                                       out, row_dst, positions, o, threads)
-    else:   # few features: one long product (O, Q) @ Pᵀ (Q, N·L), on the axpy kernel's long rows
-        out = matmul_3d(weight_rows(w, dtype), _columns(x_copy, x, kh, kw, stride, padding, out_hw, dtype)[None], 1)
-        out = swapped_leading(out.reshape(o, n, positions), dtype)     # (O, N, L) -> (N, O, L)
+    else:   # few features: out[n] = w_mat (O, Q) @ P[n] (Q, L) for every image, batched, NCHW out
+        out = matmul_3d(weight_rows(w, dtype), _patches_of(x_copy, x, kh, kw, stride, padding, out_hw, dtype), n)
     return out.reshape((n, o) + tuple(out_hw))
 
 
@@ -385,8 +369,7 @@ def _pointwise_grad_weight(x, grad_out, w_shape, dtype):
     return (sums.reshape(o, c) if turn_x else np.ascontiguousarray(sums.reshape(c, o).T)).reshape(w_shape)
 
 
-def _grad_weight_numba(x, grad_out, w_shape, stride, padding, out_hw, dtype, tiles=None, x_copy=None, g_panels=None,
-                       g_first=None):
+def _grad_weight_numba(x, grad_out, w_shape, stride, padding, out_hw, dtype, tiles=None, x_copy=None, g_panels=None):
     o, c, kh, kw = w_shape
     n, positions, features = x.shape[0], out_hw[0] * out_hw[1], c * kh * kw
     if in_place(w_shape, stride, padding) and pointwise_tiles_pay("grad_weight", w_shape, dtype, tiles):
@@ -407,14 +390,15 @@ def _grad_weight_numba(x, grad_out, w_shape, stride, padding, out_hw, dtype, til
                                           partial, row_dst, o, threads)
         dw_t = partial[0] if partial.shape[0] == 1 else partial.sum(axis=0)       # (Q, O), features (c, u, v)
         return np.ascontiguousarray(dw_t.reshape(features, o).T).reshape(w_shape)
-    # few features: one product with all N·L positions as its inner axis, gᵀ (O, N·L) @ P
-    cols = _columns(x_copy, x, kh, kw, stride, padding, out_hw, dtype)
-    g_first = _channels_first(grad_out, dtype) if g_first is None else g_first
-    dw = matmul_3d(g_first, cols.T[None], 1)
+    # few features: dw_mat = Σ_n g[n] (O, L) @ P[n]ᵀ (L, Q), a batched product (the dot kernel reads g[n]
+    # and P[n] as they lie) and a sum over the images
+    patches = _patches_of(x_copy, x, kh, kw, stride, padding, out_hw, dtype)
+    g = np.asarray(grad_out, dtype=dtype).reshape(n, o, positions)
+    dw = matmul_3d(g, np.swapaxes(patches, 1, 2), n).sum(axis=0)
     return np.ascontiguousarray(np.transpose(dw.reshape(o, kh, kw, c), (0, 3, 1, 2)))
 
 
-def _grad_input_numba(grad_out, w, x_shape, stride, padding, out_hw, dtype, tiles=None, g_pad=None, g_first=None):
+def _grad_input_numba(grad_out, w, x_shape, stride, padding, out_hw, dtype, tiles=None, g_pad=None):
     n, o = grad_out.shape[:2]
     kh, kw = w.shape[2:]
     positions = out_hw[0] * out_hw[1]
@@ -430,9 +414,8 @@ def _grad_input_numba(grad_out, w, x_shape, stride, padding, out_hw, dtype, tile
         return dx.reshape(x_shape)
     if (kh, kw) == (1, 1) and tuple(padding) == (0, 0) and not tiles:
         # a 1x1 kernel: every visited pixel is a patch of its own, so no patches overlap and col2im is
-        # a transpose: dxᵀ (C, N·L) = w_matᵀ @ g as (O, N·L), one long product, then turned back
-        # (measured in ``_pointwise_grad_input``)
-        return _pointwise_grad_input(grad_out, w, x_shape, stride, out_hw, dtype, g_first)
+        # the identity (stride 1) or a strided copy: dx[n] = w_matᵀ @ g[n]
+        return _pointwise_grad_input(grad_out, w, x_shape, stride, out_hw, dtype)
     if tiles_pay("grad_input", w.shape, dtype, tiles):
         # dx[n, c, r, s] = Σ over the taps of the pixel's phase of g_pad · w_ab, on register tiles that
         # read the patches of g from its padded channels-last copy (conv_tiles.grad_input_tables)
@@ -496,33 +479,15 @@ def backward(x, grad_out, w, stride, padding, tiles=None, x_copy=None):
     64->64 0.976 and 1.001, 3x3 64->64 0.976 and 0.976, 64->32 0.995 and 0.990, 16->64 0.965 and
     0.992; compiled for a Zen 3 (AVX2) 0.947, 1.001, 0.983, 0.981, 0.982. The same numbers, bit for bit.
 
-    A 1x1 kernel without padding whose weight gradient runs on the matmul kernels reads g channels-first,
-    (O, N·L), in both products (``_pointwise_grad_input`` and the weight gradient's gᵀ @ P): turned once
-    for the two. Measured (one thread, CPU time, load 1.3, whole layers as above, 41 rounds, two runs):
-    the VQ-VAE's 1x1 32->64 on (128, 32, 7, 7) 0.949 and 0.949 of its time (1.33 -> 1.26 ms), 64->16
-    on (128, 64, 7, 7) 0.976 and 0.959.
+    Elsewhere (a 1x1 kernel, or a product on the matmul kernels) each gradient reads g as it lies, NCHW:
+    the two are computed apart.
     """
     out_hw = _out_hw(x.shape, w.shape, stride, padding)
     dtype, (kh, kw) = x.dtype, w.shape[2:]
     pointwise = (kh, kw) == (1, 1) and tuple(padding) == (0, 0) and not tiles
-    if x.size == 0 or grad_out.size == 0 or w.size == 0:
+    if x.size == 0 or grad_out.size == 0 or w.size == 0 or in_place(w.shape, stride, padding):
         return (grad_input(grad_out, w, x.shape, stride, padding, tiles),
                 grad_weight(x, grad_out, w.shape, stride, padding, tiles, x_copy))
-    if in_place(w.shape, stride, padding):
-        # a 1x1 kernel, stride 1: each product reads g in place on the tiles or channels-first, (O, N·L), on
-        # the matmul kernels; if both do the latter it is turned once for the two
-        both_turned = not (pointwise_tiles_pay("grad_input", w.shape, dtype, tiles)
-                           or pointwise_tiles_pay("grad_weight", w.shape, dtype, tiles))
-        g_first = _channels_first(grad_out, dtype) if both_turned else None
-        return (_grad_input_numba(grad_out, w, x.shape, stride, padding, out_hw, dtype, tiles, g_first=g_first),
-                _grad_weight_numba(x, grad_out, w.shape, stride, padding, out_hw, dtype, tiles, x_copy,
-                                   g_first=g_first))
-    if pointwise and not tiles_pay("grad_weight", w.shape, dtype, tiles):
-        # a 1x1 kernel: both products read g channels-first, (O, N·L), so it is turned once for the two
-        g_first = _channels_first(grad_out, dtype)
-        return (_grad_input_numba(grad_out, w, x.shape, stride, padding, out_hw, dtype, tiles, g_first=g_first),
-                _grad_weight_numba(x, grad_out, w.shape, stride, padding, out_hw, dtype, tiles, x_copy,
-                                   g_first=g_first))
     if (pointwise or not tiles_pay("grad_input", w.shape, dtype, tiles)
             or not tiles_pay("grad_weight", w.shape, dtype, tiles)):
         return (grad_input(grad_out, w, x.shape, stride, padding, tiles),

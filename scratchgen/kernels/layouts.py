@@ -9,9 +9,7 @@ bring arrays into that form, copying only when they must:
                     ``transposed`` (``transpose_rows``), faster than NumPy's transpose-copy;
 * ``rows_or_transposed`` rows of x or of xᵀ as they lie, and which of the two (a flag for the kernel);
 * ``is_rows``       already C-contiguous and writable;
-* ``one_float_dtype`` float32 or float64 throughout (the element-wise kernels' condition);
-* ``swapped_leading`` a (A, B, L) array as a C-contiguous (B, A, L) copy: the batch and channel
-                    axes of an image batch swapped, as a convolution's long products want them.
+* ``one_float_dtype`` float32 or float64 throughout (the element-wise kernels' condition).
 """
 import numpy as np
 from numba import njit, prange
@@ -124,42 +122,6 @@ def transposed(x, dtype, out=None):
         return out
     with sized_for(SCATTERED_COPY_WORK * x3.size, ("transpose", x3.shape)):
         _transpose_last2(x3, out)
-    return out
-
-
-@njit(parallel=True, cache=True)
-def _swap_leading(x, out):
-    """out[j, i, :] = x[i, j, :] for x (A, B, L) and out (B, A, L), both C-contiguous.
-
-        for j in parallel:
-            for i: out[j, i] = x[i, j]               a run of L numbers, copied as a vector loop
-
-    Optimisations:
-    - whole runs of L numbers (an image's pixels), read and written in memory order; NumPy's
-      transposing copy of the same swap was 1.7x slower on one thread (below);
-    - tasks own disjoint rows j of ``out``.
-    """
-    a, b, length = x.shape
-    for j in prange(b):
-        for i in range(a):
-            src, dst = x[i, j], out[j, i]
-            for k in range(length):
-                dst[k] = src[k]
-
-
-def swapped_leading(x3, dtype):
-    """``x3`` (A, B, L) as a C-contiguous (B, A, L) array of ``dtype``, e.g. images (N, C, H·W) as
-    (C, N, H·W). Measured (AMD EPYC Zen 4, medians of 9 x 50 calls, µs, NumPy's
-    ``ascontiguousarray(swapaxes(x, 0, 1))`` / this on one thread / on two): (128, 32, 49) float32 41 / 24
-    / 12, (128, 64, 49) 85 / 50 / 26, (128, 16, 49) 19 / 12 / 7. In the VQ-VAE's 1x1 layers, which swap
-    x, g, their output and dx (forward + both gradients, one process alternating the two in 15 rounds,
-    medians, ms): 32 -> 64 1.44 -> 1.37 on one thread, 1.35 -> 1.22 on two; 64 -> 16 0.95 -> 0.90 and
-    0.98 -> 0.80."""
-    if x3.dtype != dtype or not x3.flags.c_contiguous:
-        return np.ascontiguousarray(np.swapaxes(x3, 0, 1), dtype=dtype)
-    out = np.empty((x3.shape[1], x3.shape[0], x3.shape[2]), dtype=dtype)
-    with sized_for(x3.size, ("swap_leading", x3.shape)):
-        _swap_leading(x3, out)
     return out
 
 
