@@ -282,6 +282,9 @@ def test_a_transposed_view_times_rows_takes_the_kmajor_tiles_unless_the_output_i
     assert not mmn.kmajor_pays(t(g), np.ones((1, 32, 20), np.float32), np.dtype(np.float32))   # 16 < m < 32
     x = np.ones((1, 64, 32), np.float32)
     assert not mmn.kmajor_pays(t(x), np.ones((1, 64, 6272), np.float32), np.dtype(np.float32))  # short k, long rows
+    w_t = t(np.ones((1, 16, 64), np.float32))                           # a 1x1 layer's w_matᵀ (64 x 16), a view
+    assert mmn.kmajor_pays(w_t, np.ones((1, 16, 49), np.float32), np.dtype(np.float32))          # one product
+    assert not mmn.kmajor_pays(w_t, np.ones((128, 16, 49), np.float32), np.dtype(np.float32))    # broadcast over 128
     # columns on wide tiles of 32, the rest on one narrow tile of 16 if they fit it
     assert [mmn.kmajor_columns(m, 32, 16) for m in (1, 16, 17, 32, 33, 48, 49, 64, 100, 400)] == \
         [0, 0, 17, 32, 32, 32, 49, 64, 96, 384]

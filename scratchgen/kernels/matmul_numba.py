@@ -1318,12 +1318,18 @@ def kmajor_pays(a, b, dtype):
 
     Between the two (18 or 20 columns: 0.44-0.69 against 0.61-1.0), and for fewer rows (8x128ᵀ @
     128x400: 0.33-0.40 against 0.76-0.87), the narrow kernels were faster. (One thread, CPU time,
-    AMD EPYC Zen 4 and the same compiled for a Zen 3.)"""
+    AMD EPYC Zen 4 and the same compiled for a Zen 3.)
+
+    Not for one a broadcast over a batch of b (a 1x1 convolution's dx[n] = w_matᵀ @ g[n]): not packing a
+    saves nothing there, as ``_matmul_tiles_small_a`` packs it once, and packing every b[z] up front cost
+    more: 64x16ᵀ @ 16x49 for 128 images 367 -> 304 µs on one thread, 212 -> 177 on two (AMD EPYC Zen 3,
+    one process alternating, medians of 15 rounds)."""
     n, k, m = a.shape[1], a.shape[2], b.shape[2]
     narrow = NARROW_ROW_BYTES // dtype.itemsize
     shape_pays = (k >= TILE_MIN_K or m < n) if m >= DOT_MAX_M else narrow * 3 // 4 <= m <= narrow
     # the shapes first: the layout tests make a view (~1 µs of a 20-40 µs narrow product's call)
-    return (shape_pays and n >= DOT_MAX_M and not a.flags.c_contiguous and a.dtype == b.dtype == dtype
+    return (shape_pays and n >= DOT_MAX_M and (a.shape[0] > 1 or b.shape[0] == 1)
+            and not a.flags.c_contiguous and a.dtype == b.dtype == dtype
             and is_rows(a.swapaxes(1, 2)) and is_rows(b))
 
 
