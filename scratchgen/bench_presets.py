@@ -41,7 +41,7 @@ def record(names=None):
 
     products, layers = {}, {}
     current = []
-    original = (matmul_numba.matmul_3d, conv_numba.matmul_3d, F.conv2d, F.conv_transpose2d)
+    original = (matmul_numba.matmul_3d, conv_numba.matmul_3d, F.conv2d, F.conv_transpose2d, conv_numba.summed_products)
 
     def note(store, item):
         store.setdefault(current[0], [])
@@ -52,12 +52,17 @@ def record(names=None):
 
     def matmul_3d(a, b, out_batch, kernel=None):
         if depth[0] == 0:       # the caller's product, not the one it may turn into (Cᵀ = BᵀAᵀ)
-            note(products, (a.shape[1], a.shape[2], b.shape[2], out_batch, layout_of(a), layout_of(b)))
+            note(products, (a.shape[1], a.shape[2], b.shape[2], out_batch, layout_of(a, out_batch),
+                            layout_of(b, out_batch)))
         depth[0] += 1
         try:
             return original[0](a, b, out_batch, kernel)
         finally:
             depth[0] -= 1
+
+    def summed_products(a, b):
+        note(products, (a.shape[1], a.shape[2], b.shape[2], a.shape[0], layout_of(a), layout_of(b), True))
+        return original[4](a, b)
 
     def conv2d(x, weight, bias=None, stride=1, padding=0):
         note(layers, dict(kind="conv2d", x=x.shape, w=weight.shape, stride=stride, padding=padding,
@@ -70,7 +75,7 @@ def record(names=None):
         return original[3](x, weight, bias, stride, padding, output_padding)
 
     matmul_numba.matmul_3d = conv_numba.matmul_3d = matmul_3d
-    F.conv2d, F.conv_transpose2d = conv2d, conv_transpose2d
+    F.conv2d, F.conv_transpose2d, conv_numba.summed_products = conv2d, conv_transpose2d, summed_products
     try:
         with use_backend("numba"):
             for name, model, preset, batch in PRESETS:
@@ -80,20 +85,25 @@ def record(names=None):
                 step, _ = scratchgen_step(model, preset, batch)
                 step()
     finally:
-        matmul_numba.matmul_3d, conv_numba.matmul_3d, F.conv2d, F.conv_transpose2d = original
+        matmul_numba.matmul_3d, conv_numba.matmul_3d, F.conv2d, F.conv_transpose2d, conv_numba.summed_products = original
     return {"matmul": products, "conv": {k: v for k, v in layers.items() if k in CONV_PRESETS}}
 
 
-def layout_of(x):
+def layout_of(x, out_batch=1):
     """"C" if the matrices of x (..., r, c) are C-contiguous, "T" if they are transposed views of
-    C-contiguous ones, "S" otherwise (strided)."""
+    C-contiguous ones, "S" otherwise (strided); followed by "1" if x is one matrix shared by a batch of
+    ``out_batch`` products (a convolution's weights, broadcast over its images)."""
+    shared = "1" if out_batch > 1 and x.shape[0] == 1 else ""
     if x.flags.c_contiguous:
-        return "C"
-    return "T" if np.swapaxes(x, -1, -2).flags.c_contiguous else "S"
+        return "C" + shared
+    return ("T" if np.swapaxes(x, -1, -2).flags.c_contiguous else "S") + shared
 
 
 def laid_out(x, layout):
-    """x's values in ``layout`` ("C", "T" or "S": every second column of a wider array)."""
+    """x's values in ``layout`` ("C", "T" or "S": every second column of a wider array; with a "1" after
+    it, only x's first matrix, shared by the batch)."""
+    if layout.endswith("1"):
+        x, layout = x[:1], layout[0]
     if layout == "T":
         return np.ascontiguousarray(np.swapaxes(x, -1, -2)).swapaxes(-1, -2)
     if layout == "S":
@@ -104,10 +114,18 @@ def laid_out(x, layout):
 
 
 def describe(product):
-    """"64x12544 @ 12544x16ᵀ x2": the shapes, a ᵀ on a transposed operand (strided: ˢ), the batch."""
-    n, k, m, batch, a_layout, b_layout = tuple(product) + ("C", "C")[len(product) - 4:]
+    """"64x12544 @ 12544x16ᵀ x2": the shapes, a ᵀ on a transposed operand (strided: ˢ), the batch, which
+    operand is one matrix shared by the batch (", a shared"), and whether the batch's products are summed."""
+    n, k, m, batch, a_layout, b_layout, summed = _fields(product)
     mark = {"C": "", "T": "ᵀ", "S": "ˢ"}
-    return f"{n}x{k}{mark[a_layout]} @ {k}x{m}{mark[b_layout]}" + (f" x{batch}" if batch > 1 else "")
+    shared = [name for name, layout in (("a", a_layout), ("b", b_layout)) if layout.endswith("1")]
+    return (f"{n}x{k}{mark[a_layout[0]]} @ {k}x{m}{mark[b_layout[0]]}" + (f" x{batch}" if batch > 1 else "")
+            + "".join(f", {name} shared" for name in shared) + (", summed" if summed else ""))
+
+
+def _fields(product):
+    """(n, k, m, batch, a layout, b layout, summed) of a recorded product (older records: 4 or 6 fields)."""
+    return tuple(product) + ("C", "C", False)[len(product) - 4:]
 
 
 # ---------------------------------------------------------------------------- in one process
@@ -135,18 +153,24 @@ def best_of(fns, timer, repeats, budget=5.0, wall=None):
 
 
 def time_products(shapes, threads, repeats=7, library=None):
-    """[(numpy s, scratchgen s)] per float32 product (n, k, m, batch[, a layout, b layout]), in
+    """[(numpy s, scratchgen s)] per float32 product (n, k, m, batch[, a layout, b layout[, summed]]), in
     this process, the two called in turn; both libraries get the operands in the same layout
-    (``laid_out``). With ``library`` ("numpy" or "scratchgen"), [s] of that library alone."""
+    (``laid_out``). With ``library`` ("numpy" or "scratchgen"), [s] of that library alone. A summed
+    product, Σ_z a[z] @ b[z], is one ``np.tensordot`` over the batch and k for numpy (which turns the
+    operands into two matrices for one BLAS call) and ``summed_products`` for scratchgen."""
     from .kernels import matmul_numba
     rng = np.random.default_rng(0)
     timer = _clock(threads)
     out = []
     for product in shapes:
-        n, k, m, batch, a_layout, b_layout = tuple(product) + ("C", "C")[len(product) - 4:]
+        n, k, m, batch, a_layout, b_layout, summed = _fields(product)
         a = laid_out(rng.standard_normal((batch, n, k)).astype(np.float32), a_layout)
         b = laid_out(rng.standard_normal((batch, k, m)).astype(np.float32), b_layout)
-        fns = {"numpy": lambda: np.matmul(a, b), "scratchgen": lambda: matmul_numba.matmul_3d(a, b, batch)}
+        if summed:
+            fns = {"numpy": lambda: np.tensordot(a, b, axes=([0, 2], [0, 1])),
+                   "scratchgen": lambda: matmul_numba.summed_products(a, b)}
+        else:
+            fns = {"numpy": lambda: np.matmul(a, b), "scratchgen": lambda: matmul_numba.matmul_3d(a, b, batch)}
         fns = list(fns.values()) if library is None else [fns[library]]
         for fn in fns:
             fn()

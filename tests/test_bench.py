@@ -67,8 +67,19 @@ def test_the_presets_products_and_conv_layers_are_recorded_from_real_steps(monke
     assert bench_presets.record(["vae"])["matmul"]["vae"] == recorded["matmul"]["vae"]
     kinds = {layer["kind"] for layer in recorded["conv"]["dcgan"]}
     assert kinds == {"conv2d", "conv_transpose2d"} and "vae" not in recorded["conv"]
-    times = bench_presets.time_products([(3, 5, 7, 2), (3, 5, 7, 2, "T", "S")], threads=1, repeats=1)
-    assert len(times) == 2 and min(times[0] + times[1]) > 0
+    times = bench_presets.time_products([(3, 5, 7, 2), (3, 5, 7, 2, "T", "S"), (3, 5, 7, 2, "C1", "C")], threads=1,
+                                        repeats=1)
+    assert len(times) == 3 and min(times[0] + times[1] + times[2]) > 0
+    # a convolution's weights, one matrix for all its images: recorded, described and timed as shared
+    conv_products = recorded["matmul"]["dcgan"]
+    assert any(p[3] > 1 and p[4] == "C1" for p in conv_products), conv_products
+    assert bench_presets.describe((32, 16, 196, 64, "C1", "C")) == "32x16 @ 16x196 x64, a shared"
+    assert bench_presets.laid_out(np.ones((4, 3, 2)), "T1").shape == (1, 3, 2)
+    # a few-feature convolution's weight gradient: the images' products summed, timed against np.tensordot
+    assert any(len(p) == 7 and p[6] for p in conv_products), conv_products
+    assert bench_presets.describe((64, 196, 16, 64, "C", "T", True)) == "64x196 @ 196x16ᵀ x64, summed"
+    summed = bench_presets.time_products([(3, 5, 7, 2, "C", "T", True)], threads=1, repeats=1, library="scratchgen")
+    assert len(summed) == 1 and summed[0] > 0
     alone = bench_presets.time_products([(3, 5, 7, 2)], threads=1, repeats=1, library="scratchgen")
     assert len(alone) == 1 and isinstance(alone[0], float) and alone[0] > 0
     x = np.arange(12.0).reshape(1, 3, 4)

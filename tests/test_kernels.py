@@ -633,6 +633,25 @@ def test_narrow_products_match_the_reference(sizes, dtype, layout_pair, broadcas
     assert_close(out, mm.matmul_reference(a, b), k)
 
 
+@given(batch=st.integers(1, 4), n=st.integers(1, 21), k=st.integers(0, 40), m=st.integers(1, 19), dtype=FLOAT_DTYPES,
+       layout_pair=st.tuples(layouts_, layouts_), seed=st.integers(0, 2**16))
+def test_a_sum_of_products_over_a_batch_matches_the_reference_on_any_number_of_threads(batch, n, k, m, dtype,
+                                                                                      layout_pair, seed):
+    # Σ_z a[z] @ b[z]: a few-feature convolution's weight gradient; rows of out in blocks for the threads,
+    # each block summed over z in order, so one thread and two give the same bits
+    a = rng_array((batch, n, k), dtype, seed, layout_pair[0])
+    b = rng_array((batch, k, m), dtype, seed + 1, layout_pair[1])
+    out = mmn.summed_products(a, b)
+    assert out.shape == (n, m) and out.dtype == dtype
+    assert_close(out, mm.matmul_reference(a, b).sum(axis=0), batch * k)
+    a_rows, bt_rows = layouts.rows_of(a, dtype), layouts.rows_of(np.swapaxes(b, 1, 2), dtype)
+    sums = [np.zeros((n, m), dtype) for _ in range(2)]
+    for threads, into in zip((1, 2), sums):
+        mmn._matmul_dot_summed(a_rows, bt_rows, into, threads)
+    np.testing.assert_array_equal(sums[0], sums[1])
+    np.testing.assert_array_equal(sums[0], out)
+
+
 @given(r=st.integers(1, 40), k=st.integers(0, 40), w=st.integers(1, 110), dtype=FLOAT_DTYPES,
        seed=st.integers(0, 2**16))
 def test_the_short_k_tiles_of_a_narrow_product_match_the_reference(r, k, w, dtype, seed):

@@ -35,7 +35,7 @@ threads for little work.
 import numpy as np
 from numba import njit, prange
 
-from .matmul_numba import TILE_MIN_K, TILE_ROW_BYTES, matmul_3d
+from .matmul_numba import TILE_MIN_K, TILE_ROW_BYTES, matmul_3d, summed_products
 from . import conv_tiles
 from .threads import SCATTERED_COPY_WORK, sized_for
 
@@ -390,11 +390,11 @@ def _grad_weight_numba(x, grad_out, w_shape, stride, padding, out_hw, dtype, til
                                           partial, row_dst, o, threads)
         dw_t = partial[0] if partial.shape[0] == 1 else partial.sum(axis=0)       # (Q, O), features (c, u, v)
         return np.ascontiguousarray(dw_t.reshape(features, o).T).reshape(w_shape)
-    # few features: dw_mat = Σ_n g[n] (O, L) @ P[n]ᵀ (L, Q), a batched product (the dot kernel reads g[n]
-    # and P[n] as they lie) and a sum over the images
+    # few features: dw_mat = Σ_n g[n] (O, L) @ P[n]ᵀ (L, Q), the images' products summed on the dot kernel
+    # (which reads g[n] and the patches P[n] as they lie, positions along their rows)
     patches = _patches_of(x_copy, x, kh, kw, stride, padding, out_hw, dtype)
     g = np.asarray(grad_out, dtype=dtype).reshape(n, o, positions)
-    dw = matmul_3d(g, np.swapaxes(patches, 1, 2), n).sum(axis=0)
+    dw = summed_products(g, np.swapaxes(patches, 1, 2))
     return np.ascontiguousarray(np.transpose(dw.reshape(o, kh, kw, c), (0, 3, 1, 2)))
 
 

@@ -275,6 +275,41 @@ def _matmul_dot(a, bt, out, threads):
             task = claim_task(counter)
 
 
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _matmul_dot_summed(a, bt, out, threads):
+    """out += Σ_z a[z] @ bt[z].T for C-contiguous a (B, n, k), bt (B, m, k) and out (n, m): a sum of
+    products over a batch, each term on the dot kernel's tiles (``dot_block``), added into out.
+
+        for each block of rows of out, claimed by the threads in turn (tasks.claim_task):
+            for z in range(B):
+                out[rows] += a[z, rows] @ bt[z].T                 dot_block, the tiles add into out
+
+    A convolution's weight gradient with few features: dw = Σ_n g[n] @ P[n] sums over the images
+    (``conv_numba``), whose g[n] and patches both hold k (the positions) along their rows.
+    Optimisations, against one product per z into a (B, n, m) array summed by NumPy afterwards (one
+    thread, CPU time, AMD EPYC Zen 3, one process alternating, medians of 15; µs, numpy's BLAS on the
+    same batch in brackets): 64x196 @ 196x16ᵀ for 64 images 651 -> 582 (468), for 128 1241 -> 1165
+    (897), 32x196 @ 196x16ᵀ for 64 316 -> 290 (237); two threads 354 -> 302, 679 -> 610, 192 -> 163:
+    - the sums go straight into out, no (B, n, m) array and no pass to add it up;
+    - a task keeps its rows of out (in L1) for the whole batch.
+    Each element of out is summed by one task in the order of z: the same numbers on any number of
+    threads.
+    """
+    nb, n, _ = a.shape
+    m = bt.shape[1]
+    units = (n + 3) // 4                                    # the tiles' groups of 4 rows
+    row_blocks = balanced_blocks(units, ROW_BLOCK // 4, threads)
+    counter = task_counter()
+    for _ in prange(threads):                           # each thread claims tasks until none are left
+        task = claim_task(counter)
+        while task < row_blocks:
+            i0, i1 = task * units // row_blocks * 4, min((task + 1) * units // row_blocks * 4, n)
+            for z in range(nb):
+                for j0 in range(0, m, COL_BLOCK):
+                    dot_block(a[z], bt[z], out, i0, i1, j0, min(j0 + COL_BLOCK, m))
+            task = claim_task(counter)
+
+
 @njit(fastmath=FASTMATH, cache=True)
 def axpy_strip_4x4(a, i, k0, kc, width, panel, p0, strip):
     """strip[:, :width] += a[i:i+4, k0:k0+kc] @ panel[:kc, p0:p0+width], four output rows, four k at a
@@ -1440,6 +1475,20 @@ def matmul_3d(a, b, out_batch, kernel=None):
                 packed(a_in, b_t, out, a_transposed, True, threads)
             else:
                 packed(a_in, rows_of(b, dtype), out, a_transposed, False, threads)
+    return out
+
+
+def summed_products(a, b):
+    """Σ_z a[z] @ b[z] for a (B, n, k) and b (B, k, m) of one float dtype: the products of a batch added
+    up, (n, m), on ``_matmul_dot_summed`` (which reads rows of a and of bᵀ: a weight gradient's g[n] and
+    the patches' P[n]ᵀ as they lie; other layouts are copied)."""
+    dtype = np.result_type(a, b)
+    nb, n, k, m = a.shape[0], a.shape[1], a.shape[2], b.shape[2]
+    out = np.zeros((n, m), dtype=dtype)
+    if nb * n * k * m == 0:
+        return out
+    with sized_for(nb * n * k * m, ("matmul", "summed", a.shape, b.shape, dtype.char)):
+        _matmul_dot_summed(rows_of(a, dtype), rows_of(b.swapaxes(-1, -2), dtype), out, pool_threads())
     return out
 
 
