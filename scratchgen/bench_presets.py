@@ -133,9 +133,31 @@ def _clock(threads):
     return time.thread_time if threads == 1 else time.perf_counter
 
 
+WARM_CALLS = 10         # untimed calls of each function first, or as many as WARM_SECONDS allow (at least 2)
+WARM_SECONDS = 0.2
+
+
+def warm_up(fns):
+    """Call each function WARM_CALLS times (fewer if that takes over WARM_SECONDS) before any is timed.
+
+    NOTE: the first calls of a product are not what a training run meets thousands of times: the thread
+    rule (``threads.ThreadChoice``) tries one thread and all in turn for its first six calls, and the
+    process's allocations and the cores' speed settle. Measured (2026-12-07, AMD EPYC Zen 3, two threads,
+    the VAE's 128x400 @ 400x784ᵀ in a fresh process, µs per call): 1347 1329 944 1099 780 753 705 696 647
+    608, then 600-670; best of the 7 timed calls after one untimed, 716-860 against 523-565 in a loop."""
+    for fn in fns:
+        started = time.perf_counter()
+        for call in range(WARM_CALLS):
+            fn()
+            if call >= 1 and time.perf_counter() - started > WARM_SECONDS:
+                break
+
+
 def best_of(fns, timer, repeats, budget=5.0, wall=None):
-    """Best time of each function, calling them in turn (a slow spell hits all alike). ``wall``, a
-    list, receives each function's best wall time too (with ``timer`` the thread's CPU time)."""
+    """Best time of each function, calling them in turn (a slow spell hits all alike), after
+    ``warm_up``. ``wall``, a list, receives each function's best wall time too (with ``timer`` the
+    thread's CPU time)."""
+    warm_up(fns)
     best = [float("inf")] * len(fns)
     best_wall = [float("inf")] * len(fns)
     started = time.perf_counter()
@@ -172,8 +194,6 @@ def time_products(shapes, threads, repeats=7, library=None):
         else:
             fns = {"numpy": lambda: np.matmul(a, b), "scratchgen": lambda: matmul_numba.matmul_3d(a, b, batch)}
         fns = list(fns.values()) if library is None else [fns[library]]
-        for fn in fns:
-            fn()
         reps = repeats if n * k * m * batch >= 2**24 else 4 * repeats
         times = best_of(fns, timer, reps)
         out.append(times if library is None else times[0])
