@@ -197,6 +197,17 @@ def test_the_strips_never_read_what_out_held(k, dtype):
     assert_close(out, np.matmul(a, b), k)
 
 
+@pytest.mark.parametrize("rows", [1, 2, 3, 6, 7, 18])
+@pytest.mark.parametrize("k", [3, mmn.AXPY_K_BLOCK + 5])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_few_rows_strips_set_every_row_whatever_is_left_after_the_four_row_strips(rows, k, dtype):
+    # 4-row strips, then two rows together, then one: each row zeroed in the first K block and summed in all
+    a, b = rng_array((rows, k), dtype, 25), rng_array((k, 37), dtype, 26)
+    out = np.full((rows, 37), np.nan, dtype)
+    mmn._few_rows(a, b, out)
+    assert_close(out, a @ b, k)
+
+
 @given(sizes=tile_edge_triples(mmn.TILE_ROWS, mmn.TILE_ROW_BYTES // 4), dtype=FLOAT_DTYPES,
        a_layout=layouts_, b_as_transpose=st.booleans(), small_a=st.booleans(),
        broadcast=st.sampled_from(["none", "a", "b"]), seed=st.integers(0, 2**16))
