@@ -201,7 +201,7 @@ def test_the_strips_never_read_what_out_held(k, dtype):
 @pytest.mark.parametrize("k", [3, mmn.AXPY_K_BLOCK + 5])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_few_rows_strips_set_every_row_whatever_is_left_after_the_four_row_strips(rows, k, dtype):
-    # 4-row strips, then two rows together, then one: each row zeroed in the first K block and summed in all
+    # 4-row strips, then the rows left one at a time: each row zeroed in the first K block and summed in all
     a, b = rng_array((rows, k), dtype, 25), rng_array((k, 37), dtype, 26)
     out = np.full((rows, 37), np.nan, dtype)
     mmn._few_rows(a, b, out)

@@ -380,36 +380,6 @@ def axpy_strip_4x4(a, i, k0, kc, width, panel, p0, strip):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def axpy_strip_2x4(a, i, k0, kc, width, panel, p0, c0, c1):
-    """c0 += a[i, k0:k0+kc] @ panel[:kc, p0:p0+width] and c1 the same with a[i + 1]: two output rows,
-    four k at a time (``axpy_strip_4x4`` for two rows: each panel value loaded feeds 2 multiply-adds,
-    where one row at a time, ``axpy_row``, reads every row of the panel once per output row).
-
-    Measured (2026-12-07, one thread, CPU time, AMD EPYC Zen 3, whole calls, one process timing the
-    single rows and this strip in turn, medians of 25 rounds, µs): 3x64 @ 64x3136 49.5 -> 37.1; the CVAE's
-    400x128ᵀ @ 128x18, computed flipped as 18 rows of 400, 38.9 -> 38.3, within that run's noise (products
-    on unchanged paths 0.99-1.07 of their time)."""
-    a0, a1 = a[i], a[i + 1]
-    k_end = kc // 4 * 4
-    for k in range(0, k_end, 4):
-        b0, b1 = panel[k, p0:p0 + width], panel[k + 1, p0:p0 + width]
-        b2, b3 = panel[k + 2, p0:p0 + width], panel[k + 3, p0:p0 + width]
-        x00, x01, x02, x03 = a0[k0 + k], a0[k0 + k + 1], a0[k0 + k + 2], a0[k0 + k + 3]
-        x10, x11, x12, x13 = a1[k0 + k], a1[k0 + k + 1], a1[k0 + k + 2], a1[k0 + k + 3]
-        for j in range(width):
-            y0, y1, y2, y3 = b0[j], b1[j], b2[j], b3[j]
-            c0[j] += x00 * y0 + x01 * y1 + x02 * y2 + x03 * y3
-            c1[j] += x10 * y0 + x11 * y1 + x12 * y2 + x13 * y3
-    for k in range(k_end, kc):
-        b0 = panel[k, p0:p0 + width]
-        x0, x1 = a0[k0 + k], a1[k0 + k]
-        for j in range(width):
-            y = b0[j]
-            c0[j] += x0 * y
-            c1[j] += x1 * y
-
-
-@njit(fastmath=FASTMATH, cache=True)
 def axpy_row(a, i, k0, kc, width, panel, p0, c_row):
     """c_row += a[i, k0:k0+kc] @ panel[:kc, p0:p0+width], one row (the rows left over by the strips),
     four k at a time: each c_row value loaded and stored takes 4 multiply-adds instead of 1
@@ -1104,7 +1074,7 @@ def _few_rows(a, b, out):
             for i in range(0, r, 4):
                 (first K block: out[i:i+4] = 0)
                 out[i:i+4] += a[i:i+4, k0:k1] @ b[k0:k1]        (axpy_strip_4x4)
-            the last r mod 4 rows: two together (axpy_strip_2x4), then one (axpy_row)
+            the last r mod 4 rows one at a time                 (axpy_row)
     """
     r, w = out.shape
     kk = a.shape[1]
@@ -1119,12 +1089,7 @@ def _few_rows(a, b, out):
                 for rr in range(i, i + 4):
                     out[rr, :] = 0.0
             axpy_strip_4x4(a, i, k0, kc, w, panel, np.intp(0), out[i:i + 4])
-        if r - r4 >= 2:                     # two of the last r mod 4 rows together
-            if k0 == 0:
-                out[r4, :] = 0.0
-                out[r4 + 1, :] = 0.0
-            axpy_strip_2x4(a, r4, k0, kc, w, panel, np.intp(0), out[r4], out[r4 + 1])
-        for i in range(r4 + 2 if r - r4 >= 2 else r4, r):
+        for i in range(r4, r):
             if k0 == 0:
                 out[i, :] = 0.0
             axpy_row(a, i, k0, kc, w, panel, np.intp(0), out[i])
