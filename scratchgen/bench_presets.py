@@ -85,7 +85,8 @@ def record(names=None):
                 step, _ = scratchgen_step(model, preset, batch)
                 step()
     finally:
-        matmul_numba.matmul_3d, conv_numba.matmul_3d, F.conv2d, F.conv_transpose2d, conv_numba.summed_products = original
+        (matmul_numba.matmul_3d, conv_numba.matmul_3d, F.conv2d, F.conv_transpose2d,
+         conv_numba.summed_products) = original
     return {"matmul": products, "conv": {k: v for k, v in layers.items() if k in CONV_PRESETS}}
 
 

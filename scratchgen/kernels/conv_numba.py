@@ -24,13 +24,14 @@ Three ways to run each product, chosen per product by its shape (``tiles_pay``, 
   P[n]ᵀ is x[n] itself, and its patches do not overlap, so its input gradient is dx[n] = w_matᵀ @ g[n]
   (``_pointwise_grad_input``).
 
-Measured (2026-12-07, AMD EPYC Zen 3, AVX2, 2 vCPUs; whole layers, forward + both gradients, one process
-timing the kernels before this layout (products over all N·L positions at once, on copies with the batch
-and channel axes swapped: x or P, g, the output, dx) and these in turn, 21 rounds, medians): on two
-threads the DCGAN's conv 1->32 0.97 of its time, transposed 64->1 0.83, the VQ-VAE's conv 1->64 0.89,
-transposed 64->1 0.87, 1x1 32->64 0.88, 1x1 64->16 0.82 (a 3x3 16->64 layer, unchanged, 1.005); on one
-thread 0.95-1.03 (the unchanged layer 1.03): the turns were parallel passes of their own, each waking the
-threads for little work.
+The weight gradient there sums the images' products inside one kernel (``summed_products``). Measured
+(2026-12-07, AMD EPYC Zen 3, AVX2, 2 vCPUs; whole layers, forward + both gradients, one process timing the
+kernels before this layout (products over all N·L positions at once, on copies with the batch and
+channel axes swapped: x or P, g, the output, dx) and these in turn, 21 rounds, medians, two processes):
+on two threads the DCGAN's conv 1->32 0.89-0.96 of its time, transposed 64->1 0.89-0.94, the VQ-VAE's
+conv 1->64 0.84-0.88, transposed 64->1 0.84-0.98, 1x1 32->64 0.71-0.92, 1x1 64->16 0.87-0.93 (a 3x3 16->64
+layer, unchanged, 0.96-1.04); on one thread 0.82-1.04 (the unchanged layer 1.01-1.03). The turns were
+parallel passes of their own, each waking the threads for little work.
 """
 import numpy as np
 from numba import njit, prange
@@ -135,8 +136,8 @@ def _nhwc(x, padding, dtype):
 def kept_copy(x, w_shape, stride, padding):
     """The copy of x that a layer's forward pass and weight gradient both read, made once for the
     two, or None: each image's patch matrix transposed, (N, Q, L) (``_patches``), if the separate
-    passes run both products (``tiles_pay``), which both multiply it. A layer keeps it from its forward pass (``forward``) to
-    its weight gradient (``grad_weight``). The register tiles make their own copies of x when they run,
+    passes run both products (``tiles_pay``), which both multiply it. A layer keeps it from its forward
+    pass (``forward``) to its weight gradient (``grad_weight``). The register tiles make their own copies of x when they run,
     from the layer's x: channels-last in the forward pass (``_nhwc``), channels-first and padded in the
     weight gradient (``conv_tiles.padded_nchw``), each in a scratch buffer read at once.
 
@@ -163,8 +164,8 @@ def _image(x_copy, x, padding, dtype):
 
 
 def _patches_of(x_copy, x, kh, kw, stride, padding, out_hw, dtype):
-    """x's patch matrices, one per image, transposed, (N, Q, L): ``x_copy`` if it holds them (``kept_copy``:
-    then x_copy.shape[1:] is (Q, L), where the channels-last images have (Hp, Wp, C)), else made now."""
+    """x's patch matrices, one per image, transposed, (N, Q, L): ``x_copy`` if it holds them (``kept_copy``'s
+    copy is 3-D; the channels-last images a caller may hold instead are 4-D), else made now."""
     if x_copy is not None and x_copy.ndim == 3:
         return x_copy
     return _patches(x, kh, kw, stride, padding, out_hw, dtype)

@@ -19,6 +19,9 @@ arguments and holds the definition). It picks one of two kernels by shape and la
   ``_matmul_kmajor`` the register tiles on operands read where they lie, for A a transposed view
                     (a weight gradient's gᵀ, a convolution's g[n]ᵀ hold each k's rows side by
                     side) and B's rows (``strided_tile``); narrow outputs on a narrow tile.
+  ``_matmul_dot_summed`` the dot kernel's tiles for a sum of products over a batch, Σ_z A[z] @ B[z]
+                    (``summed_products``: a few-feature convolution's weight gradient, summed over
+                    its images).
 
 Layouts: the dot kernel reads rows of A and of Bᵀ, the axpy kernel rows of B and single numbers
 of A (any strides, so ``gᵀ @ x`` in a linear layer's backward pass needs no copy). The layout
