@@ -1215,7 +1215,9 @@ def _matmul_narrow(a, a_transposed, b, b_transposed, out, out_turned):
     kk = a.shape[1] if a_transposed else a.shape[2]
     tiles = r >= NARROW_TILES_MIN_ROWS and NARROW_TILES_MIN_K <= kk < TILE_MIN_K
     rows = np.empty((r if a_transposed and not tiles else 0, kk), dtype=out.dtype)
-    a_k = np.zeros(kk * r + max(TILE_ROWS, NARROW_ROWS) if tiles else 0, dtype=out.dtype)
+    a_k = np.empty(kk * r + max(TILE_ROWS, NARROW_ROWS) if tiles else 0, dtype=out.dtype)
+    for t in range(kk * r if tiles else 0, a_k.size):     # only the padding needs zeros: a_k is filled below
+        a_k[t] = 0.0
     panel = np.empty(kk * (TILE_ROW_BYTES // out.itemsize) if tiles else 0, dtype=out.dtype)
     b_rows = np.empty((kk if b_transposed else 0, w), dtype=out.dtype)
     part = np.empty((1 if out_turned else 0, r, w), dtype=out.dtype)
