@@ -167,12 +167,13 @@ def test_numba_kernels_across_block_edges(kernel, n, k, m):
 
 @pytest.mark.parametrize("n, k, m", [(70, 9, 261), (6, 130, 517), (5, 1030, 6), (1, 1, 1), (13, 600, 40)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("packed", ["_matmul_axpy", "_matmul_tiles", "_matmul_tiles_small_a"])
+@pytest.mark.parametrize("packed", ["axpy.matmul_axpy", "tiles.matmul_tiles", "tiles.matmul_tiles_small_a"])
 def test_the_axpy_kernel_packs_b_from_its_transpose_to_the_same_bits(n, k, m, dtype, packed):
     # x @ Wᵀ hands the axpy kernels (strips and register tiles) W itself: each block of b is turned
     # around while it is packed, so the sums, and their order, are those of packing b from its rows (and,
     # for the strips with fewer than DOT_MAX_M rows, of reading b's rows in place, unpacked)
-    kernel = getattr(mmn, packed)
+    module, name = packed.split(".")
+    kernel = getattr(getattr(mmn, module), name)
     a, w = rng_array((2, n, k), dtype, 5, "swapped"), rng_array((1, m, k), dtype, 6)
     a_in, a_transposed = layouts.rows_or_transposed(a, dtype)
     assert a_transposed != layouts.is_rows(a)        # a's rows copied out of aᵀ, block by block
@@ -193,7 +194,7 @@ def test_the_strips_never_read_what_out_held(k, dtype):
     out = np.full((2, n, m), np.nan, dtype)
     a_in, a_transposed = layouts.rows_or_transposed(a, dtype)
     assert a_transposed != layouts.is_rows(a)        # and the rows copied out of aᵀ start the sums too
-    mmn._matmul_axpy(a_in, b, out, a_transposed, False, 2)
+    mmn.axpy.matmul_axpy(a_in, b, out, a_transposed, False, 2)
     assert_close(out, np.matmul(a, b), k)
 
 
@@ -204,7 +205,7 @@ def test_the_few_rows_strips_set_every_row_whatever_is_left_after_the_four_row_s
     # 4-row strips, then the rows left one at a time: each row zeroed in the first K block and summed in all
     a, b = rng_array((rows, k), dtype, 25), rng_array((k, 37), dtype, 26)
     out = np.full((rows, 37), np.nan, dtype)
-    mmn._few_rows(a, b, out)
+    mmn.narrow_output._few_rows(a, b, out)
     assert_close(out, a @ b, k)
 
 
@@ -215,12 +216,12 @@ def test_register_tiles_match_the_reference_on_and_off_the_tile_edges(sizes, dty
                                                                        broadcast, seed):
     # n and m on, before and after whole MR x NR tiles (float32's NR; float64's is half of it), any
     # layout of a, b packed from its rows or from bᵀ, a batch of 1 broadcast; the edges are zero-padded
-    # in the panels. _matmul_tiles adds to a zero out; _matmul_tiles_small_a writes every element of it
+    # in the panels. matmul_tiles adds to a zero out; matmul_tiles_small_a writes every element of it
     batch, n, k, m = sizes
     a = rng_array((1 if broadcast == "a" else batch, n, k), dtype, seed, a_layout)
     b = rng_array((1 if broadcast == "b" else batch, k, m), dtype, seed + 1)
     out = np.full((batch, n, m), np.nan, dtype) if small_a else np.zeros((batch, n, m), dtype)
-    kernel = mmn._matmul_tiles_small_a if small_a else mmn._matmul_tiles
+    kernel = mmn.tiles.matmul_tiles_small_a if small_a else mmn.tiles.matmul_tiles
     a_in, a_transposed = layouts.rows_or_transposed(a, dtype)       # a's rows, or aᵀ's
     if b_as_transpose:
         b_t = np.ascontiguousarray(np.swapaxes(b, 1, 2))
@@ -244,7 +245,7 @@ def test_the_kmajor_tiles_match_the_reference_on_and_off_the_tile_edges(sizes, n
     a = rng_array((1 if broadcast == "a" else batch, n, k), dtype, seed, "transposed")
     b = rng_array((1 if broadcast == "b" else batch, k, m), dtype, seed + 1)
     out = np.full((batch, n, m), np.nan, dtype)             # written, never read
-    mmn._matmul_kmajor(np.ascontiguousarray(np.swapaxes(a, 1, 2)), b, out, numba.get_num_threads())
+    mmn.kmajor.matmul_kmajor(np.ascontiguousarray(np.swapaxes(a, 1, 2)), b, out, numba.get_num_threads())
     assert_close(out, mm.matmul_reference(a, b), k)
 
 
@@ -258,13 +259,13 @@ def test_the_last_few_columns_of_a_kmajor_product_run_on_the_narrow_tile_turned_
     wide = mmn.TILE_ROW_BYTES // np.dtype(dtype).itemsize
     m = (64 if m_more == 4 else 32) * wide // 32 + m_more
     narrow = mmn.NARROW_ROW_BYTES // np.dtype(dtype).itemsize
-    assert 0 < m - mmn.kmajor_columns(m, wide, narrow) <= mmn.NARROW_ROWS      # the turned-around tile runs
+    assert 0 < m - mmn.kmajor.kmajor_columns(m, wide, narrow) <= mmn.NARROW_ROWS      # the turned-around tile runs
     a, b = rng_array((2, n, k), dtype, 15, "transposed"), rng_array((1, k, m), dtype, 16)
     a_t = np.ascontiguousarray(np.swapaxes(a, 1, 2))
     alone, shared = np.full((2, n, m), np.nan, dtype), np.full((2, n, m), np.nan, dtype)
     with mm_threads.sized_for(0):
-        mmn._matmul_kmajor(a_t, b, alone, 1)
-    mmn._matmul_kmajor(a_t, b, shared, 3)
+        mmn.kmajor.matmul_kmajor(a_t, b, alone, 1)
+    mmn.kmajor.matmul_kmajor(a_t, b, shared, 3)
     np.testing.assert_array_equal(alone, shared)
     assert_close(alone, mm.matmul_reference(a, b), k)
 
@@ -276,8 +277,8 @@ def test_the_kmajor_tiles_add_up_several_k_blocks_on_any_number_of_threads(dtype
     a_t = np.ascontiguousarray(np.swapaxes(a, 1, 2))
     alone, shared = np.empty((2, n, m), dtype), np.empty((2, n, m), dtype)
     with mm_threads.sized_for(0):
-        mmn._matmul_kmajor(a_t, b, alone, 1)
-    mmn._matmul_kmajor(a_t, b, shared, 3)                   # rows cut into blocks for 3 threads
+        mmn.kmajor.matmul_kmajor(a_t, b, alone, 1)
+    mmn.kmajor.matmul_kmajor(a_t, b, shared, 3)                   # rows cut into blocks for 3 threads
     np.testing.assert_array_equal(alone, shared)
     assert_close(alone, np.matmul(a, b), k)
 
@@ -297,7 +298,7 @@ def test_a_transposed_view_times_rows_takes_the_kmajor_tiles_unless_the_output_i
     assert mmn.kmajor_pays(w_t, np.ones((1, 16, 49), np.float32), np.dtype(np.float32))          # one product
     assert not mmn.kmajor_pays(w_t, np.ones((128, 16, 49), np.float32), np.dtype(np.float32))    # broadcast over 128
     # columns on wide tiles of 32, the rest on one narrow tile of 16 if they fit it
-    assert [mmn.kmajor_columns(m, 32, 16) for m in (1, 16, 17, 32, 33, 48, 49, 64, 100, 400)] == \
+    assert [mmn.kmajor.kmajor_columns(m, 32, 16) for m in (1, 16, 17, 32, 33, 48, 49, 64, 100, 400)] == \
         [0, 0, 17, 32, 32, 32, 49, 64, 96, 384]
 
 
@@ -322,11 +323,11 @@ def test_the_kmajor_tiles_never_read_past_the_end_of_their_operands():
             return x, memory
         (a_t, _m1), (b, _m2) = at_page_end((1, 5, 13)), at_page_end((1, 5, 20))   # 13 rows, 20 columns
         out = np.empty((1, 13, 20), np.float32)
-        mmn._matmul_kmajor(a_t, b, out, 1)
+        mmn.kmajor.matmul_kmajor(a_t, b, out, 1)
         assert np.allclose(out, np.swapaxes(a_t, 1, 2) @ b)
         b, _m3 = at_page_end((1, 5, mmn.TILE_ROW_BYTES // 4 + 3))          # wide tiles and a narrow one
         out = np.empty((1, 13, b.shape[2]), np.float32)
-        mmn._matmul_kmajor(a_t, b, out, 1)
+        mmn.kmajor.matmul_kmajor(a_t, b, out, 1)
         assert np.allclose(out, np.swapaxes(a_t, 1, 2) @ b)
         print("ok")
     """)
@@ -340,7 +341,7 @@ def test_each_dot_tile_adds_its_block_of_dot_products(tile, cols):
     c = rng_array((7, 5), np.float32, 17)
     expected = c.copy()
     expected[2:6, 1:1 + cols] += a[2:6, 3:30] @ bt[1:1 + cols, 3:30].T
-    getattr(mmn, tile)(a, bt, c, 2, 1, 3, 30)
+    getattr(mmn.dot, tile)(a, bt, c, 2, 1, 3, 30)
     assert_close(c, expected, 27)
 
 
@@ -351,7 +352,7 @@ def test_register_tiles_add_up_several_k_blocks_and_column_blocks(dtype):
     n, k, m = 2 * mmn.TILE_ROW_BLOCK + 5, mmn.K_BLOCK_BYTES // 4 + 7, mmn.AXPY_COL_BLOCK + 9
     a, b = rng_array((1, n, k), dtype, 11, "transposed"), rng_array((1, k, m), dtype, 12)
     out = np.zeros((1, n, m), dtype)
-    mmn._matmul_tiles(np.ascontiguousarray(np.swapaxes(a, 1, 2)), b, out, True, False, numba.get_num_threads())
+    mmn.tiles.matmul_tiles(np.ascontiguousarray(np.swapaxes(a, 1, 2)), b, out, True, False, numba.get_num_threads())
     assert_close(out, np.matmul(a, b), k)
     assert mmn.TILE_MIN_K <= k       # and matmul_3d sends this product to the tiles as well
     assert_close(mmn.matmul_3d(a, b, 1, kernel="axpy"), np.matmul(a, b), k)
@@ -427,24 +428,24 @@ def test_the_number_of_threads_never_changes_a_result(kernel, sizes, dtype, seed
     assert numba.get_num_threads() == threads
     shared = np.zeros_like(alone)                     # the kernel itself, on every thread
     if kernel == "dot":
-        mmn._matmul_dot(layouts.rows_of(a, dtype), layouts.rows_of(np.swapaxes(b, 1, 2), dtype), shared, 3)   # rows cut for 3 threads
+        mmn.dot.matmul_dot(layouts.rows_of(a, dtype), layouts.rows_of(np.swapaxes(b, 1, 2), dtype), shared, 3)   # rows cut for 3 threads
     else:
-        mmn._matmul_axpy(a, b, shared, False, False, 3)      # its rows cut into blocks for 3 threads
+        mmn.axpy.matmul_axpy(a, b, shared, False, False, 3)      # its rows cut into blocks for 3 threads
     np.testing.assert_array_equal(alone, shared)
     if kernel == "axpy":                              # the register tiles, on one thread and on all
         tiles_alone, tiles_shared = np.zeros_like(alone), np.zeros_like(alone)
         with mm_threads.sized_for(0):
-            mmn._matmul_tiles(a, b, tiles_alone, False, False, 1)
-        mmn._matmul_tiles(a, b, tiles_shared, False, False, 3)
+            mmn.tiles.matmul_tiles(a, b, tiles_alone, False, False, 1)
+        mmn.tiles.matmul_tiles(a, b, tiles_shared, False, False, 3)
         np.testing.assert_array_equal(tiles_alone, tiles_shared)
         with mm_threads.sized_for(0):                      # the tiles with a packed whole
-            mmn._matmul_tiles_small_a(a, b, tiles_alone, False, False, 1)
-        mmn._matmul_tiles_small_a(a, b, tiles_shared, False, False, 3)
+            mmn.tiles.matmul_tiles_small_a(a, b, tiles_alone, False, False, 1)
+        mmn.tiles.matmul_tiles_small_a(a, b, tiles_shared, False, False, 3)
         np.testing.assert_array_equal(tiles_alone, tiles_shared)
         a_t = np.ascontiguousarray(np.swapaxes(a, 1, 2))      # the k-major tiles too
         with mm_threads.sized_for(0):
-            mmn._matmul_kmajor(a_t, b, tiles_alone, 1)
-        mmn._matmul_kmajor(a_t, b, tiles_shared, 3)
+            mmn.kmajor.matmul_kmajor(a_t, b, tiles_alone, 1)
+        mmn.kmajor.matmul_kmajor(a_t, b, tiles_shared, 3)
         np.testing.assert_array_equal(tiles_alone, tiles_shared)
 
 
@@ -491,7 +492,7 @@ def test_claims_numbered_in_turn_cover_every_task_once_and_give_equal_threads_co
 @pytest.mark.parametrize("n, tiles, threads", [(128, 13, 2), (1024, 32, 2), (64, 196, 2), (70, 1, 3), (5, 2, 4), (300, 7, 3)])
 def test_the_tiles_tasks_cover_the_output_once_and_equally_fast_threads_keep_to_their_own_column_blocks(n, tiles,
                                                                                                       threads):
-    # _matmul_tiles' tasks as tile_block cuts them: every (row, column tile) of out in exactly one task,
+    # matmul_tiles' tasks as tile_block cuts them: every (row, column tile) of out in exactly one task,
     # and when the column blocks are a multiple of the threads, threads that claim tasks in turn at the
     # same pace (thread t: tasks t, t + T, ...) each read only their own column tiles of b
     mr = mmn.TILE_ROWS
@@ -618,7 +619,7 @@ def test_a_narrow_tall_product_computed_as_its_transpose_matches_reference(n, k,
     # Cᵀ = Bᵀ Aᵀ: the path taken when the output is narrow and the dot kernel would copy
     a = rng_array((batch, n, k), dtype, seed, layout_pair[0])
     b = rng_array((1 if broadcast == "b" else batch, k, m), dtype, seed + 1, layout_pair[1])
-    with patch.object(mmn, "NARROW_MOST_WORK", 0):        # as if too large for the narrow kernel
+    with patch.object(mmn.dispatch, "NARROW_MOST_WORK", 0):        # as if too large for the narrow kernel
         out = mmn.matmul_3d(a, b, batch)
     assert out.flags.c_contiguous
     assert_close(out, mm.matmul_reference(a, b), k)
@@ -658,7 +659,7 @@ def test_a_sum_of_products_over_a_batch_matches_the_reference_on_any_number_of_t
     a_rows, bt_rows = layouts.rows_of(a, dtype), layouts.rows_of(np.swapaxes(b, 1, 2), dtype)
     sums = [np.zeros((n, m), dtype) for _ in range(2)]
     for threads, into in zip((1, 2), sums):
-        mmn._matmul_dot_summed(a_rows, bt_rows, into, threads)
+        mmn.dot.matmul_dot_summed(a_rows, bt_rows, into, threads)
     np.testing.assert_array_equal(sums[0], sums[1])
     np.testing.assert_array_equal(sums[0], out)
 
@@ -672,7 +673,7 @@ def test_the_short_k_tiles_of_a_narrow_product_match_the_reference(r, k, w, dtyp
     pad = max(mmn.TILE_ROWS, mmn.NARROW_ROWS)
     a_k = np.concatenate([a.T.reshape(-1), np.full(pad, np.nan, dtype)])   # the padding is never summed into out
     out = np.full((r, w), np.nan, dtype)
-    mmn._few_rows_tiles(a_k, b, out, np.full(k * (mmn.TILE_ROW_BYTES // out.itemsize), np.nan, dtype))
+    mmn.narrow_output._few_rows_tiles(a_k, b, out, np.full(k * (mmn.TILE_ROW_BYTES // out.itemsize), np.nan, dtype))
     assert_close(out, mm.matmul_reference(a, b), k)
 
 
@@ -688,8 +689,8 @@ def test_a_small_narrow_product_takes_the_narrow_kernel_reading_its_operands_as_
     assert mmn.narrow_plan(g[:, :, :8], np.ones((1, 8, 400), np.float32), np.float32) == "rows"   # a short k: b in L1
     assert mmn.narrow_plan(t(g), t(w[:, :128]), np.float32) is None    # 20 rows, but b's rows strided
     calls = []
-    with patch.object(mmn, "NARROW_MOST_WORK", 2**62), \
-            patch.object(mmn, "_matmul_narrow", lambda *args: calls.append(args)):
+    with patch.object(mmn.dispatch, "NARROW_MOST_WORK", 2**62), \
+            patch.object(mmn.dispatch, "matmul_narrow", lambda *args: calls.append(args)):
         mmn.matmul_3d(t(g), x, 1)
         mmn.matmul_3d(g[:, :, :18].copy(), t(np.ones((1, 400, 18), np.float32)), 1)   # z @ Wᵀ, a short k
     a_in, a_transposed, b_in, b_transposed = calls[0][:4]
@@ -1189,7 +1190,7 @@ def test_kernels_run_as_plain_python_with_jit_disabled():
         for kernel in ("dot", "axpy", "narrow", "kmajor"):
             assert np.allclose(mmn.matmul_3d(a, b, 2, kernel=kernel), a @ b), kernel
         tiles = np.zeros((2, 5, 7))                              # the register tiles on a heap tile
-        mmn._matmul_tiles(a, b, tiles, False, False, 1)
+        mmn.tiles.matmul_tiles(a, b, tiles, False, False, 1)
         assert np.allclose(tiles, a @ b)
         at = np.swapaxes(rng.standard_normal((2, 6, 5)), 1, 2)
         for x, y in ((a, b[:, :, :2].copy()), (at, b[:, :, :2]), (a[:, :2], b)):   # dot, flip, rows
@@ -1585,17 +1586,17 @@ def test_with_16_vector_registers_long_products_go_to_the_axpy_order():
     # the 4x4 dot tile needs 32 registers; on an AVX2 CPU it spills, and the axpy order serves: on the
     # register tiles with a packed whole when a fits in SMALL_A_BYTES ("small_a"), else strips or tiles
     assert mmn.choose_kernel(128, 784, 400, 1) == ("dot" if mmn.DOT_TILE_FITS else "small_a")
-    with patch.object(mmn, "DOT_TILE_FITS", False):
+    with patch.object(mmn.dispatch, "DOT_TILE_FITS", False):
         assert mmn.choose_kernel(128, 784, 20, 1) == "dot"         # too narrow for axpy's rows
         x, w = rng_array((1, 9, 300), np.float32, 42), rng_array((1, 40, 300), np.float32, 43)
         assert_close(mmn.matmul_3d(x, np.swapaxes(w, 1, 2), 1), np.matmul(x, np.swapaxes(w, 1, 2)), 300)
         x, w = rng_array((1, 200, 300), np.float32, 40), rng_array((1, 70, 300), np.float32, 41)
         assert_close(mmn.matmul_3d(x, np.swapaxes(w, 1, 2), 1), np.matmul(x, np.swapaxes(w, 1, 2)), 300)
-    with patch.object(mmn, "DOT_TILE_FITS", True):
+    with patch.object(mmn.dispatch, "DOT_TILE_FITS", True):
         assert mmn.choose_kernel(128, 784, 400, 1) == "dot"
     # an AVX2 CPU's tile (3 rows of 128 bytes), whatever this one's; no kernel may compile in here
     avx2_rows, _ = register_tile_shape(16, 32)
-    with patch.object(mmn, "DOT_TILE_FITS", False), patch.object(mmn, "TILE_ROWS", avx2_rows):
+    with patch.object(mmn.dispatch, "DOT_TILE_FITS", False), patch.object(mmn.dispatch, "TILE_ROWS", avx2_rows):
         # few rows or columns: the tiles' packing would cost more than the 4x2 dot tile's loads
         assert mmn.choose_kernel(16, 6272, 64, 1) == mmn.choose_kernel(64, 6272, 32, 1) == "dot"
         assert mmn.choose_kernel(16, 6272, 64, 1, copies_for_dot=True) == "small_a"     # a: 401 KB

@@ -8,7 +8,8 @@ live apart (as minitorch keeps ``tensor_ops`` apart from ``fast_ops``):
 * :mod:`.matmul`       — ``matmul(a, b)`` with NumPy's broadcasting rules, and its definition
   ``matmul_reference`` (import it from the module: ``from scratchgen.kernels.matmul import matmul``;
   re-exporting the function here would hide the module of the same name)
-* :mod:`.matmul_numba` — the cache-blocked Numba matmul kernels and how one is chosen
+* :mod:`.matmul_numba` — the cache-blocked Numba matmul kernels, a folder: one module per kernel family,
+  and ``dispatch``, which chooses among them
 * :mod:`.conv`         — ``conv2d_forward``, ``conv2d_grad_input``, ``conv2d_grad_weight`` (NCHW):
   definitions, argument checks, NumPy references; ``conv2d_backward`` (both gradients of a layer at once)
 * :mod:`.conv_numba`   — conv2d lowered onto register tiles or onto im2col / col2im and the matmul kernels

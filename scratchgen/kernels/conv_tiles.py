@@ -2,7 +2,7 @@
 
 Every product of a convolution has one operand that is a patch matrix: P (positions x features)
 in the forward pass and the weight gradient, the patches of the upstream gradient g in the input
-gradient. A register tile (``matmul_numba.register_tile``) reads MR numbers of its left operand A
+gradient. A register tile (``matmul_numba.tiles.register_tile``) reads MR numbers of its left operand A
 per step of k and *broadcasts* each to a whole vector: they are single loads, so they need not lie
 side by side. Here A is never copied. Each of its entries is found in a flat, padded,
 channels-last image ``src`` as the sum of two offsets, one for its row and one for its column:
@@ -395,7 +395,7 @@ def pack_weights(w, panels):
       With (i, j) outside c they were read again for every (i, j): 0.09 -> 0.03 ms for the VQ-VAE's
       64 x 64 x 3 x 3 weight (one thread, CPU time, load 2.8). NOTE: for 128 x 64 x 4 x 4 both
       orders took 0.32 ms: its rows are 4 KB apart, so the NR rows a panel reads compete for the
-      same few sets of the L1 cache (as the packed panels of ``_matmul_axpy`` once did).
+      same few sets of the L1 cache (as the packed panels of ``matmul_axpy`` once did).
     """
     o, c, kh, kw = w.shape
     nr = panels.shape[3]

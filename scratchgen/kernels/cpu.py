@@ -10,7 +10,7 @@ LLVM, for the CPU it compiles for) reports, and each rule names the measurements
   vectors in registers, which only 32 hold; with 16 it spills, and the axpy strips serve better.
 * ``vector_bytes``: how wide the vectors of the compiled loops are (32 or 64 bytes on x86).
 * ``register_tile_shape``: the rows and the row width of the matmul's register tile
-  (``matmul_numba.register_tile``), from the two above.
+  (``matmul_numba.tiles.register_tile``), from the two above.
 """
 import platform
 

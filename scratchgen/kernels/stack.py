@@ -1,6 +1,6 @@
 """A small array on the stack, for a micro-kernel's accumulators: ``stack_tile(rows, row_bytes, like)``.
 
-A register tile of the matmul (``matmul_numba.register_tile``) sums MR x NR numbers over the
+A register tile of the matmul (``matmul_numba.tiles.register_tile``) sums MR x NR numbers over the
 whole k loop. Where those running sums live decides its speed:
 
 * in an array from ``np.zeros`` (the heap), LLVM must assume that storing into it may change the

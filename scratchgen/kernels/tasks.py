@@ -1,7 +1,7 @@
 """Tasks handed out one at a time: ``counter = task_counter()``, then ``claim_task(counter)`` in each thread.
 
 A Numba ``prange`` loop gives each thread one contiguous share of its iterations, decided before
-any of them starts (``matmul_numba.balanced_blocks`` cuts the tasks so that the shares are equal).
+any of them starts (``matmul_numba.blocks.balanced_blocks`` cuts the tasks so that the shares are equal).
 Equal shares take equal times only on equal cores. They are not equal when another program runs
 on one of them (a browser beside the training run), on laptops whose cores differ (Intel's
 performance and efficiency cores), or on a virtual machine whose cores the host shares out
@@ -23,7 +23,7 @@ A fast core takes more tasks, a slow one fewer, and both finish at about the sam
 thread computes a task never changes its result: each task writes its own part of the output, in
 its own order. Which part a claim number stands for is the kernel's choice: threads of equal speed
 take turns (thread t claims t, t + T, t + 2T, ...), so a kernel whose threads should each keep to
-one region numbers its tasks for that (``matmul_numba.tile_block``, ``matmul_numba.in_turn``).
+one region numbers its tasks for that (``matmul_numba.blocks.tile_block``, ``matmul_numba.blocks.in_turn``).
 
 ``claim_task`` must add 1 to the counter and return the old value as one indivisible step (an
 *atomic* fetch-and-add): as a plain ``counter[0] += 1``, two threads that read the counter at the
