@@ -7,6 +7,7 @@ batch added up. The choice reads the shape and the operands' layout (``choose_ke
 :mod:`scratchgen.kernels.threads`.
 """
 import math
+
 import numpy as np
 
 from ..layouts import contiguous, is_rows, rows_of, rows_or_transposed, transpose_rows
