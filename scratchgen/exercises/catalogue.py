@@ -82,7 +82,7 @@ EXERCISES = (
         "conv2d-forward", "scratchgen.kernels.conv:conv2d_forward_reference",
         "autograd-and-kernels", "Transposed convolution is the adjoint of convolution",
         "conv2d as a sum over kernel offsets: the NumPy reference the fast kernels are checked against",
-        ("tests/test_kernels.py::test_conv2d_forward_matches_definitions[numpy]",),
+        ("tests/test_conv_kernels.py::test_conv2d_forward_matches_definitions[numpy]",),
         ("out[n, o, y, x] = Σ_{c, i, j} x_pad[n, c, y·sh + i, x·sw + j] · w[o, c, i, j]: a cross-correlation, "
          "as PyTorch defines conv2d — the kernel is not flipped.",
          "stride, padding, out_hw = _output_size('conv2d', x.shape, w.shape, stride, padding) validates the "
