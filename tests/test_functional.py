@@ -12,6 +12,7 @@ import scratchgen.functional as F
 from scratchgen import Tensor, is_grad_enabled
 from scratchgen.finite_differences import gradcheck
 from scratchgen.kernels.backend import use_backend
+from kernel_checks import conv2d_loops
 from strategies import (away_from_zero, bounded_floats, conv2d_cases, conv_transpose2d_cases,
                         laid_out_arrays, seeded_arrays, shapes)
 
@@ -36,25 +37,7 @@ def reduce(loss, reduction):
 
 
 # ---------------------------------------------------------------------- direct definitions
-def conv2d_loops(x, w, b, stride, padding):
-    n_, c_, h, w_ = x.shape
-    o_, _, kh, kw = w.shape
-    (sh, sw), (ph, pw) = stride, padding
-    ho, wo = (h + 2 * ph - kh) // sh + 1, (w_ + 2 * pw - kw) // sw + 1
-    out = np.zeros((n_, o_, ho, wo))
-    for n in range(n_):
-        for o in range(o_):
-            for i in range(ho):
-                for j in range(wo):
-                    for c in range(c_):
-                        for u in range(kh):
-                            for v in range(kw):
-                                r, s = i * sh + u - ph, j * sw + v - pw
-                                if 0 <= r < h and 0 <= s < w_:
-                                    out[n, o, i, j] += x[n, c, r, s] * w[o, c, u, v]
-    return out if b is None else out + b[None, :, None, None]
-
-
+# (conv2d's seven loops, ``conv2d_loops``, are shared with the kernel tests: tests/kernel_checks.py)
 def conv_transpose2d_scatter(x, w, b, stride, padding, output_padding):
     n_, c_, h, w_ = x.shape
     _, o_, kh, kw = w.shape
