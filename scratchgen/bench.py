@@ -205,9 +205,11 @@ def matmul_lines(threads, verbose, rounds=2):
     return lines
 
 
-def conv_lines(threads, torch_python):
+def conv_lines(threads, torch_python, rounds=2, verbose=False):
+    """The conv section's lines; with ``verbose``, each layer's forward pass and backward pass (both
+    gradients) below it, timed apart: which part of a layer two threads speed up."""
     from .bench_presets import bench_conv_layers
-    results = bench_conv_layers(threads, torch_python)
+    results = bench_conv_layers(threads, torch_python, rounds, parts=verbose)
     lines = ["conv forward + both gradients, ms: PyTorch / scratchgen and scratchgen's time as a multiple of "
              "PyTorch's (target <= 1.0); last column: scratchgen's wall time on " + str(max(threads)) +
              " threads / on 1 (target <= 0.6; meaningless when the load exceeds the cores)",
@@ -226,7 +228,21 @@ def conv_lines(threads, torch_python):
             label = (f"  {name} {'convT' if layer['kind'] == 'conv_transpose2d' else 'conv'} {c_in}->{c_out} "
                      f"{layer['w'][2]}x{layer['w'][3]} s{layer['stride'][0]} {layer['x'][2]}x{layer['x'][3]}")
             lines.append(_ratio_line(label, cells))
+            if verbose:
+                lines += [_ratio_line(f"    {part}", _part_cells(by_t, threads, i)) for i, part in
+                          enumerate(("forward alone", "backward alone"))]
     return lines
+
+
+def _part_cells(by_t, threads, i):
+    """The cells of a layer's forward (``i`` 0) or backward (1) pass timed alone, as a layer's row has them."""
+    cells = []
+    for t in threads:
+        ours, theirs = by_t[t]["parts"]["scratchgen"][i], (by_t[t]["parts"]["torch"] or (None, None))[i]
+        cells.append(f"{theirs * 1e3:.1f}/{ours * 1e3:.1f} {ours / theirs:.2f}" if theirs else f"-/{ours * 1e3:.1f}")
+    if 1 in threads and max(threads) > 1:
+        cells.append(f"{by_t[max(threads)]['parts_wall'][i] / by_t[1]['parts_wall'][i]:.2f}")
+    return cells
 
 
 def core_speeds(seconds=0.05):
@@ -294,7 +310,7 @@ def main(argv=None):
     parser.add_argument("--memory-steps", type=int, default=1000,
                         help="steps over which the memory section measures growth")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
-    parser.add_argument("--verbose", action="store_true", help="every matmul shape, not only summaries")
+    parser.add_argument("--verbose", action="store_true", help="every matmul shape, not only summaries; each conv layer's forward and backward passes apart")
     args = parser.parse_args(argv)
     threads = tuple(sorted(set(args.threads)))
     import numba
@@ -315,7 +331,7 @@ def main(argv=None):
         say(f"numpy and Numba matmul called in turn in one process ({numba.get_num_threads()} threads): "
             f"{alt_ms:.3f} ms/call against {np_ms:.3f} / {nb_ms:.3f} alone (about their mean = no fight)")
     if "conv" in sections:
-        say("", *conv_lines(threads, python), _load())
+        say("", *conv_lines(threads, python, args.rounds, args.verbose), _load())
     if "autograd" in sections:
         say("", "autograd overhead, µs per op (10,000-op chain): build / backward")
         for gc_on, build, back in autograd_overhead() or []:

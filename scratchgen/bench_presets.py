@@ -202,9 +202,11 @@ def time_products(shapes, threads, repeats=7, library=None):
     return out
 
 
-def time_convs(layers, threads, library, repeats=7):
+def time_convs(layers, threads, library, repeats=7, parts=False):
     """([s], [wall s]) forward + input and weight gradients per layer, with ``library`` in this
-    process: the first list on this run's clock (CPU time on one thread), the second wall time.
+    process: the first list on this run's clock (CPU time on one thread), the second wall time. With
+    ``parts``, three numbers per layer: the whole layer, its forward pass alone (no graph recorded),
+    and its backward pass alone (both gradients, again and again from one graph recorded before).
 
     The upstream gradient (ones) is made once per layer, outside the timed calls, for both libraries:
     filling it is the harness's work, not the layer's. NOTE: made inside, as it once was, NumPy's fill of
@@ -221,31 +223,49 @@ def time_convs(layers, threads, library, repeats=7):
         args = dict(stride=layer["stride"], padding=layer["padding"])
         if layer["kind"] == "conv_transpose2d":
             args["output_padding"] = layer["output_padding"]
-        if library == "torch":
-            import torch
-            torch.set_num_threads(threads)
-            fn = getattr(torch.nn.functional, layer["kind"])
-            tx = torch.from_numpy(x).requires_grad_(True)
-            tw = torch.from_numpy(w).requires_grad_(True)
-            upstream = torch.ones(fn(tx, tw, **args).shape)
-
-            def run(fn=fn, tx=tx, tw=tw, args=args, upstream=upstream):
-                tx.grad = tw.grad = None
-                fn(tx, tw, **args).backward(upstream)
-        else:
-            from . import functional as F
-            from .autograd import Tensor
-            fn = getattr(F, layer["kind"])
-            sx, sw = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
-            upstream = np.ones(fn(sx, sw, **args).shape, np.float32)
-
-            def run(fn=fn, sx=sx, sw=sw, args=args, upstream=upstream):
-                sx.grad = sw.grad = None
-                fn(sx, sw, **args).backward(upstream)
-        run()
-        fns.append(run)
+        fns += _conv_calls(library, layer["kind"], x, w, args, threads, parts)
+    for fn in fns:
+        fn()
     wall = []
     return best_of(fns, timer, repeats, budget=20, wall=wall), wall
+
+
+def _conv_calls(library, kind, x, w, args, threads, parts):
+    """``time_convs``'s functions for one layer in ``library``: [whole layer] or, with ``parts``, [whole
+    layer, forward alone, backward alone]."""
+    if library == "torch":
+        import torch
+        torch.set_num_threads(threads)
+        op, leaves, no_grad = getattr(torch.nn.functional, kind), tuple(map(torch.from_numpy, (x, w))), torch.no_grad
+        for leaf in leaves:
+            leaf.requires_grad_(True)
+
+        def backward(y):
+            y.backward(upstream, retain_graph=True)
+    else:
+        from . import functional as F
+        from .autograd import Tensor, no_grad
+        op, leaves = getattr(F, kind), (Tensor(x, requires_grad=True), Tensor(w, requires_grad=True))
+
+        def backward(y):
+            y.backward(upstream)
+    output = op(*leaves, **args)
+    upstream = (torch.ones(output.shape) if library == "torch" else np.ones(output.shape, np.float32))
+
+    def whole():
+        for leaf in leaves:
+            leaf.grad = None
+        backward(op(*leaves, **args))
+
+    def forward():
+        with no_grad():
+            op(*leaves, **args)
+
+    def backward_alone():
+        for leaf in leaves:
+            leaf.grad = None
+        backward(output)
+    return [whole, forward, backward_alone] if parts else [whole]
 
 
 # ---------------------------------------------------------------------------- across processes
@@ -297,27 +317,37 @@ def bench_products(threads=(1, 2), extra=((1024, 1024, 1024, 1),), recorded=None
     return out
 
 
-def bench_conv_layers(threads=(1, 2), torch_python=None, rounds=2, recorded=None):
-    """``{preset: [(layer, {T: {"scratchgen": s, "torch": s or None}})]}``, the best of ``rounds``
-    alternating processes per library."""
+def bench_conv_layers(threads=(1, 2), torch_python=None, rounds=2, recorded=None, parts=False):
+    """``{preset: [(layer, {T: {"scratchgen": s, "torch": s or None, "wall": scratchgen's wall s}})]}``,
+    the best of ``rounds`` alternating processes per library. With ``parts``, each T's dict also holds
+    ``"parts"``: ``{library: (forward s, backward s) or None}``, and ``"parts_wall"``: scratchgen's
+    wall times of the two (``time_convs``)."""
     recorded = recorded if recorded is not None else record()["conv"]
     flat = [layer for group in recorded.values() for layer in group]
+    per = 3 if parts else 1         # numbers per layer: the whole layer (then its forward, its backward)
     best, wall = {}, {}
     for t in threads:
         for r in range(rounds):
             libs = ["scratchgen"] + (["torch"] if torch_python else [])
             for lib in (libs if r % 2 == 0 else libs[::-1]):
-                got, got_wall = _worker({"what": "convs", "threads": t, "library": lib, "layers": flat},
+                got, got_wall = _worker({"what": "convs", "threads": t, "library": lib, "layers": flat,
+                                         "parts": parts},
                                         torch_python if lib == "torch" else None, script=lib == "torch")
                 for store, new in ((best, got), (wall, got_wall)):
-                    old = store.get((t, lib), [float("inf")] * len(flat))
+                    old = store.get((t, lib), [float("inf")] * len(flat) * per)
                     store[(t, lib)] = [min(a, b) for a, b in zip(old, new)]
+
+    def entry(t, k):                # k: the layer's index in ``flat``
+        got = {lib: best.get((t, lib), [None] * len(flat) * per)[k * per] for lib in ("scratchgen", "torch")}
+        got["wall"] = wall[(t, "scratchgen")][k * per]
+        if parts:
+            got["parts"] = {lib: tuple(best[(t, lib)][k * per + 1: k * per + 3]) if (t, lib) in best else None
+                            for lib in ("scratchgen", "torch")}
+            got["parts_wall"] = tuple(wall[(t, "scratchgen")][k * per + 1: k * per + 3])
+        return got
     out, i = {}, 0
     for name, group in recorded.items():
-        out[name] = [(layer, {t: {lib: best.get((t, lib), [None] * len(flat))[i + j]
-                                  for lib in ("scratchgen", "torch")}
-                              | {"wall": wall[(t, "scratchgen")][i + j]} for t in threads})
-                     for j, layer in enumerate(group)]
+        out[name] = [(layer, {t: entry(t, i + j) for t in threads}) for j, layer in enumerate(group)]
         i += len(group)
     return out
 
@@ -330,7 +360,7 @@ def _main(argv=None):
     else:
         layers = [{k: tuple(v) if isinstance(v, list) else v for k, v in layer.items()}
                   for layer in payload["layers"]]
-        result = time_convs(layers, payload["threads"], payload["library"])
+        result = time_convs(layers, payload["threads"], payload["library"], parts=payload.get("parts", False))
     print(json.dumps(result))
     return 0
 

@@ -90,6 +90,34 @@ def test_the_presets_products_and_conv_layers_are_recorded_from_real_steps(monke
     assert len(cpu) == len(wall) == 1 and min(cpu + wall) > 0
 
 
+def test_a_conv_layers_forward_and_backward_passes_are_timed_apart_on_request():
+    layers = [dict(kind="conv2d", x=(4, 3, 8, 8), w=(5, 3, 3, 3), stride=(1, 1), padding=(1, 1), output_padding=0),
+              dict(kind="conv_transpose2d", x=(4, 5, 4, 4), w=(5, 1, 4, 4), stride=(2, 2), padding=(1, 1),
+                   output_padding=(0, 0))]
+    cpu, wall = bench_presets.time_convs(layers, 1, "scratchgen", repeats=1, parts=True)
+    assert len(cpu) == len(wall) == 3 * len(layers) and min(cpu + wall) > 0    # whole, forward, backward
+
+
+def test_bench_conv_verbose_prints_each_layers_two_passes_with_the_rounds_asked_for(capsys, monkeypatch):
+    layer = dict(kind="conv2d", x=(64, 32, 14, 14), w=(64, 32, 4, 4), stride=(2, 2), padding=(1, 1))
+    asked = []
+
+    def fake(threads, torch_python, rounds, parts=False):
+        asked.append((rounds, parts))
+        by_t = {t: {"scratchgen": 2e-3 / t, "torch": None, "wall": 2e-3 / t,
+                    "parts": {"scratchgen": (0.5e-3 / t, 1.5e-3 / t), "torch": None},
+                    "parts_wall": (0.5e-3 / t, 1.5e-3 / t)} for t in threads}
+        return {"dcgan": [(layer, by_t)]}
+    monkeypatch.setattr("scratchgen.bench_presets.bench_conv_layers", fake)
+    monkeypatch.setattr("scratchgen.bench.core_speeds", lambda: None)
+    assert bench.main(["--only", "conv", "--threads", "1,2", "--no-torch", "--rounds", "3", "--verbose"]) == 0
+    out = capsys.readouterr().out
+    assert asked == [(3, True)]
+    forward = next(line for line in out.splitlines() if "forward alone" in line)
+    assert "-/0.5" in forward and "-/0.2" in forward and forward.rstrip().endswith("0.50")
+    assert "backward alone" in out
+
+
 def test_compile_stats_count_a_new_compilation_and_not_a_second_call():
     @njit
     def twice(x):
