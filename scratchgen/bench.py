@@ -108,9 +108,14 @@ def bench_alternating(repeats):
     return [t / calls * 1e3 for t in times]
 
 
-def autograd_overhead(n_ops=10_000):
+def autograd_overhead(n_ops=10_000, repeats=5):
     """Microseconds per op to build, and to backpropagate through, a chain of ``n_ops`` tiny ops
-    (``x = x * 1.0001 + 0.0`` on a one-element tensor): the engine's own cost, not the maths.
+    (``x = x * 1.0001 + 0.0`` on a one-element tensor): the engine's own cost, not the maths. Medians of
+    ``repeats`` chains, with Python's garbage collector on and off in turn.
+
+    NOTE: one chain each, as it once was, the row with the collector on swung from 2.5 to 19.8 µs per op
+    for the backward pass between runs of the benchmark (2026-12-07, AMD EPYC Zen 3): whether one of
+    the collector's full passes over every object of the process fell inside the timed loop or not.
 
     Returns None until ``scratchgen.autograd`` exists.
     """
@@ -118,22 +123,24 @@ def autograd_overhead(n_ops=10_000):
         from scratchgen.autograd import Tensor
     except ImportError:
         return None
-    rows = []
-    for gc_on in (True, False):
-        (gc.enable if gc_on else gc.disable)()
-        try:
-            x0 = Tensor(np.ones(1), requires_grad=True)
-            start = time.perf_counter()
-            x = x0
-            for _ in range(n_ops // 2):
-                x = x * 1.0001 + 0.0
-            built = time.perf_counter()
-            x.sum().backward()
-            done = time.perf_counter()
-        finally:
-            gc.enable()
-        rows.append((gc_on, (built - start) / n_ops * 1e6, (done - built) / n_ops * 1e6))
-    return rows
+    times = {True: [], False: []}
+    for _ in range(repeats):
+        for gc_on in (True, False):
+            (gc.enable if gc_on else gc.disable)()
+            try:
+                x0 = Tensor(np.ones(1), requires_grad=True)
+                start = time.perf_counter()
+                x = x0
+                for _ in range(n_ops // 2):
+                    x = x * 1.0001 + 0.0
+                built = time.perf_counter()
+                x.sum().backward()
+                done = time.perf_counter()
+            finally:
+                gc.enable()
+            times[gc_on].append(((built - start) / n_ops * 1e6, (done - built) / n_ops * 1e6))
+    return [(gc_on, float(np.median([b for b, _ in times[gc_on]])), float(np.median([d for _, d in times[gc_on]])))
+            for gc_on in (True, False)]
 
 
 def coldstart(argv=("train", "vae", "--data", "digits8", "--epochs", "1")):
@@ -333,7 +340,7 @@ def main(argv=None):
     if "conv" in sections:
         say("", *conv_lines(threads, python, args.rounds, args.verbose), _load())
     if "autograd" in sections:
-        say("", "autograd overhead, µs per op (10,000-op chain): build / backward")
+        say("", "autograd overhead, µs per op (10,000-op chain, medians of 5): build / backward")
         for gc_on, build, back in autograd_overhead() or []:
             say(f"  gc {'on' if gc_on else 'off'}: {build:.1f} / {back:.1f}")
     if "steps" in sections:

@@ -163,3 +163,10 @@ def test_the_core_speeds_line_says_when_the_cores_run_unequally():
     assert "unequally" in bench.core_speeds_line({0: 1.0, 1: 0.6})
     assert "unequally" not in bench.core_speeds_line({0: 1.0, 1: 0.95})
     assert "not measured" in bench.core_speeds_line(None)
+
+
+def test_the_autograd_overhead_row_gives_medians_with_the_collector_on_and_off_and_leaves_it_on():
+    import gc
+    rows = bench.autograd_overhead(n_ops=200, repeats=3)
+    assert [on for on, _, _ in rows] == [True, False]
+    assert all(build > 0 and back > 0 for _, build, back in rows) and gc.isenabled()
