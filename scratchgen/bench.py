@@ -217,10 +217,13 @@ def conv_lines(threads, torch_python, rounds=2, verbose=False):
     gradients) below it, timed apart: which part of a layer two threads speed up."""
     from .bench_presets import bench_conv_layers
     results = bench_conv_layers(threads, torch_python, rounds, parts=verbose)
+    gain = 1 in threads and max(threads) > 1        # a last column: more threads' wall time over one's
     lines = ["conv forward + both gradients, ms: PyTorch / scratchgen and scratchgen's time as a multiple of "
-             "PyTorch's (target <= 1.0); last column: scratchgen's wall time on " + str(max(threads)) +
-             " threads / on 1 (target <= 0.6; meaningless when the load exceeds the cores)",
-             _ratio_line("layer", [f"{t} thread{'s' if t > 1 else ''}" for t in threads] + ["threads gain"])]
+             "PyTorch's (target <= 1.0)" + ("; last column: scratchgen's wall time on " + str(max(threads)) +
+                                            " threads / on 1 (target <= 0.6; meaningless when the load exceeds the "
+                                            "cores)" if gain else ""),
+             _ratio_line("layer", [f"{t} thread{'s' if t > 1 else ''}" for t in threads]
+                         + (["threads gain"] if gain else []))]
     for name, rows in results.items():
         for layer, by_t in rows:
             cells = []

@@ -116,6 +116,9 @@ def test_bench_conv_verbose_prints_each_layers_two_passes_with_the_rounds_asked_
     forward = next(line for line in out.splitlines() if "forward alone" in line)
     assert "-/0.5" in forward and "-/0.2" in forward and forward.rstrip().endswith("0.50")
     assert "backward alone" in out
+    # one thread only: no column comparing thread counts, and no sentence about it
+    assert bench.main(["--only", "conv", "--threads", "1", "--no-torch", "--verbose"]) == 0
+    assert "threads gain" not in capsys.readouterr().out
 
 
 def test_compile_stats_count_a_new_compilation_and_not_a_second_call():
