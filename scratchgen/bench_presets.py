@@ -240,15 +240,15 @@ def _conv_calls(library, kind, x, w, args, threads, parts):
         for leaf in leaves:
             leaf.requires_grad_(True)
 
-        def backward(y):
-            y.backward(upstream, retain_graph=True)
+        def backward(y, again=False):
+            y.backward(upstream, retain_graph=again)     # ``again``: the graph serves the next call too
     else:
         from . import functional as F
         from .autograd import Tensor, no_grad
         op, leaves = getattr(F, kind), (Tensor(x, requires_grad=True), Tensor(w, requires_grad=True))
 
-        def backward(y):
-            y.backward(upstream)
+        def backward(y, again=False):
+            y.backward(upstream)                          # our graph can always be run again
     output = op(*leaves, **args)
     upstream = (torch.ones(output.shape) if library == "torch" else np.ones(output.shape, np.float32))
 
@@ -264,7 +264,7 @@ def _conv_calls(library, kind, x, w, args, threads, parts):
     def backward_alone():
         for leaf in leaves:
             leaf.grad = None
-        backward(output)
+        backward(output, again=True)
     return [whole, forward, backward_alone] if parts else [whole]
 
 
