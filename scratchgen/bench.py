@@ -226,32 +226,29 @@ def conv_lines(threads, torch_python, rounds=2, verbose=False):
                          + (["threads gain"] if gain else []))]
     for name, rows in results.items():
         for layer, by_t in rows:
-            cells = []
-            for t in threads:
-                ours, theirs = by_t[t]["scratchgen"], by_t[t]["torch"]
-                cells.append(f"{theirs * 1e3:.1f}/{ours * 1e3:.1f} {ours / theirs:.2f}" if theirs
-                             else f"-/{ours * 1e3:.1f}")
-            if 1 in threads and max(threads) > 1:      # wall time on both sides
-                cells.append(f"{by_t[max(threads)]['wall'] / by_t[1]['wall']:.2f}")
             c_in, c_out = (layer["w"][0], layer["w"][1]) if layer["kind"] == "conv_transpose2d" \
                 else (layer["w"][1], layer["w"][0])
             label = (f"  {name} {'convT' if layer['kind'] == 'conv_transpose2d' else 'conv'} {c_in}->{c_out} "
                      f"{layer['w'][2]}x{layer['w'][3]} s{layer['stride'][0]} {layer['x'][2]}x{layer['x'][3]}")
-            lines.append(_ratio_line(label, cells))
+            lines.append(_ratio_line(label, _conv_cells(
+                threads, {t: (by_t[t]["scratchgen"], by_t[t]["torch"], by_t[t]["wall"]) for t in threads})))
             if verbose:
-                lines += [_ratio_line(f"    {part}", _part_cells(by_t, threads, i)) for i, part in
-                          enumerate(("forward alone", "backward alone"))]
+                lines += [_ratio_line(f"    {part}", _conv_cells(
+                    threads, {t: (by_t[t]["parts"]["scratchgen"][i], (by_t[t]["parts"]["torch"] or (None, None))[i],
+                                  by_t[t]["parts_wall"][i]) for t in threads}))
+                          for i, part in enumerate(("forward alone", "backward alone"))]
     return lines
 
 
-def _part_cells(by_t, threads, i):
-    """The cells of a layer's forward (``i`` 0) or backward (1) pass timed alone, as a layer's row has them."""
+def _conv_cells(threads, times):
+    """A conv row's cells from ``times`` {T: (ours s, PyTorch's s or None, our wall s)}: PyTorch / ours and
+    the ratio for each thread count, then (with 1 and more threads) our wall time on the most over one."""
     cells = []
     for t in threads:
-        ours, theirs = by_t[t]["parts"]["scratchgen"][i], (by_t[t]["parts"]["torch"] or (None, None))[i]
+        ours, theirs, _ = times[t]
         cells.append(f"{theirs * 1e3:.1f}/{ours * 1e3:.1f} {ours / theirs:.2f}" if theirs else f"-/{ours * 1e3:.1f}")
-    if 1 in threads and max(threads) > 1:
-        cells.append(f"{by_t[max(threads)]['parts_wall'][i] / by_t[1]['parts_wall'][i]:.2f}")
+    if 1 in threads and max(threads) > 1:      # wall time on both sides
+        cells.append(f"{times[max(threads)][2] / times[1][2]:.2f}")
     return cells
 
 
