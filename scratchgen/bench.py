@@ -219,36 +219,40 @@ def conv_lines(threads, torch_python, rounds=2, verbose=False):
     results = bench_conv_layers(threads, torch_python, rounds, parts=verbose)
     gain = 1 in threads and max(threads) > 1        # a last column: more threads' wall time over one's
     lines = ["conv forward + both gradients, ms: PyTorch / scratchgen and scratchgen's time as a multiple of "
-             "PyTorch's (target <= 1.0)" + ("; last column: scratchgen's wall time on " + str(max(threads)) +
-                                            " threads / on 1 (target <= 0.6; meaningless when the load exceeds the "
-                                            "cores)" if gain else ""),
+             "PyTorch's (target <= 1.0)" + ("; last column: wall time on " + str(max(threads)) + " threads / on 1, "
+                                            "scratchgen's (target <= 0.6) and PyTorch's beside it, which shows what "
+                                            "the layer allows (meaningless when the load exceeds the cores)"
+                                            if gain else ""),
              _ratio_line("layer", [f"{t} thread{'s' if t > 1 else ''}" for t in threads]
-                         + (["threads gain"] if gain else []))]
+                         + (["threads gain, ours / PyTorch's"] if gain else []))]
     for name, rows in results.items():
         for layer, by_t in rows:
             c_in, c_out = (layer["w"][0], layer["w"][1]) if layer["kind"] == "conv_transpose2d" \
                 else (layer["w"][1], layer["w"][0])
             label = (f"  {name} {'convT' if layer['kind'] == 'conv_transpose2d' else 'conv'} {c_in}->{c_out} "
                      f"{layer['w'][2]}x{layer['w'][3]} s{layer['stride'][0]} {layer['x'][2]}x{layer['x'][3]}")
-            lines.append(_ratio_line(label, _conv_cells(
-                threads, {t: (by_t[t]["scratchgen"], by_t[t]["torch"], by_t[t]["wall"]) for t in threads})))
+            lines.append(_ratio_line(label, _conv_cells(threads, {t: (
+                by_t[t]["scratchgen"], by_t[t]["torch"], by_t[t]["wall"], by_t[t]["torch_wall"]) for t in threads})))
             if verbose:
                 lines += [_ratio_line(f"    {part}", _conv_cells(
                     threads, {t: (by_t[t]["parts"]["scratchgen"][i], (by_t[t]["parts"]["torch"] or (None, None))[i],
-                                  by_t[t]["parts_wall"][i]) for t in threads}))
+                                  by_t[t]["parts_wall"][i], by_t[t]["parts_torch_wall"][i]) for t in threads}))
                           for i, part in enumerate(("forward alone", "backward alone"))]
     return lines
 
 
 def _conv_cells(threads, times):
-    """A conv row's cells from ``times`` {T: (ours s, PyTorch's s or None, our wall s)}: PyTorch / ours and
-    the ratio for each thread count, then (with 1 and more threads) our wall time on the most over one."""
+    """A conv row's cells from ``times`` {T: (ours s, PyTorch's s or None, our wall s, PyTorch's wall s or None)}:
+    PyTorch / ours and the ratio for each thread count, then (with 1 and more threads) the wall time on the
+    most over one, ours and, where it was timed, PyTorch's: a layer whose two threads gain little in both
+    libraries is bound by something neither library's kernels control (the memory's speed, say)."""
     cells = []
     for t in threads:
-        ours, theirs, _ = times[t]
+        ours, theirs = times[t][:2]
         cells.append(f"{theirs * 1e3:.1f}/{ours * 1e3:.1f} {ours / theirs:.2f}" if theirs else f"-/{ours * 1e3:.1f}")
     if 1 in threads and max(threads) > 1:      # wall time on both sides
-        cells.append(f"{times[max(threads)][2] / times[1][2]:.2f}")
+        most, one = times[max(threads)], times[1]
+        cells.append(f"{most[2] / one[2]:.2f}" + (f" / {most[3] / one[3]:.2f}" if most[3] and one[3] else ""))
     return cells
 
 

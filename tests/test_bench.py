@@ -104,9 +104,9 @@ def test_bench_conv_verbose_prints_each_layers_two_passes_with_the_rounds_asked_
 
     def fake(threads, torch_python, rounds, parts=False):
         asked.append((rounds, parts))
-        by_t = {t: {"scratchgen": 2e-3 / t, "torch": None, "wall": 2e-3 / t,
+        by_t = {t: {"scratchgen": 2e-3 / t, "torch": None, "wall": 2e-3 / t, "torch_wall": None,
                     "parts": {"scratchgen": (0.5e-3 / t, 1.5e-3 / t), "torch": None},
-                    "parts_wall": (0.5e-3 / t, 1.5e-3 / t)} for t in threads}
+                    "parts_wall": (0.5e-3 / t, 1.5e-3 / t), "parts_torch_wall": (None, None)} for t in threads}
         return {"dcgan": [(layer, by_t)]}
     monkeypatch.setattr("scratchgen.bench_presets.bench_conv_layers", fake)
     monkeypatch.setattr("scratchgen.bench.core_speeds", lambda: None)
@@ -119,6 +119,16 @@ def test_bench_conv_verbose_prints_each_layers_two_passes_with_the_rounds_asked_
     # one thread only: no column comparing thread counts, and no sentence about it
     assert bench.main(["--only", "conv", "--threads", "1", "--no-torch", "--verbose"]) == 0
     assert "threads gain" not in capsys.readouterr().out
+
+
+def test_a_conv_rows_threads_gain_shows_pytorchs_own_gain_beside_ours():
+    # ours: 2.0 -> 1.0 ms wall on 2 threads (0.50); PyTorch's: 3.0 -> 2.1 ms (0.70)
+    times = {1: (2e-3, 3e-3, 2e-3, 3e-3), 2: (1e-3, 2.1e-3, 1e-3, 2.1e-3)}
+    cells = bench._conv_cells((1, 2), times)
+    assert cells[-1] == "0.50 / 0.70"
+    assert cells[0].startswith("3.0/2.0") and cells[1].startswith("2.1/1.0")
+    # PyTorch not timed: our gain alone
+    assert bench._conv_cells((1, 2), {t: (a, None, c, None) for t, (a, _, c, _) in times.items()})[-1] == "0.50"
 
 
 def test_compile_stats_count_a_new_compilation_and_not_a_second_call():
