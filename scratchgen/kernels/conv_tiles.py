@@ -100,8 +100,9 @@ def gather_tile(mr, row_bytes, src, row_src, i, rows, k_src, k0, kc, panel, out,
     - the offsets are unsigned: Numba then adds no test for negative indices in the loop; and the
       loop reads k_src and the panel through views that start at k0 (``ks``, ``rows_b``), indexed
       from 0: indexed as ``k_src[k0 + k]``, each step tested k0 + k for a negative index (k0 is an
-      argument, so LLVM cannot rule it out) and multiplied it by the panel's row length, 31
-      instructions a step for the 12 multiply-adds of a 3 x 32 tile against 24 (``inspect_asm``).
+      argument, so LLVM cannot rule it out) and multiplied it by the panel's row length, 32
+      instructions a step for the 12 multiply-adds of a 3 x 32 tile against 25 (``inspect_asm``; the
+      5 x 16 tile's 10: 30 against 23).
       Measured (2026-12-07, one thread, CPU time, AMD EPYC Zen 3, AVX2, the kernels alone, one process
       alternating, 31 rounds, medians of per-round ratios): weight gradients of the VQ-VAE's 3x3
       16->64, 64->32 and 64->64 layers 0.978, 0.970 and 0.981 of their time; forward passes and input
@@ -300,8 +301,8 @@ def _rows_block(mr, row_bytes, block, src, row_src, i0, i1, k_src, panels, out, 
       one run 1.1 slower): the copy's cost is in out's cache lines, not in its instructions.
     - each run is copied from ``column``, a view of one column of ``sums``, indexed from 0 up: written as
       ``sums[r + t, s]``, every number paid Numba's test for a negative index (LLVM cannot tell that
-      r + t >= 0 when r comes from a while loop): a compare and a conditional move per load, 50
-      instructions per 8 numbers against 13 (``inspect_asm``). Measured (2026-12-07, one thread, CPU
+      r + t >= 0 when r comes from a while loop): a compare and a conditional move per load, 53-56
+      instructions per 8 numbers against 14 (``inspect_asm``). Measured (2026-12-07, one thread, CPU
       time, AMD EPYC Zen 3, AVX2, the kernel alone, one process alternating main's and this in 31
       rounds, medians of per-round ratios): forward passes of the VQ-VAE's 3x3 16->64, 64->32 and
       64->64 layers 0.934, 0.969 and 0.971 of their time, their input gradients 0.970, 0.960 and 0.962.

@@ -49,7 +49,7 @@ def register_tile(a_panel, b_panel, k0, kc, out, i, j, add):
       columns instead and vectorised over the rows, with gathers and scatters (about 15x slower);
     - both operands are read from packed panels, unit stride, from index 0: b's through a view that
       starts at k0 (``rows_b``), so that no step tests k0 + k for a negative index (as
-      ``conv_tiles.gather_tile`` explains; 29 instructions a step -> 24 here, though the 1024 x 1024
+      ``conv_tiles.gather_tile`` explains; 28 instructions a step -> 23 here, though the 1024 x 1024
       product and the VAE's ran no faster for it: 0.99-1.01 of their time, the multiply-adds set the pace).
     """
     acc = stack_tile(TILE_ROWS, TILE_ROW_BYTES, out)
