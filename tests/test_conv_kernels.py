@@ -410,6 +410,16 @@ def test_conv2d_bad_arguments_name_the_shapes(backend, call, message):
             call()
 
 
+def test_a_size_given_as_int_tuple_list_or_numpy_int_becomes_the_same_pair_of_python_ints():
+    for value, expected in ((2, (2, 2)), ((1, 3), (1, 3)), ([1, 3], (1, 3)), (np.int64(2), (2, 2)),
+                            ((np.int32(1), 3), (1, 3))):
+        got = conv.pair(value, "conv2d stride")
+        assert got == expected and all(type(v) is int for v in got)
+    for bad in ((1, 2.0), (1,), (1, 2, 3), 1.5, "2"):
+        with pytest.raises(ValueError, match="conv2d stride must be an int or a pair of ints"):
+            conv.pair(bad, "conv2d stride")
+
+
 def test_the_channels_last_scratch_image_is_rewritten_on_reuse_and_keeps_a_zero_border():
     # _nhwc reuses one buffer per shape and padding: its interior must be the new input, its border
     # still zero, also after an input of another size and padding with the same padded shape

@@ -38,7 +38,19 @@ from .layouts import result_dtype
 # ---------------------------------------------------------------------------- arguments
 def pair(value, name):
     """``3`` -> ``(3, 3)``, ``(1, 2)`` -> ``(1, 2)``: a size, stride or padding given for both spatial
-    axes; ``name`` (e.g. ``"conv2d stride"``) goes into the error for anything else."""
+    axes; ``name`` (e.g. ``"conv2d stride"``) goes into the error for anything else.
+
+    NOTE: the two usual cases, an int and a pair of ints, are answered first: a layer's forward and
+    backward pass check their stride and padding eight times (the functional call, the kernels' entries),
+    and the general test took 1.3 µs a call against 0.1-0.2. Measured (2026-12-07, one thread, AMD EPYC
+    Zen 3, one process alternating the two in 41 rounds of 100 calls, with ``conv_numba._out_hw`` written
+    without a generator): forward and both gradients of a layer with a batch of one image, the VQ-VAE's
+    1x1 64->16 222 -> 194 µs, its 3x3 16->64 258 -> 228 µs; at a batch of 128 the 1x1 layer's 1.0 ms
+    moved by less than the noise (0.994)."""
+    if type(value) is int:
+        return value, value
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+        return value
     p = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(p) != 2 or not all(isinstance(v, (int, np.integer)) for v in p):
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")

@@ -43,7 +43,8 @@ from .threads import SCATTERED_COPY_WORK, sized_for
 
 def _out_hw(x_shape, w_shape, stride, padding):
     """(Ho, Wo) of a conv2d whose arguments the caller has checked (the formula of ``conv.py``)."""
-    return tuple((x_shape[d] + 2 * padding[d - 2] - w_shape[d]) // stride[d - 2] + 1 for d in (2, 3))
+    return ((x_shape[2] + 2 * padding[0] - w_shape[2]) // stride[0] + 1,
+            (x_shape[3] + 2 * padding[1] - w_shape[3]) // stride[1] + 1)
 
 
 # ---------------------------------------------------------------------------- Numba kernels
