@@ -231,13 +231,9 @@ def conv_lines(threads, torch_python, rounds=2, verbose=False):
                 else (layer["w"][1], layer["w"][0])
             label = (f"  {name} {'convT' if layer['kind'] == 'conv_transpose2d' else 'conv'} {c_in}->{c_out} "
                      f"{layer['w'][2]}x{layer['w'][3]} s{layer['stride'][0]} {layer['x'][2]}x{layer['x'][3]}")
-            lines.append(_ratio_line(label, _conv_cells(threads, {t: (
-                by_t[t]["scratchgen"], by_t[t]["torch"], by_t[t]["wall"], by_t[t]["torch_wall"]) for t in threads})))
-            if verbose:
-                lines += [_ratio_line(f"    {part}", _conv_cells(
-                    threads, {t: (by_t[t]["parts"]["scratchgen"][i], (by_t[t]["parts"]["torch"] or (None, None))[i],
-                                  by_t[t]["parts_wall"][i], by_t[t]["parts_torch_wall"][i]) for t in threads}))
-                          for i, part in enumerate(("forward alone", "backward alone"))]
+            parts = (label, "    forward alone", "    backward alone")[:len(by_t[threads[0]])]
+            lines += [_ratio_line(part, _conv_cells(threads, {t: by_t[t][i] for t in threads}))
+                      for i, part in enumerate(parts)]
     return lines
 
 

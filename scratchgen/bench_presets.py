@@ -316,11 +316,9 @@ def bench_products(threads=(1, 2), extra=((1024, 1024, 1024, 1),), recorded=None
 
 
 def bench_conv_layers(threads=(1, 2), torch_python=None, rounds=2, recorded=None, parts=False):
-    """``{preset: [(layer, {T: {"scratchgen": s, "torch": s or None, "wall": scratchgen's wall s,
-    "torch_wall": PyTorch's wall s or None}})]}``, the best of ``rounds`` alternating processes per library.
-    With ``parts``, each T's dict also holds ``"parts"``: ``{library: (forward s, backward s) or None}``, and
-    ``"parts_wall"`` / ``"parts_torch_wall"``: scratchgen's / PyTorch's wall times of the two (``time_convs``;
-    PyTorch's None without it)."""
+    """``{preset: [(layer, {T: [(scratchgen's s, PyTorch's s or None, scratchgen's wall s, PyTorch's wall s or
+    None)]})]}``, the best of ``rounds`` alternating processes per library: one tuple for the whole layer, then,
+    with ``parts``, one for its forward pass alone and one for its backward pass alone (``time_convs``)."""
     recorded = recorded if recorded is not None else record()["conv"]
     flat = [layer for group in recorded.values() for layer in group]
     per = 3 if parts else 1         # numbers per layer: the whole layer (then its forward, its backward)
@@ -337,16 +335,10 @@ def bench_conv_layers(threads=(1, 2), torch_python=None, rounds=2, recorded=None
                     store[(t, lib)] = [min(a, b) for a, b in zip(old, new)]
 
     def entry(t, k):                # k: the layer's index in ``flat``
-        got = {lib: best.get((t, lib), [None] * len(flat) * per)[k * per] for lib in ("scratchgen", "torch")}
-        theirs = wall.get((t, "torch"))
-        got["wall"] = wall[(t, "scratchgen")][k * per]
-        got["torch_wall"] = theirs[k * per] if theirs else None
-        if parts:
-            got["parts"] = {lib: tuple(best[(t, lib)][k * per + 1: k * per + 3]) if (t, lib) in best else None
-                            for lib in ("scratchgen", "torch")}
-            got["parts_wall"] = tuple(wall[(t, "scratchgen")][k * per + 1: k * per + 3])
-            got["parts_torch_wall"] = tuple(theirs[k * per + 1: k * per + 3]) if theirs else (None, None)
-        return got
+        def timed(store, lib, i):
+            return store[(t, lib)][i] if (t, lib) in store else None
+        return [(timed(best, "scratchgen", i), timed(best, "torch", i), timed(wall, "scratchgen", i),
+                 timed(wall, "torch", i)) for i in range(k * per, (k + 1) * per)]
     out, i = {}, 0
     for name, group in recorded.items():
         out[name] = [(layer, {t: entry(t, i + j) for t in threads}) for j, layer in enumerate(group)]

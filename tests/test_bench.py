@@ -104,9 +104,9 @@ def test_bench_conv_verbose_prints_each_layers_two_passes_with_the_rounds_asked_
 
     def fake(threads, torch_python, rounds, parts=False):
         asked.append((rounds, parts))
-        by_t = {t: {"scratchgen": 2e-3 / t, "torch": None, "wall": 2e-3 / t, "torch_wall": None,
-                    "parts": {"scratchgen": (0.5e-3 / t, 1.5e-3 / t), "torch": None},
-                    "parts_wall": (0.5e-3 / t, 1.5e-3 / t), "parts_torch_wall": (None, None)} for t in threads}
+        # (ours, PyTorch's, our wall, PyTorch's wall) for the whole layer, its forward and its backward pass
+        by_t = {t: [(s / t, None, s / t, None) for s in (2e-3, 0.5e-3, 1.5e-3)][:3 if parts else 1]
+                for t in threads}
         return {"dcgan": [(layer, by_t)]}
     monkeypatch.setattr("scratchgen.bench_presets.bench_conv_layers", fake)
     monkeypatch.setattr("scratchgen.bench.core_speeds", lambda: None)
